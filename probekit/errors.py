@@ -1,0 +1,35 @@
+"""Errors a user can act on: each message says what was wrong and what to do next."""
+
+
+class ProbekitError(Exception):
+    """Base class for every error probekit raises on purpose."""
+
+
+class UnknownModelError(ProbekitError, KeyError):
+    """A model name that timm and probekit do not know."""
+
+    def __str__(self) -> str:  # KeyError would quote the message
+        return str(self.args[0])
+
+
+class NotAViTError(ProbekitError, TypeError):
+    """A model without the pre-norm ViT block structure the site taxonomy needs."""
+
+
+class WeightsMismatchError(ProbekitError, ValueError):
+    """Weights that do not fit the architecture they are loaded into."""
+
+
+class AssetMissingError(ProbekitError, FileNotFoundError):
+    """An offline asset (package, file) that has not been provisioned yet."""
+
+
+class FingerprintMismatchError(ProbekitError, RuntimeError):
+    """A converted model whose outputs differ from the stored fingerprint."""
+
+
+class UnknownDatasetError(ProbekitError, KeyError):
+    """A dataset id the registry does not know."""
+
+    def __str__(self) -> str:
+        return str(self.args[0])
