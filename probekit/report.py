@@ -1,0 +1,208 @@
+"""What every notebook calls to make its report: run info, tidy tables, headlines, timings.
+
+Each helper shows something readable in the notebook (and so in the HTML report) and, in the
+same output, a machine-readable record under the mimetype :data:`RECORD_MIME`. ``probekit suite``
+reads those records back from the executed notebook to build ``reports/index.html``; HTML
+exporters and JupyterLab ignore the mimetype, so nothing extra is drawn.
+
+    info = run_info(dict(model=model, dataset=dataset), seed)   # seeds, shows the run-info table
+    with Timer("extract features"):
+        ...
+    save_table(df, "layerwise", results_dir)                     # reports/results/layerwise.csv
+    headline("best_layer", 7, label="Best layer (block output)")
+"""
+
+from __future__ import annotations
+
+import html
+import json
+import math
+import re
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from .errors import ProbekitError
+from .provenance import environment_info, seed_everything
+
+RECORD_MIME = "application/vnd.probekit.record+json"
+TABLE_COLUMNS: tuple[str, ...] = (
+    "model", "dataset", "site", "layer", "pool", "metric", "value", "ci_low", "ci_high",
+)
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+
+_TIMINGS: list[dict[str, Any]] = []
+_HEADLINES: dict[str, Any] = {}
+
+
+class TableError(ProbekitError, ValueError):
+    """A result table that does not have the tidy shape every analysis shares."""
+
+
+def _emit(kind: str, payload: dict[str, Any], text: str, html_text: str | None = None) -> None:
+    """Display ``text`` (and ``html_text``) with the machine-readable record beside it."""
+    record = {"kind": kind, **payload}
+    try:
+        from IPython import get_ipython
+        from IPython.display import display
+    except ImportError:  # plain python without IPython: print only
+        print(text)
+        return
+    if get_ipython() is None:
+        print(text)
+        return
+    bundle: dict[str, Any] = {"text/plain": text, RECORD_MIME: _jsonable(record)}
+    if html_text is not None:
+        bundle["text/html"] = html_text
+    else:
+        bundle["text/markdown"] = text
+    display(bundle, raw=True)
+
+
+def _jsonable(value: Any) -> Any:
+    """``value`` made JSON-safe: numpy scalars/arrays unwrapped, NaN/inf to None, rest str."""
+    if isinstance(value, dict):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple, set)):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if value is None or isinstance(value, (str, int, bool)):
+        return value
+    if hasattr(value, "tolist"):  # numpy scalar or array
+        return _jsonable(value.tolist())
+    return str(value)
+
+
+def default_results_dir() -> Path:
+    """``reports/results`` under :func:`probekit.paths.reports_dir`."""
+    from .paths import reports_dir
+
+    return reports_dir() / "results"
+
+
+def run_info(params: dict[str, Any], seed: int | None = None) -> pd.DataFrame:
+    """Seed everything, then show and return a table of the run's parameters and environment.
+
+    ``params`` are the notebook's parameters (at least ``model`` and ``dataset``/``datasets``
+    when the notebook has them: the suite index shows them). The table also lists versions of
+    probekit/torch/timm/numpy/scikit-learn, python, device, git sha, seed and start time.
+    """
+    if seed is not None:
+        seed_everything(seed)
+    _TIMINGS.clear()
+    _HEADLINES.clear()
+    env = environment_info()
+    started = datetime.now(timezone.utc).astimezone().isoformat(timespec="seconds")
+    rows = [("parameter", k, _short(v)) for k, v in params.items()]
+    rows.append(("run", "seed", "none" if seed is None else str(seed)))
+    rows.append(("run", "start time", started))
+    rows += [("environment", k, v) for k, v in env.items()]
+    table = pd.DataFrame(rows, columns=["group", "name", "value"])
+    payload = {"params": params, "seed": seed, "env": env, "start_time": started}
+    html_text = "<details open><summary><b>Run info</b></summary>" + table.to_html(
+        index=False, classes="probekit-run-info", border=0) + "</details>"
+    text = "Run info\n" + table.to_string(index=False)
+    _emit("run_info", payload, text, html_text)
+    return table
+
+
+def _short(value: Any, limit: int = 120) -> str:
+    text = value if isinstance(value, str) else json.dumps(_jsonable(value))
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def save_table(
+    df: pd.DataFrame, name: str, results_dir: str | Path | None = None, *, strict: bool = True
+) -> Path:
+    """Write ``df`` as ``<results_dir>/<name>.csv`` and record it for the suite index.
+
+    With ``strict`` (the default) the table must have the shared tidy columns
+    :data:`TABLE_COLUMNS`; extra columns are kept. ``results_dir`` defaults to
+    ``reports/results``. Returns the CSV path.
+    """
+    if not _NAME.match(name):
+        raise TableError(f"table name {name!r} must be letters, digits, '_', '-' or '.'")
+    if strict:
+        missing = [c for c in TABLE_COLUMNS if c not in df.columns]
+        if missing:
+            raise TableError(
+                f"table {name!r} lacks the tidy columns {missing}; every result table needs "
+                f"{list(TABLE_COLUMNS)} (use NaN/'' where one does not apply, or strict=False)"
+            )
+    out_dir = Path(results_dir) if results_dir else default_results_dir()
+    out_dir.mkdir(parents=True, exist_ok=True)
+    path = out_dir / f"{name}.csv"
+    ordered = [c for c in TABLE_COLUMNS if c in df.columns] + [
+        c for c in df.columns if c not in TABLE_COLUMNS]
+    df[ordered].to_csv(path, index=False)
+    payload = {"name": name, "path": str(path.resolve()), "rows": int(len(df)),
+               "columns": [str(c) for c in ordered]}
+    _emit("table", payload, f"Saved table `{name}` ({len(df)} rows) to `{path}`")
+    return path
+
+
+def headline(name: str, value: Any, *, label: str | None = None, fmt: str | None = None) -> Any:
+    """Show a headline number and record it for the suite index; returns ``value``.
+
+    ``fmt`` is a format spec such as ``".3f"``; floats default to 4 significant digits.
+    """
+    if not _NAME.match(name):
+        raise ProbekitError(f"headline name {name!r} must be letters, digits, '_', '-' or '.'")
+    shown = format_value(value, fmt)
+    _HEADLINES[name] = value
+    payload = {"name": name, "value": value, "label": label or name, "display": shown}
+    _emit("headline", payload, f"**{html.escape(label or name)}**: {shown}")
+    return value
+
+
+def format_value(value: Any, fmt: str | None = None) -> str:
+    """A compact string for a headline value."""
+    if fmt:
+        return format(value, fmt)
+    if isinstance(value, float) or hasattr(value, "dtype") and getattr(value, "ndim", 1) == 0:
+        value = float(value)
+        if math.isnan(value):
+            return "n/a"
+        return f"{value:.4g}"
+    return str(value)
+
+
+def headlines() -> dict[str, Any]:
+    """Headlines recorded since the last :func:`run_info` (in this kernel)."""
+    return dict(_HEADLINES)
+
+
+class Timer:
+    """Time a step; on exit show ``"<name>: 1.23 s"`` and record it for the report.
+
+    >>> with Timer("extract features") as t:
+    ...     pass
+    >>> t.seconds >= 0
+    True
+    """
+
+    def __init__(self, name: str, *, quiet: bool = False) -> None:
+        self.name = name
+        self.quiet = quiet
+        self.seconds: float = float("nan")
+        self._start = 0.0
+
+    def __enter__(self) -> Timer:
+        self._start = time.perf_counter()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.seconds = time.perf_counter() - self._start
+        _TIMINGS.append({"step": self.name, "seconds": self.seconds})
+        if not self.quiet:
+            _emit("timing", {"step": self.name, "seconds": self.seconds},
+                  f"*{self.name}: {self.seconds:.2f} s*")
+
+
+def timings() -> pd.DataFrame:
+    """Steps timed with :class:`Timer` since the last :func:`run_info`, in order."""
+    return pd.DataFrame(_TIMINGS, columns=["step", "seconds"])
