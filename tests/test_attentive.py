@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+from torch import nn
 
 from probekit.errors import ProbekitError
 from probekit.probes.attentive import AttentiveProbe, ProbeShapeError, head_dim_for
@@ -83,3 +84,33 @@ def test_bad_shapes_raise_probekit_errors() -> None:
     probe = AttentiveProbe(32, num_classes=3, num_tokens=4)
     with pytest.raises(ProbeShapeError, match=r"\(B, 4, 32\)"):
         probe(torch.randn(2, 5, 32))
+
+
+def _literal_forward(probe: AttentiveProbe, x: torch.Tensor) -> torch.Tensor:
+    """The paper's CrossAttention written out: project every token, softmax(q k^T * scale) v."""
+    b, t, _ = x.shape
+    h, hd = probe.num_heads, probe.head_dim
+    q = probe.q(probe.norm_q(probe.query.expand(b, -1, -1))).reshape(b, 1, h, hd).transpose(1, 2)
+    keys_in = x if probe.layer_embedding is None else x + probe.layer_embedding
+    k = probe.k(probe.norm_k(keys_in)).reshape(b, t, h, hd).transpose(1, 2)
+    v = probe.v(probe.norm_v(x)).reshape(b, t, h, hd).transpose(1, 2)
+    attn = ((q * probe.scale) @ k.transpose(-2, -1)).softmax(-1)
+    out = probe.proj((attn @ v).transpose(1, 2).reshape(b, -1))
+    return probe.classifier(probe.bn(out))
+
+
+@pytest.mark.parametrize("layer_embedding", [False, True])
+def test_reassociated_forward_matches_the_literal_cross_attention(layer_embedding: bool) -> None:
+    torch.manual_seed(2)
+    probe = AttentiveProbe(96, num_classes=5, num_tokens=12, layer_embedding=layer_embedding).double()
+    x = torch.randn(8, 12, 96, dtype=torch.float64)
+    y = torch.randint(0, 5, (8,))
+    for mode in ("train", "eval"):
+        getattr(probe, mode)()
+        fast, slow = probe(x), _literal_forward(probe, x)
+        torch.testing.assert_close(fast, slow)
+    probe.train()
+    g_fast = torch.autograd.grad(nn.functional.cross_entropy(probe(x), y), list(probe.parameters()))
+    g_slow = torch.autograd.grad(nn.functional.cross_entropy(_literal_forward(probe, x), y), list(probe.parameters()))
+    for a, b in zip(g_fast, g_slow):
+        torch.testing.assert_close(a, b)

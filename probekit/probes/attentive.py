@@ -17,6 +17,10 @@ The published probe has no position/layer embedding (``pos_q = pos_k = 0``), so 
 not depend on the order of the input tokens. ``layer_embedding=True`` is our ablation: a learned
 vector per token slot added to the keys only, where CAE adds ``pos_k`` (values stay unembedded).
 
+The forward pass is the paper's computation reassociated (the key and value maps are applied to
+the query and to the attention-pooled values instead of to every token); a test checks it against
+the literal ``softmax(q k^T / sqrt(d)) v`` form.
+
 The softmax weights of the last forward pass are kept in ``last_attention`` ``(B, heads, 1, T)``,
 recorded before dropout as the paper's ``record_attention`` does; heatmaps average them.
 """
@@ -95,12 +99,17 @@ class AttentiveProbe(nn.Module):
         b, t, _ = x.shape
         h, hd = self.num_heads, self.head_dim
         keys_in = x if self.layer_embedding is None else x + self.layer_embedding
-        q = self.q(self.norm_q(self.query)).reshape(1, 1, h, hd).transpose(1, 2)  # (1, h, 1, hd)
-        k = self.k(self.norm_k(keys_in)).reshape(b, t, h, hd).transpose(1, 2)  # (B, h, T, hd)
-        v = self.v(self.norm_v(x)).reshape(b, t, h, hd).transpose(1, 2)
-        attn = ((q * self.scale) @ k.transpose(-2, -1)).softmax(dim=-1)  # (B, h, 1, T)
-        self.last_attention = attn.detach()
-        out = (self.attn_drop(attn) @ v).transpose(1, 2).reshape(b, self.inner_dim)
+        # Same maths as the paper's q @ k^T and attn @ v, reassociated so no (B, T, inner) tensor is
+        # formed: q_h . (W_k,h LN(x_t)) = (W_k,h^T q_h) . LN(x_t) and
+        # sum_t a_ht W_v,h LN(x_t) = W_v,h (sum_t a_ht LN(x_t)). Cost drops by about T times.
+        q = self.q(self.norm_q(self.query)).reshape(h, hd) * self.scale  # one query, shared by the batch
+        wk = torch.einsum("hj,hjd->hd", q, self.k.weight.reshape(h, hd, self.dim))  # (h, D)
+        logits = (self.norm_k(keys_in).reshape(b * t, self.dim) @ wk.T).reshape(b, t, h)
+        attn = logits.transpose(1, 2).softmax(dim=-1)  # (B, h, T)
+        self.last_attention = attn.detach().unsqueeze(2)  # (B, h, 1, T), before dropout as in the paper
+        pooled = torch.bmm(self.attn_drop(attn), self.norm_v(x))  # (B, h, D)
+        wv = self.v.weight.reshape(h, hd, self.dim).transpose(1, 2)  # (h, D, hd)
+        out = torch.bmm(pooled.transpose(0, 1), wv).transpose(0, 1).reshape(b, self.inner_dim)
         return self.proj(out)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
