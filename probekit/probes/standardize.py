@@ -1,0 +1,36 @@
+"""Probe input preprocessing, as paper 1 does it: per-sample L2 norm, then per-feature standardising.
+
+Works on stacks of feature sets, ``(F, n, D)`` torch tensors, so every probe of a batch is
+standardised with its own training statistics in one call. Statistics match scikit-learn's
+``StandardScaler`` (population standard deviation; a constant feature gets scale 1).
+"""
+
+from __future__ import annotations
+
+import torch
+
+
+def l2_normalize(x: torch.Tensor, eps: float = 1e-12) -> torch.Tensor:
+    """Divide each row (last dimension) by its Euclidean norm; all-zero rows stay zero."""
+    return x / x.norm(dim=-1, keepdim=True).clamp_min(eps)
+
+
+def fit_standardizer(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Mean and scale over samples (dim -2) of ``x``: shapes ``(..., 1, D)``, like ``StandardScaler``."""
+    xd = x.double()
+    mean = xd.mean(dim=-2, keepdim=True)
+    std = xd.var(dim=-2, unbiased=False, keepdim=True).sqrt()
+    std = torch.where(std < 10 * torch.finfo(torch.float64).eps * mean.abs().clamp_min(1.0), 1.0, std)
+    return mean.to(x.dtype), std.to(x.dtype)
+
+
+def standardize(x: torch.Tensor, mean: torch.Tensor, std: torch.Tensor) -> torch.Tensor:
+    """Apply a fitted standardiser."""
+    return (x - mean) / std
+
+
+def prepare(train: torch.Tensor, *others: torch.Tensor) -> list[torch.Tensor]:
+    """L2-normalise rows of every array, standardise all with statistics fitted on ``train``."""
+    train = l2_normalize(train)
+    mean, std = fit_standardizer(train)
+    return [standardize(train, mean, std)] + [standardize(l2_normalize(o), mean, std) for o in others]

@@ -1,0 +1,79 @@
+"""The tidy table of fit_linear_probes and reference_probes, on real digits pixels and fixed transforms of them."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from sklearn.datasets import load_digits
+
+from probekit.probes.linear import DEFAULT_CS, fit_linear_probes
+from probekit.probes.reference import reference_probes
+from probekit.probes.table import COLUMNS
+
+
+@pytest.fixture(scope="module")
+def stores() -> tuple[dict, np.ndarray, dict, np.ndarray]:
+    x, y = load_digits(return_X_y=True)
+    rng = np.random.default_rng(0)
+    idx = rng.permutation(len(y))[:1000]
+    tr, te = idx[:700], idx[700:]
+    proj = rng.normal(size=(64, 128))
+    sites = {
+        "embed/mean": x,
+        "blocks.0.ln2/mean": np.sqrt(x),
+        "blocks.0.act/mean": np.maximum(x @ proj, 0.0),
+        "blocks.1.act/cls": np.tanh(x @ proj / 30.0),
+    }
+    labels = 3 * y + 5  # labels need not be 0..K-1
+    train = {k: v[tr].astype(np.float32) for k, v in sites.items()}
+    test = {k: v[te].astype(np.float32) for k, v in sites.items()}
+    return train, labels[tr], test, labels[te]
+
+
+def test_selection_protocol_table(stores) -> None:
+    train, ytr, test, yte = stores
+    df = fit_linear_probes(
+        train, ytr, test, yte, depth=2, labels={"model": "m", "dataset": "digits"}, progress=False
+    )
+    assert list(df.columns) == list(COLUMNS)
+    assert set(df.trainer) == {"batched"} and set(df.model) == {"m"}
+    val = df[df.split == "val"]
+    test_rows = df[df.split == "test"]
+    assert len(val) == 4 * len(DEFAULT_CS)
+    assert len(test_rows) == 4 * 2 and set(test_rows.metric) == {"accuracy", "balanced_accuracy"}
+    for key, g in val.groupby("key"):
+        chosen = test_rows[test_rows.key == key].regularisation.unique()
+        assert len(chosen) == 1
+        best = g[g.value == g.value.max()].regularisation.min()
+        assert chosen[0] == best
+    assert (test_rows.ci_low <= test_rows.value).all() and (test_rows.value <= test_rows.ci_high).all()
+    assert (test_rows.value > 0.85).all()  # digits are easy for every stand-in site
+    layers = dict(zip(df.key, df.layer))
+    assert layers == {"embed/mean": 0, "blocks.0.ln2/mean": 1, "blocks.0.act/mean": 1, "blocks.1.act/cls": 2}
+
+
+def test_paper1_mode_equals_sklearn_reference(stores) -> None:
+    train, ytr, test, yte = stores
+    keys = ["blocks.0.ln2/mean", "blocks.0.act/mean"]
+    ours = fit_linear_probes(
+        train, ytr, test, yte, depth=2, keys=keys, Cs=[1.0], val_fraction=0, progress=False
+    )
+    ref = reference_probes(train, ytr, test, yte, depth=2, keys=keys, progress=False)
+    assert set(ours.split) == {"test"} and set(ref.trainer) == {"sklearn"}
+    m = ours.merge(ref, on=["key", "metric"], suffixes=("_b", "_s"))
+    assert len(m) == 4
+    assert np.abs(m.value_b - m.value_s).max() <= 0.015
+
+
+def test_reference_pool_filter_and_errors(stores) -> None:
+    train, ytr, test, yte = stores
+    ref = reference_probes(
+        train, ytr, test, yte, depth=2, pool="cls", metrics=("accuracy",), n_boot=0, progress=False
+    )
+    assert list(ref.key) == ["blocks.1.act/cls"] and ref.ci_low.isna().all()
+    with pytest.raises(KeyError, match="missing"):
+        fit_linear_probes(train, ytr, test, yte, depth=2, keys=["blocks.5.fc1/mean"], progress=False)
+    with pytest.raises(ValueError, match="tokens"):
+        fit_linear_probes(train, ytr, test, yte, depth=2, keys=["blocks.0.act/tokens"], progress=False)
+    with pytest.raises(ValueError, match="labels"):
+        fit_linear_probes(train, ytr[:-1], test, yte, depth=2, progress=False)

@@ -1,0 +1,66 @@
+"""The batched softmax solver and its preprocessing against scikit-learn, on real digits pixels."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from sklearn.datasets import load_digits
+from sklearn.linear_model import LogisticRegression
+from sklearn.preprocessing import StandardScaler
+
+from probekit.metrics import bootstrap_ci
+from probekit.probes.softmax import fit_softmax
+from probekit.probes.standardize import l2_normalize, prepare
+from probekit.probes.table import bootstrap_balanced_accuracy
+
+
+@pytest.fixture(scope="module")
+def digits() -> tuple[np.ndarray, np.ndarray]:
+    x, y = load_digits(return_X_y=True)
+    return x[:900], y[:900]
+
+
+def test_prepare_matches_standard_scaler(digits) -> None:
+    x, _ = digits
+    xl = x / np.linalg.norm(x, axis=1, keepdims=True)
+    sc = StandardScaler().fit(xl[:600])
+    a, b = prepare(torch.tensor(x[:600])[None], torch.tensor(x[600:])[None])
+    np.testing.assert_allclose(a[0].numpy(), sc.transform(xl[:600]), atol=1e-9)
+    np.testing.assert_allclose(b[0].numpy(), sc.transform(xl[600:]), atol=1e-9)
+    assert torch.allclose(l2_normalize(torch.tensor(x)).norm(dim=1), torch.ones(len(x), dtype=torch.float64))
+
+
+@pytest.mark.parametrize("C", [0.01, 1.0])
+def test_same_objective_same_solution_as_sklearn(digits, C: float) -> None:
+    x, y = digits
+    (xs,) = prepare(torch.tensor(x)[None])
+    fit = fit_softmax(xs, torch.tensor(y), torch.tensor([C]), 10, tol=1e-6, max_iter=2000)
+    ref = LogisticRegression(C=C, max_iter=5000, tol=1e-8).fit(xs[0].numpy(), y)
+    assert bool(fit.converged.all())
+    # the intercept is unpenalised, so it is defined up to a constant across classes
+    coef, b = fit.coef[0, 0].T.numpy(), fit.intercept[0, 0].numpy()
+    np.testing.assert_allclose(coef, ref.coef_, atol=2e-3 * np.abs(ref.coef_).max())
+    np.testing.assert_allclose(
+        b - b.mean(), ref.intercept_ - ref.intercept_.mean(), atol=2e-3 * np.abs(ref.coef_).max()
+    )
+
+
+def test_probes_in_a_batch_are_independent(digits) -> None:
+    x, y = digits
+    x1, x2 = (
+        prepare(torch.tensor(x, dtype=torch.float32)[None])[0],
+        prepare(torch.tensor(np.sqrt(x), dtype=torch.float32)[None])[0],
+    )
+    both = fit_softmax(torch.cat([x1, x2]), torch.tensor(y), torch.tensor([0.1, 10.0]), 10)
+    alone = fit_softmax(x2, torch.tensor(y), torch.tensor([10.0]), 10)
+    assert torch.allclose(both.coef[1, 1], alone.coef[0, 0], atol=1e-4)
+    assert both.n_iter.shape == (2, 2)
+
+
+def test_balanced_accuracy_bootstrap_matches_metrics(digits) -> None:
+    _, y = digits
+    pred = np.where(np.arange(len(y)) % 7 == 0, (y + 1) % 10, y)
+    assert bootstrap_balanced_accuracy(y, pred, n_boot=200) == pytest.approx(
+        bootstrap_ci(y, pred, "balanced_accuracy", n_boot=200)
+    )
