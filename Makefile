@@ -1,0 +1,40 @@
+# probekit: two commands for a fresh machine (see README.md).
+#   make demo   create .venv, install, provision offline assets, run the suite, write reports/index.html
+#   make test   create .venv if needed, provision assets, run the whole test suite
+PYTHON ?= python3
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.probekit-installed
+
+.PHONY: demo test venv assets system-deps check-reports clean-features clean-reports
+
+$(STAMP): pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e ".[dev]"
+	touch $(STAMP)
+
+venv: $(STAMP)
+
+# Debian packages the checks and optional datasets use (Chromium for report checks,
+# Fashion-MNIST); skipped with a message where apt-get is not available or we are not root.
+system-deps:
+	@bash scripts/system_deps.sh
+
+assets: venv
+	$(VENV)/bin/probekit assets
+
+test: venv system-deps assets
+	$(PY) -m pytest
+
+demo: venv system-deps assets
+	$(VENV)/bin/probekit layers --model dinov2_vits14 --dataset digits
+
+check-reports: venv
+	$(PY) scripts/check_reports.py reports/index.html
+
+clean-features:
+	rm -rf data/features
+
+clean-reports:
+	find reports -mindepth 1 ! -name .gitkeep ! -name README.md -delete

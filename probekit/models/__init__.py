@@ -1,0 +1,16 @@
+"""Models: load a timm ViT (hub, local file, random init, or the embedded DINOv2-S/14 default)."""
+
+from .backbone import Backbone
+from .catalog import list_models
+from .embedded import NAME as EMBEDDED
+from .load import HubUnavailableError, check_vit_structure, default_image_size, load_model
+
+__all__ = [
+    "Backbone",
+    "EMBEDDED",
+    "HubUnavailableError",
+    "check_vit_structure",
+    "default_image_size",
+    "list_models",
+    "load_model",
+]
