@@ -1,0 +1,57 @@
+"""Multi-process extraction under ``torchrun``: rank, world size, barriers and device per rank.
+
+``torchrun --nproc-per-node N`` sets ``RANK``/``WORLD_SIZE``/``LOCAL_RANK``; :func:`setup` then
+starts a process group (NCCL for CUDA, gloo on CPU) once. A plain ``python`` run is rank 0 of 1
+and every helper here is a no-op.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+import torch
+import torch.distributed as dist
+
+
+@dataclass(frozen=True)
+class DistInfo:
+    rank: int
+    world_size: int
+    local_rank: int
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+
+def env_info() -> DistInfo:
+    """Rank and world size from torchrun's environment (rank 0 of 1 without it)."""
+    return DistInfo(
+        int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1)), int(os.environ.get("LOCAL_RANK", 0))
+    )
+
+
+def setup(device: torch.device) -> DistInfo:
+    """Join the process group torchrun describes (idempotent); gloo on CPU, NCCL on CUDA."""
+    info = env_info()
+    if info.world_size > 1 and not dist.is_initialized():
+        backend = "nccl" if device.type == "cuda" else "gloo"
+        if device.type == "cuda":
+            torch.cuda.set_device(device)
+        dist.init_process_group(backend=backend)
+    if dist.is_initialized():
+        return DistInfo(dist.get_rank(), dist.get_world_size(), info.local_rank)
+    return info
+
+
+def default_device() -> torch.device:
+    """``cuda:<LOCAL_RANK>`` when CUDA is present, else the CPU."""
+    if torch.cuda.is_available():
+        return torch.device("cuda", env_info().local_rank % torch.cuda.device_count())
+    return torch.device("cpu")
+
+
+def barrier() -> None:
+    if dist.is_initialized() and dist.get_world_size() > 1:
+        dist.barrier()

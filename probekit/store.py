@@ -1,0 +1,313 @@
+"""The on-disk feature store: one directory of probe-major ``.npy`` files per extraction input.
+
+A store directory is named by a content hash of exactly what determines its numbers (model and
+weights digest, dataset, split, transform, image size, compute and storage dtype, row limit), so a
+changed input never reuses stale features. Inside::
+
+    meta.json                   inputs, hash, row count, keys with shapes, passes and progress,
+                                provenance, versions, timings
+    labels.npy                  (N,) int64
+    blocks.7.act__cls.npy       (N, D) float16 (or float32), one file per feature key
+    progress/rank<r>.json       per-rank progress of a multi-process run, merged at its end
+
+Rows are written in fixed chunks of ``chunk_rows`` images through memory maps; a chunk is recorded
+as done (in ``meta.json``, atomically replaced) only after its rows are flushed, so a killed run
+resumes at the first chunk not recorded and never counts a half-written row. Keys are added in
+*passes*: asking an existing store for new keys runs one more pass over the images for them.
+
+Reading::
+
+    store = FeatureStore.open(path)
+    store.keys(); store["blocks.7.act/cls"]      # (N, D) float32
+    store.labels; store.meta; store.complete; store.n
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+from collections.abc import Iterator, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .errors import ProbekitError
+from .keys import parse_key
+
+FORMAT = 1
+META = "meta.json"
+LABELS = "labels.npy"
+PROGRESS_DIR = "progress"
+
+
+class StoreError(ProbekitError, RuntimeError):
+    """A feature store that is missing, incomplete or does not match what was asked for."""
+
+
+def content_hash(inputs: Mapping[str, Any]) -> str:
+    """Short sha256 of the canonical JSON of ``inputs``."""
+    blob = json.dumps(inputs, sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def _slug(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9._-]+", "-", str(text)).strip("-")[:48] or "x"
+
+
+def store_dirname(model: str, dataset: str, split: str | None, digest: str) -> str:
+    """``<model>__<dataset>__<split>__<hash>``: readable, unique by the hash."""
+    return "__".join(_slug(p) for p in (model, dataset, split or "all", digest))
+
+
+def key_filename(key: str) -> str:
+    """``blocks.7.act/cls`` -> ``blocks.7.act__cls.npy``."""
+    parse_key(key)
+    return key.replace("/", "__") + ".npy"
+
+
+# ---- chunk ranges: sorted disjoint [start, stop) lists ----------------------------------------
+
+
+def ranges_to_set(ranges: Sequence[Sequence[int]]) -> set[int]:
+    return {i for a, b in ranges for i in range(a, b)}
+
+
+def set_to_ranges(items: set[int] | Sequence[int]) -> list[list[int]]:
+    out: list[list[int]] = []
+    for i in sorted(set(items)):
+        if out and out[-1][1] == i:
+            out[-1][1] = i + 1
+        else:
+            out.append([i, i + 1])
+    return out
+
+
+def _write_json(path: Path, obj: Any) -> None:
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    with open(tmp, "w") as f:
+        json.dump(obj, f, indent=1, sort_keys=False, default=str)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+class FeatureStore(Mapping[str, np.ndarray]):
+    """A feature store directory, read as a mapping ``key -> (N, D) float32 array``.
+
+    Only keys whose pass is complete are listed. ``len(store)`` is the number of such keys (the
+    Mapping contract); the number of images is ``store.n``.
+    """
+
+    def __init__(self, path: str | os.PathLike, meta: dict[str, Any]) -> None:
+        self.path = Path(path)
+        self.meta = meta
+
+    # ---- opening and creating ----------------------------------------------------------------
+
+    @classmethod
+    def open(cls, path: str | os.PathLike) -> FeatureStore:
+        """Open an existing store (complete or not); merges progress left by per-rank files."""
+        path = Path(path)
+        meta_path = path / META
+        if not meta_path.is_file():
+            raise StoreError(f"{path} is not a feature store (no {META}); run `probekit extract` first")
+        meta = json.loads(meta_path.read_text())
+        if meta.get("format") != FORMAT:
+            raise StoreError(f"{path}: store format {meta.get('format')} is not {FORMAT}; re-extract it")
+        store = cls(path, meta)
+        store._merge_rank_progress(write=False)
+        return store
+
+    @classmethod
+    def create(
+        cls,
+        path: str | os.PathLike,
+        *,
+        inputs: dict[str, Any],
+        n: int,
+        chunk_rows: int,
+        info: dict[str, Any] | None = None,
+    ) -> FeatureStore:
+        """Make an empty store directory (no keys yet) with ``labels.npy`` preallocated."""
+        path = Path(path)
+        path.mkdir(parents=True, exist_ok=True)
+        meta = {
+            "format": FORMAT,
+            "hash": content_hash(inputs),
+            "inputs": inputs,
+            "n": int(n),
+            "chunk_rows": int(chunk_rows),
+            "keys": {},
+            "passes": [],
+            "runs": [],
+            **(info or {}),
+        }
+        labels = np.lib.format.open_memmap(path / LABELS, mode="w+", dtype=np.int64, shape=(n,))
+        labels[:] = -1
+        labels.flush()
+        del labels
+        store = cls(path, meta)
+        store.save()
+        return store
+
+    def save(self) -> None:
+        _write_json(self.path / META, self.meta)
+
+    def reload(self) -> None:
+        self.meta = json.loads((self.path / META).read_text())
+        self._merge_rank_progress(write=False)
+
+    # ---- passes and progress -----------------------------------------------------------------
+
+    @property
+    def n(self) -> int:
+        """Number of images (rows) in the store."""
+        return int(self.meta["n"])
+
+    @property
+    def chunk_rows(self) -> int:
+        return int(self.meta["chunk_rows"])
+
+    @property
+    def num_chunks(self) -> int:
+        return -(-self.n // self.chunk_rows)
+
+    def chunk_slice(self, chunk: int) -> slice:
+        return slice(chunk * self.chunk_rows, min((chunk + 1) * self.chunk_rows, self.n))
+
+    def add_pass(self, keys: Sequence[str], shapes: Mapping[str, tuple], storage_dtype: str) -> int:
+        """Preallocate files for ``keys`` (not yet in the store) and record a new pass over them."""
+        dtype = np.dtype(storage_dtype)
+        for key in keys:
+            if key in self.meta["keys"]:
+                raise StoreError(f"key {key!r} is already in {self.path}")
+            shape = (self.n, *shapes[key])
+            mm = np.lib.format.open_memmap(self.path / key_filename(key), mode="w+", dtype=dtype, shape=shape)
+            del mm
+            self.meta["keys"][key] = {"shape": list(shape), "dtype": dtype.name, "file": key_filename(key)}
+        self.meta["passes"].append({"keys": list(keys), "done": [], "complete": False})
+        self.save()
+        return len(self.meta["passes"]) - 1
+
+    def done_chunks(self, pass_index: int) -> set[int]:
+        return ranges_to_set(self.meta["passes"][pass_index]["done"])
+
+    def record_done(self, pass_index: int, chunks: set[int]) -> None:
+        """Mark chunks done in ``meta.json`` (call only after their rows are flushed)."""
+        p = self.meta["passes"][pass_index]
+        done = ranges_to_set(p["done"]) | set(chunks)
+        p["done"] = set_to_ranges(done)
+        p["complete"] = len(done) >= self.num_chunks
+        self.save()
+
+    def write_rank_progress(self, rank: int, pass_index: int, chunks: set[int]) -> None:
+        """A rank's own progress file (multi-process runs); merged into meta.json at the end."""
+        d = self.path / PROGRESS_DIR
+        d.mkdir(exist_ok=True)
+        _write_json(d / f"rank{rank}.json", {"pass": pass_index, "done": set_to_ranges(chunks)})
+
+    def _merge_rank_progress(self, write: bool) -> None:
+        d = self.path / PROGRESS_DIR
+        files = sorted(d.glob("rank*.json")) if d.is_dir() else []
+        for f in files:
+            try:
+                rec = json.loads(f.read_text())
+            except (OSError, json.JSONDecodeError):
+                continue  # a file being replaced right now; its rows are re-done, never lost
+            p = self.meta["passes"][rec["pass"]]
+            done = ranges_to_set(p["done"]) | ranges_to_set(rec["done"])
+            p["done"] = set_to_ranges(done)
+            p["complete"] = len(done) >= self.num_chunks
+        if write:
+            self.save()
+            for f in files:
+                f.unlink(missing_ok=True)
+
+    def merge_progress(self) -> None:
+        """Fold per-rank progress files into ``meta.json`` and delete them (rank 0, after a barrier)."""
+        self.reload()
+        self._merge_rank_progress(write=True)
+
+    @property
+    def complete(self) -> bool:
+        """True when every pass has every chunk done."""
+        return bool(self.meta["passes"]) and all(p["complete"] for p in self.meta["passes"])
+
+    def has(self, keys: Sequence[str]) -> bool:
+        """Whether every key in ``keys`` is stored and complete."""
+        avail = set(self._complete_keys())
+        return all(k in avail for k in keys)
+
+    # ---- reading -------------------------------------------------------------------------------
+
+    def _complete_keys(self) -> list[str]:
+        return [k for p in self.meta["passes"] if p["complete"] for k in p["keys"]]
+
+    def keys(self):  # type: ignore[override]
+        return dict.fromkeys(self._complete_keys()).keys()
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._complete_keys())
+
+    def __len__(self) -> int:
+        return len(self._complete_keys())
+
+    def __contains__(self, key: object) -> bool:
+        return key in self._complete_keys()
+
+    def __getitem__(self, key: str) -> np.ndarray:
+        return self.load(key)
+
+    def load(self, key: str, *, mmap: bool = False) -> np.ndarray:
+        """Features of ``key``: (N, D) float32 (``mmap=True``: the stored dtype, memory-mapped)."""
+        if key not in self.meta["keys"]:
+            raise KeyError(f"{key!r} is not in store {self.path.name}; it has {len(self.meta['keys'])} keys")
+        if key not in self:
+            raise StoreError(f"{key!r} in {self.path} is not fully extracted yet; resume the extraction")
+        arr = np.load(self.path / self.meta["keys"][key]["file"], mmap_mode="r")
+        return arr if mmap else np.asarray(arr, dtype=np.float32)
+
+    @property
+    def labels(self) -> np.ndarray:
+        """(N,) int64 class labels, in row order."""
+        return np.load(self.path / LABELS)
+
+    def __repr__(self) -> str:
+        state = "complete" if self.complete else "incomplete"
+        return f"FeatureStore({str(self.path)!r}, n={self.n}, keys={len(self.meta['keys'])}, {state})"
+
+
+class StoreWriter:
+    """Memory-mapped writers for the keys of one pass, plus labels."""
+
+    def __init__(self, store: FeatureStore, keys: Sequence[str]) -> None:
+        self.store = store
+        self.keys = list(keys)
+        self.maps = {k: np.load(store.path / store.meta["keys"][k]["file"], mmap_mode="r+") for k in keys}
+        self.labels = np.load(store.path / LABELS, mmap_mode="r+")
+        self.flat_keys = [k for k in self.keys if self.maps[k].ndim == 2]
+        self.widths = [self.maps[k].shape[1] for k in self.flat_keys]
+
+    def write(self, rows: slice, flat: np.ndarray, labels: np.ndarray, tokens: Mapping[str, np.ndarray]) -> None:
+        """Write one chunk: ``flat`` is (B, sum D) in ``flat_keys`` order; ``tokens`` the 3-D keys."""
+        col = 0
+        for k, w in zip(self.flat_keys, self.widths, strict=True):
+            self.maps[k][rows] = flat[:, col : col + w]
+            col += w
+        if col != flat.shape[1]:
+            raise StoreError(f"feature width {flat.shape[1]} does not match the store's {col}")
+        for k, arr in tokens.items():
+            self.maps[k][rows] = arr
+        self.labels[rows] = labels
+
+    def flush(self) -> None:
+        for mm in self.maps.values():
+            mm.flush()
+        self.labels.flush()
+
+    def close(self) -> None:
+        self.flush()
+        self.maps.clear()
