@@ -78,10 +78,13 @@ def _jsonable(value: Any) -> Any:
 
 
 def default_results_dir() -> Path:
-    """``reports/results`` under :func:`probekit.paths.reports_dir`."""
+    """``$PROBEKIT_RESULTS_DIR`` (set by ``probekit suite``), else ``reports/results``."""
+    import os
+
     from .paths import reports_dir
 
-    return reports_dir() / "results"
+    env = os.environ.get("PROBEKIT_RESULTS_DIR")
+    return Path(env) if env else reports_dir() / "results"
 
 
 def run_info(params: dict[str, Any], seed: int | None = None) -> pd.DataFrame:

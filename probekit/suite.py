@@ -1,0 +1,360 @@
+"""The notebook suite runner: a grid of (notebook, parameters) run with papermill, rendered to HTML.
+
+A config (YAML) lists runs and shared defaults::
+
+    out: reports                 # optional; --out wins
+    timeout: 1800                # optional; seconds per cell
+    env: {PROBEKIT_DATA: ...}    # optional; environment for every kernel
+    defaults: {seed: 0}          # given to every notebook that declares the parameter
+    runs:
+      - name: model_check
+        notebook: notebooks/00_model_check.py
+        parameters: {n_images: 64}
+        after: []                # runs that must finish first
+
+Before anything runs, every parameter name is checked against the notebook's parameters cell
+(``papermill.inspect_notebook``); an unknown name is an error that lists the valid ones. Runs go
+in dependency order, each in its own kernel with the notebook's folder as working directory; a
+failed run is marked failed and still rendered, and runs after it are skipped. Each executed
+notebook becomes ``<out>/<name>.html`` (inputs hidden, charts drawn offline) and the suite writes
+``<out>/index.html`` and ``<out>/runs.json``.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Callable, Iterator
+
+import nbformat
+import yaml
+
+from .errors import ProbekitError
+from .report import RECORD_MIME
+
+KERNEL = "python3"
+RUN_ENV = {"PROBEKIT_REPORT": "html"}
+RUN_ENV_DEFAULTS = {"TQDM_DISABLE": "1", "MPLBACKEND": "Agg"}
+
+
+class SuiteConfigError(ProbekitError, ValueError):
+    """A suite config that cannot run: unknown parameters, notebooks, dependencies."""
+
+
+@dataclass
+class RunSpec:
+    """One (notebook, parameters) cell of the grid."""
+
+    name: str
+    notebook: Path
+    parameters: dict[str, Any] = field(default_factory=dict)
+    after: list[str] = field(default_factory=list)
+
+
+@dataclass
+class SuiteConfig:
+    """A parsed suite config; paths resolved."""
+
+    path: Path
+    runs: list[RunSpec]
+    defaults: dict[str, Any] = field(default_factory=dict)
+    env: dict[str, str] = field(default_factory=dict)
+    out: Path | None = None
+    timeout: int | None = None
+
+
+@dataclass
+class RunResult:
+    """What happened to one run; one row of the index and of ``runs.json``."""
+
+    name: str
+    notebook: str
+    status: str  # "ok", "failed" or "skipped"
+    seconds: float = 0.0
+    started: str = ""
+    parameters: dict[str, Any] = field(default_factory=dict)
+    html: str | None = None
+    ipynb: str | None = None
+    error: str | None = None
+    model: str | None = None
+    datasets: list[str] = field(default_factory=list)
+    headlines: list[dict[str, Any]] = field(default_factory=list)
+    tables: list[dict[str, Any]] = field(default_factory=list)
+    timings: list[dict[str, Any]] = field(default_factory=list)
+    env: dict[str, Any] = field(default_factory=dict)
+
+
+# ----------------------------------------------------------------------------- config
+
+
+def _resolve_notebook(raw: str, config_path: Path) -> Path:
+    """A notebook path from the config: absolute, or found from the cwd, or from the config's
+    folder and its parents (so ``notebooks/x.py`` works from ``configs/*.yaml``)."""
+    path = Path(raw).expanduser()
+    if path.is_absolute():
+        return path
+    candidates = [Path.cwd() / path] + [d / path for d in [config_path.parent, *config_path.parent.parents]]
+    for cand in candidates:
+        if cand.is_file():
+            return cand.resolve()
+    raise SuiteConfigError(f"{config_path}: notebook {raw!r} not found from {Path.cwd()} or the config's folder")
+
+
+def load_config(path: str | Path) -> SuiteConfig:
+    """Parse and check the shape of a suite config (parameters are checked by :func:`validate`)."""
+    path = Path(path)
+    if not path.is_file():
+        raise SuiteConfigError(f"suite config {path} does not exist")
+    raw = yaml.safe_load(path.read_text()) or {}
+    unknown = set(raw) - {"out", "timeout", "env", "defaults", "runs"}
+    if unknown:
+        raise SuiteConfigError(f"{path}: unknown top-level keys {sorted(unknown)}; "
+                               "valid: out, timeout, env, defaults, runs")
+    if not raw.get("runs"):
+        raise SuiteConfigError(f"{path}: no runs; add a 'runs:' list of {{name, notebook, parameters, after}}")
+    runs, seen = [], set()
+    for i, item in enumerate(raw["runs"]):
+        if not isinstance(item, dict) or "notebook" not in item:
+            raise SuiteConfigError(f"{path}: run #{i + 1} needs at least 'notebook' (and 'name')")
+        extra = set(item) - {"name", "notebook", "parameters", "after"}
+        if extra:
+            raise SuiteConfigError(f"{path}: run #{i + 1} has unknown keys {sorted(extra)}; "
+                                   "valid: name, notebook, parameters, after")
+        name = str(item.get("name") or Path(item["notebook"]).stem)
+        if name in seen:
+            raise SuiteConfigError(f"{path}: run name {name!r} appears twice; names must be unique")
+        seen.add(name)
+        after = item.get("after") or []
+        runs.append(RunSpec(name, _resolve_notebook(str(item["notebook"]), path),
+                            dict(item.get("parameters") or {}),
+                            [after] if isinstance(after, str) else list(after)))
+    out = raw.get("out")
+    return SuiteConfig(path=path.resolve(), runs=runs, defaults=dict(raw.get("defaults") or {}),
+                       env={str(k): str(v) for k, v in (raw.get("env") or {}).items()},
+                       out=Path(out) if out else None,
+                       timeout=int(raw["timeout"]) if raw.get("timeout") else None)
+
+
+def order_runs(runs: list[RunSpec]) -> list[RunSpec]:
+    """Runs in dependency order (config order among independent runs); cycles are errors."""
+    by_name = {r.name: r for r in runs}
+    for r in runs:
+        missing = [a for a in r.after if a not in by_name]
+        if missing:
+            raise SuiteConfigError(f"run {r.name!r} comes after unknown runs {missing}; runs: {list(by_name)}")
+    done: list[RunSpec] = []
+    placed: set[str] = set()
+    pending = list(runs)
+    while pending:
+        ready = [r for r in pending if all(a in placed for a in r.after)]
+        if not ready:
+            raise SuiteConfigError(f"dependency cycle among runs {[r.name for r in pending]}")
+        first = ready[0]
+        done.append(first)
+        placed.add(first.name)
+        pending.remove(first)
+    return done
+
+
+# ----------------------------------------------------------------------------- notebooks
+
+
+def load_notebook(path: Path) -> nbformat.NotebookNode:
+    """A notebook from a jupytext ``.py`` source or an ``.ipynb``, with the ``python3`` kernel set."""
+    if path.suffix == ".py":
+        import jupytext
+
+        nb = jupytext.read(path)
+    else:
+        nb = nbformat.read(str(path), as_version=4)
+    nb.metadata["kernelspec"] = {"display_name": "Python 3 (ipykernel)", "language": "python", "name": KERNEL}
+    nb.metadata.setdefault("language_info", {"name": "python"})
+    nb.metadata.pop("jupytext", None)
+    return nb
+
+
+def notebook_parameters(nb_path: Path, work_dir: Path) -> dict[str, dict[str, Any]]:
+    """The declared parameters of a notebook (``papermill.inspect_notebook``), by name."""
+    import papermill as pm
+
+    ipynb = prepare_input(nb_path, work_dir)
+    return pm.inspect_notebook(str(ipynb))
+
+
+def prepare_input(nb_path: Path, work_dir: Path) -> Path:
+    """The notebook as an ``.ipynb`` papermill can run, written under ``work_dir``."""
+    nb = load_notebook(nb_path)
+    work_dir.mkdir(parents=True, exist_ok=True)
+    target = work_dir / f"{nb_path.stem}.ipynb"
+    nbformat.write(nb, str(target))
+    return target
+
+
+def resolve_parameters(config: SuiteConfig, runs: list[RunSpec], out: Path) -> dict[str, dict[str, Any]]:
+    """Final parameters per run; raises one :class:`SuiteConfigError` listing every problem."""
+    work = out / ".inputs"
+    declared = {r.name: notebook_parameters(r.notebook, work) for r in runs}
+    problems: list[str] = []
+    resolved: dict[str, dict[str, Any]] = {}
+    for r in runs:
+        valid = declared[r.name]
+        unknown = [k for k in r.parameters if k not in valid]
+        if unknown:
+            problems.append(f"run {r.name!r} ({r.notebook.name}): unknown parameters {unknown}; "
+                            f"valid: {', '.join(_describe(p) for p in valid.values()) or 'none'}")
+        params = {k: v for k, v in config.defaults.items() if k in valid}
+        if "results_dir" in valid:
+            params["results_dir"] = str((out / "results").resolve())
+        params.update(r.parameters)
+        resolved[r.name] = params
+    used = {k for p in declared.values() for k in p}
+    unused = [k for k in config.defaults if k not in used]
+    if unused:
+        problems.append(f"defaults {unused} are declared by none of the notebooks run")
+    if problems:
+        raise SuiteConfigError("invalid suite config " + str(config.path) + ":\n  " + "\n  ".join(problems))
+    return resolved
+
+
+def _describe(p: dict[str, Any]) -> str:
+    return f"{p['name']} ({p.get('inferred_type_name', '?')}, default {p.get('default')})"
+
+
+# ----------------------------------------------------------------------------- running
+
+
+@contextmanager
+def _environment(extra: dict[str, str]) -> Iterator[None]:
+    """Set environment variables for the kernels started inside, restore afterwards."""
+    saved = {k: os.environ.get(k) for k in extra}
+    os.environ.update(extra)
+    try:
+        yield
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+
+
+def read_records(nb: nbformat.NotebookNode) -> list[dict[str, Any]]:
+    """The probekit records (run info, tables, headlines, timings) in an executed notebook."""
+    records = []
+    for cell in nb.cells:
+        for output in cell.get("outputs", []):
+            rec = output.get("data", {}).get(RECORD_MIME)
+            if isinstance(rec, dict):
+                records.append(rec)
+    return records
+
+
+def _fill_from_records(result: RunResult, records: list[dict[str, Any]]) -> None:
+    params = dict(result.parameters)
+    for rec in records:
+        kind = rec.get("kind")
+        if kind == "run_info":
+            params.update(rec.get("params") or {})
+            result.env = rec.get("env") or {}
+        elif kind == "headline":
+            result.headlines.append({k: rec.get(k) for k in ("name", "label", "value", "display")})
+        elif kind == "table":
+            result.tables.append({k: rec.get(k) for k in ("name", "path", "rows")})
+        elif kind == "timing":
+            result.timings.append({"step": rec.get("step"), "seconds": rec.get("seconds")})
+    result.model = str(params["model"]) if params.get("model") is not None else None
+    ds = params.get("datasets", params.get("dataset"))
+    result.datasets = [str(d) for d in ds] if isinstance(ds, (list, tuple)) else ([str(ds)] if ds else [])
+
+
+def _failed_placeholder(input_ipynb: Path, message: str) -> nbformat.NotebookNode:
+    nb = nbformat.read(str(input_ipynb), as_version=4)
+    banner = nbformat.v4.new_markdown_cell(
+        f'<div style="color:#b00020;font-weight:bold">This notebook did not run: {message}</div>')
+    nb.cells.insert(0, banner)
+    return nb
+
+
+def execute_run(spec: RunSpec, params: dict[str, Any], out: Path, config: SuiteConfig) -> RunResult:
+    """Execute one run with papermill and render it to HTML, whatever the outcome."""
+    import papermill as pm
+
+    from .render import render_html
+
+    result = RunResult(name=spec.name, notebook=str(spec.notebook), status="ok", parameters=params,
+                       started=datetime.now(timezone.utc).astimezone().isoformat(timespec="seconds"))
+    input_ipynb = prepare_input(spec.notebook, out / ".inputs")
+    executed = out / "executed" / f"{spec.name}.ipynb"
+    executed.parent.mkdir(parents=True, exist_ok=True)
+    executed.unlink(missing_ok=True)
+    env = {**{k: v for k, v in RUN_ENV_DEFAULTS.items() if k not in os.environ}, **config.env, **RUN_ENV,
+           "PROBEKIT_RESULTS_DIR": str((out / "results").resolve())}
+    t0 = time.perf_counter()
+    try:
+        with _environment(env):
+            pm.execute_notebook(str(input_ipynb), str(executed), parameters=params, kernel_name=KERNEL,
+                                language="python", cwd=str(spec.notebook.parent), progress_bar=False,
+                                log_output=False, execution_timeout=config.timeout)
+    except pm.PapermillExecutionError as exc:
+        result.status, result.error = "failed", f"{exc.ename}: {exc.evalue} (cell {exc.exec_count})"
+    except Exception as exc:  # kernel death, timeouts, missing kernels: recorded, never fatal
+        result.status, result.error = "failed", f"{type(exc).__name__}: {exc}"
+    result.seconds = time.perf_counter() - t0
+    nb = (nbformat.read(str(executed), as_version=4) if executed.is_file()
+          else _failed_placeholder(input_ipynb, result.error or "unknown error"))
+    _fill_from_records(result, read_records(nb))
+    if executed.is_file():
+        result.ipynb = str(executed.relative_to(out))
+    html = render_html(nb, out / f"{spec.name}.html", title=spec.name)
+    result.html = str(html.relative_to(out))
+    return result
+
+
+def run_suite(
+    config: SuiteConfig,
+    out: str | Path,
+    only: list[str] | None = None,
+    log: Callable[[str], None] = print,
+) -> list[RunResult]:
+    """Validate, then execute and render every run (or only ``only``); write the index.
+
+    With ``only``, the named runs execute and runs they come ``after`` are assumed done.
+    """
+    from .suite_index import write_index
+
+    out = Path(out).resolve()
+    out.mkdir(parents=True, exist_ok=True)
+    ordered = order_runs(config.runs)
+    if only:
+        missing = [n for n in only if n not in {r.name for r in ordered}]
+        if missing:
+            raise SuiteConfigError(f"--only {missing}: no such runs; runs: {[r.name for r in ordered]}")
+        ordered = [r for r in ordered if r.name in only]
+    params = resolve_parameters(config, ordered, out)
+    results: list[RunResult] = []
+    bad: set[str] = set()
+    t0 = time.perf_counter()
+    for i, spec in enumerate(ordered, 1):
+        blocked = [a for a in spec.after if a in bad]
+        if blocked:
+            res = RunResult(spec.name, str(spec.notebook), "skipped", parameters=params[spec.name],
+                            error=f"skipped: comes after failed run(s) {blocked}")
+        else:
+            log(f"[{i}/{len(ordered)}] {spec.name} ({spec.notebook.name}) ...")
+            res = execute_run(spec, params[spec.name], out, config)
+        if res.status != "ok":
+            bad.add(spec.name)
+        log(f"[{i}/{len(ordered)}] {spec.name}: {res.status} ({res.seconds:.1f} s)"
+            + (f": {res.error}" if res.error else ""))
+        results.append(res)
+        write_index(results, out, config, time.perf_counter() - t0)
+    return results
+
+
+def results_as_dicts(results: list[RunResult]) -> list[dict[str, Any]]:
+    """The results as plain dicts (for ``runs.json``)."""
+    return [asdict(r) for r in results]

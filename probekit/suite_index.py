@@ -1,0 +1,106 @@
+"""The suite's landing page and machine-readable log: ``<out>/index.html`` and ``<out>/runs.json``.
+
+The index is one static HTML file with no scripts: a table of runs with status, duration, model,
+datasets, headline numbers, result tables and links to each report.
+"""
+
+from __future__ import annotations
+
+import html
+import json
+import os
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from . import __version__
+
+if TYPE_CHECKING:
+    from .suite import RunResult, SuiteConfig
+
+_CSS = """
+body { font: 14px/1.45 system-ui, -apple-system, 'Segoe UI', Helvetica, Arial, sans-serif;
+       margin: 24px 32px; color: #222; }
+h1 { font-size: 20px; margin: 0 0 4px 0; }
+.meta { color: #666; margin-bottom: 16px; }
+table { border-collapse: collapse; }
+th, td { text-align: left; vertical-align: top; padding: 6px 12px 6px 0; border-bottom: 1px solid #e4e4e4; }
+th { font-weight: 600; border-bottom: 2px solid #bbb; }
+.status { font-weight: 600; padding: 1px 6px; border-radius: 3px; color: white; }
+.ok { background: #2e7d32; } .failed { background: #c62828; } .skipped { background: #9e9e9e; }
+.num { font-variant-numeric: tabular-nums; }
+.error { color: #b00020; font-size: 12px; max-width: 420px; }
+ul { margin: 0; padding-left: 16px; }
+"""
+
+
+def _e(value: Any) -> str:
+    return html.escape("" if value is None else str(value))
+
+
+def _rel(path: str | None, out: Path) -> str | None:
+    if not path:
+        return None
+    try:
+        return os.path.relpath(path, out)
+    except ValueError:
+        return path
+
+
+def _row(r: RunResult, out: Path) -> str:
+    name = f'<a href="{_e(r.html)}">{_e(r.name)}</a>' if r.html else _e(r.name)
+    heads = "".join(f"<li>{_e(h.get('label'))}: <b class=num>{_e(h.get('display'))}</b></li>"
+                    for h in r.headlines)
+    tables = "".join(f'<li><a href="{_e(_rel(t.get("path"), out))}">{_e(t.get("name"))}.csv</a> '
+                     f'({_e(t.get("rows"))} rows)</li>' for t in r.tables)
+    error = f'<div class="error">{_e(r.error)}</div>' if r.error else ""
+    return (
+        "<tr>"
+        f"<td>{name}<div class=meta>{_e(Path(r.notebook).name)}</div></td>"
+        f'<td><span class="status {_e(r.status)}">{_e(r.status)}</span>{error}</td>'
+        f"<td class=num>{r.seconds:.1f} s</td>"
+        f"<td>{_e(r.model)}</td>"
+        f"<td>{_e(', '.join(r.datasets))}</td>"
+        f"<td><ul>{heads}</ul></td>"
+        f"<td><ul>{tables}</ul></td>"
+        "</tr>"
+    )
+
+
+def index_html(results: list[RunResult], out: Path, config: SuiteConfig, seconds: float) -> str:
+    """The index page as a string."""
+    n_ok = sum(r.status == "ok" for r in results)
+    env = next((r.env for r in results if r.env), {})
+    when = datetime.now(timezone.utc).astimezone().isoformat(timespec="seconds")
+    meta = (f"{n_ok}/{len(results)} runs ok · {seconds:.0f} s · config {_e(config.path.name)} · "
+            f"probekit {_e(env.get('probekit', __version__))} · git {_e(env.get('git_sha', '?'))} · "
+            f"{_e(env.get('device', ''))} · {_e(when)}")
+    rows = "\n".join(_row(r, out) for r in results)
+    return (
+        "<!DOCTYPE html>\n<html lang=en><head><meta charset=utf-8>"
+        "<meta name=viewport content='width=device-width, initial-scale=1'>"
+        f"<title>probekit reports</title><style>{_CSS}</style></head><body>\n"
+        f"<h1>probekit reports</h1><div class=meta>{meta}</div>\n"
+        "<table id=runs><thead><tr><th>run</th><th>status</th><th>time</th><th>model</th>"
+        "<th>datasets</th><th>headline numbers</th><th>tables</th></tr></thead><tbody>\n"
+        f"{rows}\n</tbody></table>\n"
+        '<p class=meta>Machine-readable: <a href="runs.json">runs.json</a>; tables under '
+        '<a href="results/">results/</a>.</p>\n</body></html>\n'
+    )
+
+
+def write_index(results: list[RunResult], out: Path, config: SuiteConfig, seconds: float) -> Path:
+    """Write ``index.html`` and ``runs.json`` into ``out``; returns the index path."""
+    from .suite import results_as_dicts
+
+    index = out / "index.html"
+    index.write_text(index_html(results, out, config, seconds), encoding="utf-8")
+    payload = {
+        "config": str(config.path),
+        "written": datetime.now(timezone.utc).astimezone().isoformat(timespec="seconds"),
+        "seconds": seconds,
+        "ok": all(r.status == "ok" for r in results),
+        "runs": results_as_dicts(results),
+    }
+    (out / "runs.json").write_text(json.dumps(payload, indent=2, default=str), encoding="utf-8")
+    return index
