@@ -55,3 +55,12 @@ def default_device() -> torch.device:
 def barrier() -> None:
     if dist.is_initialized() and dist.get_world_size() > 1:
         dist.barrier()
+
+
+def gather(obj: object) -> list:
+    """Every rank's ``obj``, in rank order (a one-element list without a process group)."""
+    if not (dist.is_initialized() and dist.get_world_size() > 1):
+        return [obj]
+    out: list = [None] * dist.get_world_size()
+    dist.all_gather_object(out, obj)
+    return out

@@ -350,10 +350,10 @@ def _record_run(
         "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     }
     if info.world_size > 1:
-        distributed.barrier()  # all ranks' progress files are final; rank 0 folds them in
+        runs = distributed.gather(run)  # also a barrier: every rank's progress file is final
         if info.is_main:
             store.merge_progress()
-            store.meta.setdefault("runs", []).append(run)
+            store.meta.setdefault("runs", []).extend(runs)
             store.meta["provenance"] = _provenance()
             store.save()
         distributed.barrier()

@@ -1,0 +1,76 @@
+"""The feature store on its own: chunk bookkeeping, rank progress merge, read errors."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from probekit.store import (
+    FeatureStore,
+    StoreError,
+    content_hash,
+    key_filename,
+    ranges_to_set,
+    set_to_ranges,
+    store_dirname,
+)
+
+
+def make_store(path: Path, n: int = 10, chunk: int = 4) -> FeatureStore:
+    store = FeatureStore.create(path, inputs={"model": {"name": "m"}, "n": n}, n=n, chunk_rows=chunk)
+    store.add_pass(["norm/cls", "blocks.0.act/ap"], {"norm/cls": (3,), "blocks.0.act/ap": (5,)}, "float16")
+    return store
+
+
+def test_ranges_round_trip() -> None:
+    assert set_to_ranges({0, 1, 2, 5, 7, 8}) == [[0, 3], [5, 6], [7, 9]]
+    assert ranges_to_set([[0, 3], [5, 6]]) == {0, 1, 2, 5}
+    assert set_to_ranges(set()) == []
+
+
+def test_names_and_hashes() -> None:
+    assert key_filename("blocks.7.act/cls") == "blocks.7.act__cls.npy"
+    with pytest.raises(ValueError):
+        key_filename("blocks.7.nope/cls")
+    assert content_hash({"a": 1, "b": [2]}) == content_hash({"b": [2], "a": 1})
+    assert content_hash({"a": 1}) != content_hash({"a": 2})
+    assert store_dirname("vit/b 16", "digits", None, "abc") == "vit-b-16__digits__all__abc"
+
+
+def test_progress_lists_keys_only_when_complete(tmp_path: Path) -> None:
+    store = make_store(tmp_path / "s")
+    assert store.num_chunks == 3 and store.chunk_slice(2) == slice(8, 10)
+    assert not store.complete and len(store) == 0
+    with pytest.raises(StoreError, match="not fully extracted"):
+        store.load("norm/cls")
+    with pytest.raises(KeyError):
+        store["embed/cls"]
+    store.record_done(0, {0, 2})
+    assert not FeatureStore.open(store.path).complete
+    store.record_done(0, {1})
+    reopened = FeatureStore.open(store.path)
+    assert reopened.complete and list(reopened) == ["norm/cls", "blocks.0.act/ap"]
+    assert reopened["blocks.0.act/ap"].shape == (10, 5) and reopened["norm/cls"].dtype == np.float32
+    assert reopened.load("norm/cls", mmap=True).dtype == np.float16
+    assert dict(reopened).keys() == {"norm/cls", "blocks.0.act/ap"}
+
+
+def test_rank_progress_files_merge_into_meta(tmp_path: Path) -> None:
+    store = make_store(tmp_path / "s")
+    store.write_rank_progress(0, 0, {0, 2})
+    store.write_rank_progress(1, 0, {1})
+    seen = FeatureStore.open(store.path)  # reading merges in memory, writes nothing
+    assert seen.complete and (store.path / "progress" / "rank1.json").exists()
+    seen.merge_progress()
+    assert not list((store.path / "progress").iterdir())
+    assert FeatureStore.open(store.path).meta["passes"][0]["done"] == [[0, 3]]
+
+
+def test_open_errors(tmp_path: Path) -> None:
+    with pytest.raises(StoreError, match="not a feature store"):
+        FeatureStore.open(tmp_path)
+    store = make_store(tmp_path / "s")
+    with pytest.raises(StoreError, match="already in"):
+        store.add_pass(["norm/cls"], {"norm/cls": (3,)}, "float16")
