@@ -111,6 +111,8 @@ def test_reassociated_forward_matches_the_literal_cross_attention(layer_embeddin
         torch.testing.assert_close(fast, slow)
     probe.train()
     g_fast = torch.autograd.grad(nn.functional.cross_entropy(probe(x), y), list(probe.parameters()))
-    g_slow = torch.autograd.grad(nn.functional.cross_entropy(_literal_forward(probe, x), y), list(probe.parameters()))
+    g_slow = torch.autograd.grad(
+        nn.functional.cross_entropy(_literal_forward(probe, x), y), list(probe.parameters())
+    )
     for a, b in zip(g_fast, g_slow):
         torch.testing.assert_close(a, b)

@@ -66,7 +66,9 @@ class AttentiveProbe(nn.Module):
     ) -> None:
         super().__init__()
         if num_tokens < 1 or num_classes < 2:
-            raise ProbeShapeError(f"need num_tokens >= 1 and num_classes >= 2, got {num_tokens}, {num_classes}")
+            raise ProbeShapeError(
+                f"need num_tokens >= 1 and num_classes >= 2, got {num_tokens}, {num_classes}"
+            )
         # heads = number of input tokens for the multi-layer probe (paper 2, §2.5 in papers.md)
         self.num_heads = num_tokens if num_heads is None else num_heads
         self.head_dim = head_dim_for(dim, self.num_heads)

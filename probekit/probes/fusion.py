@@ -1,0 +1,379 @@
+"""Paper 2's experiment on feature stores: fusion tokens, the five baselines, ALF, attention heatmaps.
+
+``run_fusion(train, y_train, test, y_test, depth=...)`` trains, from one pair of feature mappings
+(``key -> (N, D)``, e.g. ``probekit.store.FeatureStore``), every method of paper 2's Table 1 with
+the shared loop in ``probekit.train`` and returns a tidy result table plus the attention that
+the fused probe puts on each layer of the test set.
+
+Tokens follow ``lciernik/attentive-layer-fusion`` (``src/models/thingsvision.py`` and the
+``all_layers_CLS_AP`` configs): CLS and AP at ``blocks.i.ln2`` for blocks ``1..L-1`` plus the final
+``norm``, 2L tokens, each L2-normalised (``load_features(normalize=True)``), zero-padded to the
+widest (``StackedZeroPadFeatureCombiner``) and stacked; linear probes concatenate the same vectors.
+Any block sites may feed the fusion (``sites=("act",)`` or ``("ln2", "act")``): paper 1's module
+finding tested inside paper 2's probe.
+
+Layer numbering in the attention table follows the paper's figure 4: the tokens of block ``i``
+are layer ``i`` and the final norm is layer ``L`` (= ``depth``), so the published set is exactly
+layers ``1..L``; ``relative_depth = layer / depth``. (``probekit.keys`` numbers block ``i`` as
+``i + 1`` elsewhere; here that would put block ``L-1`` and the final norm on the same layer.)
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+import torch
+from torch import nn
+
+from probekit.errors import ProbekitError
+from probekit.keys import make_key
+from probekit.probes.attentive import AttentiveProbe
+from probekit.train import TrainConfig, cpu_default_max_steps, resolve_device, resolve_grid, select_and_fit
+
+
+class FusionInputError(ProbekitError, KeyError):
+    """Feature keys the fusion needs but the store does not hold, or inputs that do not line up."""
+
+    def __str__(self) -> str:
+        return str(self.args[0])
+
+
+@dataclass(frozen=True)
+class Token:
+    """One input token of the fusion probe: its feature key, site, paper-2 layer index and pool."""
+
+    key: str
+    site: str
+    block: int | None
+    layer: int
+    pool: str
+
+
+@dataclass(frozen=True)
+class Method:
+    """A row of paper 2's Table 1: which tokens, and a linear or attentive probe over them."""
+
+    name: str
+    label: str
+    kind: str  # "linear" or "attentive"
+    tokens: str  # "cls_last", "clsap_last", "fusion", "tokens_last"
+    num_heads: int | None = None  # None: one head per token
+    layer_embedding: bool = False
+    sites: tuple[str, ...] | None = None  # None: the run's sites
+
+
+METHODS: tuple[Method, ...] = (
+    Method("cls_last_linear", "CLS last layer (linear)", "linear", "cls_last"),
+    Method("clsap_last_linear", "CLS+AP last layer (linear)", "linear", "clsap_last"),
+    Method("clsap_all_linear", "CLS+AP all layers (linear)", "linear", "fusion"),
+    # AAT: all tokens of the last layer, 8 heads (papers.md §2.5); needs the opt-in norm/tokens key
+    Method(
+        "tokens_last_attentive", "All tokens last layer (attentive)", "attentive", "tokens_last", num_heads=8
+    ),
+    Method("clsap_last_attentive", "CLS+AP last layer (attentive)", "attentive", "clsap_last"),
+    Method("alf_attentive", "CLS+AP all layers (attentive) = ALF", "attentive", "fusion"),
+)
+BASELINE = "cls_last_linear"
+
+
+def fusion_variant(name: str, *, sites: Sequence[str] | None = None, layer_embedding: bool = False) -> Method:
+    """An extra ALF run beyond the paper: other token sites and/or a learned layer embedding."""
+    return Method(
+        name,
+        name,
+        "attentive",
+        "fusion",
+        layer_embedding=layer_embedding,
+        sites=None if sites is None else tuple(sites),
+    )
+
+
+def l2_normalise(a: np.ndarray) -> np.ndarray:
+    """Rows (last axis) scaled to unit L2 norm, as float32; zero rows stay zero."""
+    a = np.asarray(a, dtype=np.float32)
+    norm = np.linalg.norm(a, axis=-1, keepdims=True)
+    return a / np.maximum(norm, 1e-12)
+
+
+def fusion_token_list(
+    *,
+    sites: Sequence[str] = ("ln2",),
+    depth: int,
+    pools: Sequence[str] = ("cls", "ap"),
+    include_norm: bool = True,
+    blocks: Sequence[int] | None = None,
+) -> list[Token]:
+    """The fusion's tokens in order: blocks ``1..depth-1`` (paper 2 leaves out block 0), each site,
+    each pool, then the final ``norm`` pools."""
+    blocks = range(1, depth) if blocks is None else blocks
+    tokens = [Token(make_key(s, b, p), s, b, b, p) for b in blocks for s in sites for p in pools]
+    if include_norm:
+        tokens += [Token(make_key("norm", None, p), "norm", None, depth, p) for p in pools]
+    return tokens
+
+
+def _require(features: Mapping[str, np.ndarray], keys: Sequence[str]) -> None:
+    missing = [k for k in keys if k not in features]
+    if missing:
+        raise FusionInputError(
+            f"the feature store lacks {len(missing)} key(s) the fusion needs, e.g. {missing[:4]}; "
+            "extract those sites and pools (the final norm's 'tokens' pool is opt-in) or choose other sites"
+        )
+
+
+def stack_tokens(features: Mapping[str, np.ndarray], keys: Sequence[str]) -> np.ndarray:
+    """``(N, T, D)``: each key's ``(N, D_k)`` features L2-normalised and zero-padded to the widest."""
+    _require(features, keys)
+    arrays = [l2_normalise(features[k]) for k in keys]
+    n, width = arrays[0].shape[0], max(a.shape[1] for a in arrays)
+    if any(a.ndim != 2 or a.shape[0] != n for a in arrays):
+        raise FusionInputError(f"fusion keys {list(keys)} must all be (N, D) arrays with the same N")
+    out = np.zeros((n, len(arrays), width), dtype=np.float32)
+    for t, a in enumerate(arrays):
+        out[:, t, : a.shape[1]] = a
+    return out
+
+
+def concat_features(features: Mapping[str, np.ndarray], keys: Sequence[str]) -> np.ndarray:
+    """``(N, sum D_k)``: each key's features L2-normalised, then concatenated (paper 2's linear input)."""
+    _require(features, keys)
+    return np.concatenate([l2_normalise(features[k]) for k in keys], axis=1)
+
+
+def fusion_tokens(
+    features: Mapping[str, np.ndarray],
+    *,
+    sites: Sequence[str] = ("ln2",),
+    depth: int,
+    pools: Sequence[str] = ("cls", "ap"),
+    include_norm: bool = True,
+    blocks: Sequence[int] | None = None,
+) -> tuple[np.ndarray, list[Token]]:
+    """Stacked, L2-normalised, zero-padded fusion tokens ``(N, T, D)`` and what each token is."""
+    tokens = fusion_token_list(
+        sites=sites, depth=depth, pools=pools, include_norm=include_norm, blocks=blocks
+    )
+    return stack_tokens(features, [t.key for t in tokens]), tokens
+
+
+def _inputs(
+    method: Method, features: Mapping[str, np.ndarray], sites: Sequence[str], depth: int
+) -> np.ndarray:
+    last = [make_key("norm", None, p) for p in ("cls", "ap")]
+    if method.tokens == "tokens_last":
+        key = make_key("norm", None, "tokens")
+        _require(features, [key])
+        return l2_normalise(features[key])  # each token over its width
+    if method.tokens == "cls_last":
+        keys = last[:1]
+    elif method.tokens == "clsap_last":
+        keys = last
+    else:
+        keys = [t.key for t in fusion_token_list(sites=method.sites or sites, depth=depth)]
+    return concat_features(features, keys) if method.kind == "linear" else stack_tokens(features, keys)
+
+
+def _builder(method: Method, x: np.ndarray, num_classes: int) -> Callable[[dict[str, float]], nn.Module]:
+    if method.kind == "linear":
+        return lambda p: nn.Linear(x.shape[1], num_classes)
+    _, t, d = x.shape
+    return lambda p: AttentiveProbe(
+        d,
+        num_classes,
+        t,
+        num_heads=method.num_heads,
+        attn_drop=p["attn_drop"],
+        layer_embedding=method.layer_embedding,
+    )
+
+
+@torch.no_grad()
+def mean_attention(
+    model: AttentiveProbe, x: np.ndarray, *, device: torch.device | str | None = None, batch_size: int = 4096
+) -> np.ndarray:
+    """Softmax weights averaged over samples, then heads: one weight per token, summing to 1
+    (``src/utils/attention_utils.py: get_attention_weights`` + the figure-4 notebook)."""
+    dev = resolve_device(device)
+    model.eval().to(dev)
+    total = None
+    for i in range(0, len(x), batch_size):
+        model(torch.as_tensor(x[i : i + batch_size], device=dev))
+        s = model.last_attention.sum(0)[:, 0, :].double()  # (heads, T)
+        total = s if total is None else total + s
+    return (total / len(x)).mean(0).cpu().numpy()
+
+
+def attention_by_layer(weights: np.ndarray, tokens: Sequence[Token], depth: int) -> pd.DataFrame:
+    """Per (site, layer): ``weight`` = mean over its tokens (CLS/AP, as in the paper's heatmap) and
+    ``mass`` = their sum (a distribution over layers)."""
+    df = pd.DataFrame([{"site": t.site, "block": t.block, "layer": t.layer, "pool": t.pool} for t in tokens])
+    df["token_weight"] = weights
+    g = df.groupby(["site", "layer"], sort=False, dropna=False)
+    out = g.agg(
+        block=("block", "first"), weight=("token_weight", "mean"), mass=("token_weight", "sum")
+    ).reset_index()
+    out["block"] = out["block"].astype("Int64")  # <NA> for the final norm
+    out["relative_depth"] = out["layer"] / depth
+    return out
+
+
+def attention_summary(attention: pd.DataFrame) -> pd.DataFrame:
+    """Per dataset (and model, method): attention mass on the last layer and attention-weighted
+    relative depth (papers.md §2.8: 0.39 / 0.82 for natural multi-domain data down to 0.19 / 0.69
+    for specialised data)."""
+    keys = [c for c in ("model", "dataset", "method") if c in attention.columns]
+
+    def one(g: pd.DataFrame) -> pd.Series:
+        mass = g["mass"] / g["mass"].sum()
+        return pd.Series(
+            {
+                "last_layer_mass": float(mass[g["relative_depth"] >= 1.0].sum()),
+                "weighted_relative_depth": float((mass * g["relative_depth"]).sum()),
+                "num_layers": int(g["layer"].nunique()),
+            }
+        )
+
+    out = attention.groupby(keys, sort=False).apply(one, include_groups=False).reset_index()
+    return out.astype({"num_layers": int})
+
+
+def _balanced_accuracy_boot(y: np.ndarray, pred: np.ndarray, idx: np.ndarray) -> np.ndarray:
+    yt, correct = y[idx], pred[idx] == y[idx]
+    recalls = []
+    for c in np.unique(y):
+        m = yt == c
+        n_c = m.sum(1)
+        recalls.append(np.where(n_c > 0, (correct & m).sum(1) / np.maximum(n_c, 1), np.nan))
+    return np.nanmean(np.stack(recalls, 1), axis=1)
+
+
+def paired_gain_ci(
+    y: np.ndarray,
+    pred: np.ndarray,
+    base_pred: np.ndarray,
+    *,
+    n_boot: int = 1000,
+    level: float = 0.95,
+    seed: int = 0,
+) -> tuple[float, float]:
+    """Percentile interval of the balanced-accuracy gain of ``pred`` over ``base_pred``, resampling
+    the same test samples for both (a paired bootstrap)."""
+    idx = np.random.default_rng(seed).integers(0, len(y), size=(n_boot, len(y)))
+    diff = _balanced_accuracy_boot(y, pred, idx) - _balanced_accuracy_boot(y, base_pred, idx)
+    lo, hi = np.quantile(diff, [(1 - level) / 2, (1 + level) / 2])
+    return float(lo), float(hi)
+
+
+def run_fusion(
+    train: Mapping[str, np.ndarray],
+    y_train: np.ndarray,
+    test: Mapping[str, np.ndarray],
+    y_test: np.ndarray,
+    *,
+    depth: int,
+    grid: str = "small",
+    sites: Sequence[str] = ("ln2",),
+    seed: int = 0,
+    device: torch.device | str | None = None,
+    labels: Mapping[str, str] | None = None,
+    methods: Sequence[str | Method] | None = None,
+    variants: Sequence[Method] = (),
+    max_steps: int | None | str = "auto",
+    n_boot: int = 1000,
+    log: Callable[[str], None] | None = None,
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Paper 2's Table 1 for one model and dataset: the five baselines, ALF and any ``variants``.
+
+    ``methods`` defaults to all of ``METHODS``; the all-tokens baseline is skipped when the store
+    lacks ``norm/tokens``. ``max_steps="auto"`` caps training at ``probekit.train.CPU_MAX_STEPS``
+    steps on CPU and uses the paper's schedule on a GPU. Returns the tidy result table (one row per
+    method, with the gain over the CLS-last linear baseline and its paired bootstrap interval) and
+    the attention table of every attentive fusion method.
+    """
+    dev = resolve_device(device)
+    labels = dict({"model": "", "dataset": ""}, **(labels or {}))
+    by_name = {m.name: m for m in METHODS}
+    chosen = [by_name[m] if isinstance(m, str) else m for m in (methods or METHODS)]
+    if methods is None and make_key("norm", None, "tokens") not in train:
+        chosen = [m for m in chosen if m.tokens != "tokens_last"]
+    chosen += list(variants)
+    steps = cpu_default_max_steps(dev) if max_steps == "auto" else max_steps
+    config = TrainConfig(seed=seed, max_steps=steps)
+    y_train, y_test = np.asarray(y_train, dtype=np.int64), np.asarray(y_test, dtype=np.int64)
+    num_classes = int(max(y_train.max(), y_test.max())) + 1
+    grid_obj = resolve_grid(grid)
+
+    rows, preds, attention = [], {}, []
+    for m in chosen:
+        start = time.perf_counter()
+        x_tr, x_te = _inputs(m, train, sites, depth), _inputs(m, test, sites, depth)
+        fit = select_and_fit(
+            _builder(m, x_tr, num_classes),
+            x_tr,
+            y_train,
+            x_te,
+            y_test,
+            grid=grid_obj,
+            attentive=m.kind == "attentive",
+            config=config,
+            device=dev,
+            n_boot=n_boot,
+        )
+        used_sites = ("norm",) if m.tokens != "fusion" else (m.sites or tuple(sites))
+        preds[m.name] = fit.test_pred
+        rows.append(
+            dict(
+                labels,
+                method=m.name,
+                label=m.label,
+                probe=m.kind,
+                sites="+".join(used_sites),
+                layer_embedding=m.layer_embedding,
+                num_tokens=1 if x_tr.ndim == 2 else x_tr.shape[1],
+                metric="balanced_accuracy",
+                value=fit.value,
+                ci_low=fit.ci_low,
+                ci_high=fit.ci_high,
+                chance=1.0 / len(np.unique(y_test)),
+                val_balanced_accuracy=fit.val_score,
+                **fit.params,
+                grid=grid if isinstance(grid, str) else "custom",
+                grid_points=len(fit.search),
+                epochs=fit.log.epochs,
+                steps=fit.log.steps,
+                batch_size=fit.log.batch_size,
+                seconds_per_point=float(fit.search["seconds"].mean()),
+                seconds=time.perf_counter() - start,
+                n_train=len(y_train),
+                n_test=len(y_test),
+                seed=seed,
+                device=dev.type,
+            )
+        )
+        if m.kind == "attentive" and m.tokens == "fusion":
+            tokens = fusion_token_list(sites=m.sites or sites, depth=depth)
+            att = attention_by_layer(mean_attention(fit.model, x_te, device=dev), tokens, depth)
+            attention.append(att.assign(**labels, method=m.name))
+        if log is not None:
+            log(
+                f"{labels.get('dataset', '')} {m.name}: {fit.value:.3f} [{fit.ci_low:.3f}, {fit.ci_high:.3f}] "
+                f"({rows[-1]['seconds']:.1f} s)"
+            )
+
+    table = pd.DataFrame(rows)
+    table["gain"], table["gain_low"], table["gain_high"] = np.nan, np.nan, np.nan
+    if BASELINE in preds:
+        base = table.loc[table["method"] == BASELINE, "value"].iloc[0]
+        for i, name in enumerate(table["method"]):
+            lo, hi = paired_gain_ci(y_test, preds[name], preds[BASELINE], n_boot=n_boot, seed=seed)
+            table.loc[i, ["gain", "gain_low", "gain_high"]] = [table.loc[i, "value"] - base, lo, hi]
+    lead = [c for c in ("model", "dataset") if c in table.columns]
+    att_cols = lead + ["method", "site", "block", "layer", "relative_depth", "weight", "mass"]
+    att_df = (
+        pd.concat(attention, ignore_index=True)[att_cols] if attention else pd.DataFrame(columns=att_cols)
+    )
+    return table, att_df
