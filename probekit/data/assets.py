@@ -69,7 +69,7 @@ def provision_fashion_mnist() -> None:
         raise RuntimeError("apt-get needs root: run `sudo apt-get install dataset-fashion-mnist`")
     env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
     cmd = ["apt-get", "install", "-y", "-q", "dataset-fashion-mnist"]
-    if subprocess.run(cmd, env=env, capture_output=True).returncode != 0:
+    if subprocess.run(cmd, env=env, capture_output=True, check=False).returncode != 0:
         subprocess.run(["apt-get", "update", "-q"], env=env, capture_output=True, check=True)
         subprocess.run(cmd, env=env, capture_output=True, check=True)
 

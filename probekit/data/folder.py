@@ -66,7 +66,7 @@ def _first_mode(path: Path) -> str:
     try:
         with Image.open(path) as img:
             return img.mode
-    except Exception:  # a broken first file is reported when it is selected
+    except (OSError, SyntaxError, ValueError):  # a broken first file is reported when selected
         return "unknown"
 
 
@@ -100,7 +100,7 @@ def folder_source(path: str | Path) -> Source:
         labels = [i for i, images in enumerate(files) for _ in images]
     if not paths:
         raise EmptyDatasetError(
-            f"folder {root} holds no image files ({', '.join(('.jpg', '.png', '...'))}). "
+            f"folder {root} holds no image files (.jpg, .png, ...). "
             "Put images in one sub-folder per class, e.g. root/cat/001.jpg and root/dog/002.jpg."
         )
     keys = [p.relative_to(root).as_posix() for p in paths]

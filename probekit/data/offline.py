@@ -258,7 +258,9 @@ def emoji_source() -> Source:
     classes = sorted({e["category"] for e in chosen})
     index = {c: i for i, c in enumerate(classes)}
     paths = [images / e["image"] for e in chosen]
-    package_json = json.loads((root / "package.json").read_text()) if (root / "package.json").is_file() else {}
+    package_json = (
+        json.loads((root / "package.json").read_text()) if (root / "package.json").is_file() else {}
+    )
     return Source(
         name="emoji",
         keys=[e["image"] for e in chosen],
@@ -273,4 +275,3 @@ def emoji_source() -> Source:
         ),
         paths=paths,
     )  # fmt: skip
-

@@ -2,13 +2,15 @@
 
 Each entry names the torchvision class, its official splits and the folder it creates under the
 root (``data_dir()/torchvision`` unless a root is given), which is how availability is checked
-without touching the network. A failed download becomes :class:`DatasetDownloadError` saying
+without touching the network. ``download=False`` or ``$PROBEKIT_OFFLINE=1`` never touches it;
+a failed download becomes :class:`DatasetDownloadError` saying
 where to place the files. Labels are read from the dataset objects' label lists, never by
 decoding images.
 """
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -112,6 +114,13 @@ def how_to_get(dataset_id: str, root: str | Path | None = None) -> str:
             f"fetches from {spec.url} in {base}/ (so that {base / spec.marker} exists)")  # fmt: skip
 
 
+def place_files(spec: OnlineSpec, base: Path) -> str:
+    """The sentence telling a user without network where to put the files."""
+    where = "" if not spec.downloads else " (or run once with a network, it downloads itself)"
+    return (f"Download the files torchvision.datasets.{spec.cls} uses from {spec.url} and place them "
+            f"in {base}/ so that {base / spec.marker} exists{where}.")  # fmt: skip
+
+
 def _labels_of(ds: Any) -> np.ndarray:
     for attr in ("targets", "labels", "_labels"):
         values = getattr(ds, attr, None)
@@ -142,7 +151,14 @@ class TorchvisionLoader:
         return to_rgb(img if isinstance(img, Image.Image) else Image.fromarray(np.asarray(img)))
 
 
-def _construct(spec: OnlineSpec, base: Path, kwargs: dict[str, Any]) -> Any:
+def download_allowed(download: bool | None) -> bool:
+    """``download`` if given, else True unless ``$PROBEKIT_OFFLINE`` is set to a non-empty value."""
+    if download is not None:
+        return download
+    return not os.environ.get("PROBEKIT_OFFLINE")
+
+
+def _construct(spec: OnlineSpec, base: Path, kwargs: dict[str, Any], download: bool) -> Any:
     import torchvision.datasets as tvd
 
     cls = getattr(tvd, spec.cls, None)
@@ -152,19 +168,18 @@ def _construct(spec: OnlineSpec, base: Path, kwargs: dict[str, Any]) -> Any:
         )
     args = {**spec.extra, **kwargs}
     if spec.downloads:
-        args["download"] = True
+        args["download"] = download
     try:
         return cls(str(base), **args)
     except Exception as exc:  # network failure, missing files, checksum error, missing h5py, ...
         raise DatasetDownloadError(
-            f"could not load {spec.id!r} ({type(exc).__name__}: {exc}). "
-            f"To use it without a network, {how_to_get(spec.id, base)}; or pass root= to load_dataset "
-            f"pointing at a folder that already holds them."
+            f"could not load {spec.id!r} ({type(exc).__name__}: {exc}). {place_files(spec, base)} "
+            f"Or pass root= to load_dataset pointing at a folder that already holds them."
         ) from exc
 
 
-def online_source(dataset_id: str, root: str | Path | None = None) -> Source:
-    """Build the Source of a torchvision dataset, downloading it if needed and possible."""
+def online_source(dataset_id: str, root: str | Path | None = None, download: bool | None = None) -> Source:
+    """Build the Source of a torchvision dataset, downloading it if needed and allowed."""
     import torchvision
 
     spec = ONLINE[dataset_id]
@@ -172,7 +187,7 @@ def online_source(dataset_id: str, root: str | Path | None = None) -> Source:
     base.mkdir(parents=True, exist_ok=True)
     parts, labels, official, keys, offsets = [], [], [], [], []
     for split, kwargs in spec.splits.items():
-        ds = _construct(spec, base, kwargs)
+        ds = _construct(spec, base, kwargs, download_allowed(download))
         part_labels = _labels_of(ds)
         offsets.append(len(keys))
         parts.append(ds)

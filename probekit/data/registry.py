@@ -9,10 +9,11 @@ from __future__ import annotations
 import functools
 import math
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
+from . import offline
 from .corruptions import CORRUPTIONS, check_corruption
 from .dataset import ImageDataset
 from .errors import InvalidDatasetIdError, UnknownDatasetError
@@ -21,7 +22,6 @@ from .online import ONLINE, how_to_get, is_available, online_source
 from .reference import photos_source
 from .source import Source
 from .splits import SPLITS
-from . import offline
 
 FOLDER_PREFIX = "folder:"
 _CORRUPTION_SUFFIX = re.compile(r"^(?P<base>.+)\+(?P<family>[a-z_]+)@(?P<severity>\d+)$")
@@ -110,18 +110,18 @@ def _cached_offline(base: str) -> Source:
 
 
 @functools.lru_cache(maxsize=8)
-def _cached_online(base: str, root: str | None) -> Source:
-    return online_source(base, root)
+def _cached_online(base: str, root: str | None, download: bool | None) -> Source:
+    return online_source(base, root, download)
 
 
-def get_source(base: str, root: str | Path | None = None) -> Source:
+def get_source(base: str, root: str | Path | None = None, download: bool | None = None) -> Source:
     """The unsplit Source for a base id (sources of registry datasets are cached per process)."""
     if base.startswith(FOLDER_PREFIX):
         return folder_source(base[len(FOLDER_PREFIX) :])
     if base in OFFLINE:
         return _cached_offline(base)
     if base in ONLINE:
-        return _cached_online(base, None if root is None else str(root))
+        return _cached_online(base, None if root is None else str(root), download)
     raise UnknownDatasetError(
         f"unknown dataset {base!r}. Known: {', '.join(known_ids())}; or folder:/path/to/images "
         f"(one sub-folder per class); add +<corruption>@<1-5> for a shifted copy "
@@ -135,6 +135,7 @@ def load_dataset(
     seed: int = 0,
     max_per_class: int | None = None,
     root: str | Path | None = None,
+    download: bool | None = None,
 ) -> ImageDataset:
     """One split of a dataset: ``ds[i] -> (RGB PIL image, int label)``, deterministic from ``seed``.
 
@@ -142,11 +143,12 @@ def load_dataset(
     ``split``: ``train``, ``val``, ``test`` or ``all`` (rules in :mod:`probekit.data.splits`).
     ``max_per_class``: keep at most this many images per class (after splitting; ``None``: all).
     ``root``: where torchvision datasets are (default ``data_dir()/torchvision``).
+    ``download``: whether torchvision may download (default: yes, unless ``$PROBEKIT_OFFLINE``).
     """
     if split not in SPLITS:
         raise InvalidDatasetIdError(f"unknown split {split!r}; use one of {', '.join(SPLITS)}.")
     base, corruption = parse_id(dataset_id)
-    source = get_source(base, root)
+    source = get_source(base, root, download)
     clean_id = base if not base.startswith(FOLDER_PREFIX) else f"{FOLDER_PREFIX}{source.provenance['path']}"
     full_id = clean_id if corruption is None else f"{clean_id}+{corruption[0]}@{corruption[1]}"
     return ImageDataset(source, full_id, split=split, seed=seed, max_per_class=max_per_class,

@@ -7,9 +7,10 @@ give ``paths`` so broken files can be found and skipped before anyone extracts f
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 from PIL import Image

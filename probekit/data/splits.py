@@ -17,7 +17,7 @@ broken file is replaced by the next member of the same class.
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import numpy as np
 
