@@ -88,6 +88,30 @@ def test_grayscale_and_rgba_become_rgb_with_transparency_on_white(tmp_path):
     assert tuple(by_class["alpha"][4, 4]) == (255, 255, 255)
 
 
+def test_palette_and_16_bit_images_become_rgb(tmp_path):
+    root = tmp_path / "odd"
+    (root / "p").mkdir(parents=True)
+    (root / "deep").mkdir()
+    palette = Image.new("P", (6, 6), 1)
+    palette.putpalette([0, 0, 0, 0, 128, 0] + [0] * 762)
+    palette.info["transparency"] = 0
+    palette.putpixel((0, 0), 0)  # the transparent colour
+    palette.save(root / "p" / "p.png", transparency=0)
+    Image.fromarray(np.full((6, 6), 65535, dtype=np.uint16)).save(root / "deep" / "d.png")
+    ds = load_dataset(f"folder:{root}", split="all")
+    pixels = {ds.classes[label]: np.asarray(img) for img, label in (ds[i] for i in range(len(ds)))}
+    assert tuple(pixels["p"][0, 0]) == (255, 255, 255) and tuple(pixels["p"][3, 3]) == (0, 128, 0)
+    assert pixels["deep"].shape == (6, 6, 3) and (pixels["deep"] == 255).all()
+
+
+def test_identity_of_a_folder_changes_when_an_image_is_replaced(folder_with_broken_files):
+    dataset_id = f"folder:{folder_with_broken_files}"
+    before = load_dataset(dataset_id, split="all").identity()
+    Image.new("RGB", (30, 30), (1, 1, 1)).save(folder_with_broken_files / "cat" / "img_00.png")
+    after = load_dataset(dataset_id, split="all").identity()
+    assert before["n"] == after["n"] and before["sha256"] != after["sha256"]
+
+
 def test_split_folders_are_official_and_flat_folders_are_one_class(tmp_path):
     root = tmp_path / "imagenette"
     for split, n in (("train", 10), ("val", 4)):

@@ -120,6 +120,8 @@ def test_malformed_corruption_ids_say_what_is_allowed(bad):
         load_dataset(bad)
 
 
-def test_unknown_split_is_refused():
+def test_unknown_split_and_bad_cap_are_refused():
     with pytest.raises(InvalidDatasetIdError, match="train, val, test, all"):
         load_dataset("digits", split="validation")
+    with pytest.raises(InvalidDatasetIdError, match="positive integer"):
+        load_dataset("digits", max_per_class=0)

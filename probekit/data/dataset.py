@@ -92,13 +92,29 @@ class ImageDataset:
                 f"classes={len(self.classes)}, skipped={self.skipped})")  # fmt: skip
 
     def sample_digest(self) -> str:
-        """sha256 of the ordered (key, label) list, the source version and the corruption code."""
+        """sha256 of the ordered (key, label) list, the source version and the corruption code
+        (plus file sizes and mtimes for user folders)."""
         h = hashlib.sha256()
         header = (self.source.name, self.source.provenance.get("version"), ALGORITHM_VERSION)
         h.update(repr(header).encode())
-        for key, label in zip(self.keys, self.labels.tolist()):
-            h.update(f"\n{key}\t{label}".encode())
+        stamps = self._file_stamps()
+        for i, (key, label) in enumerate(zip(self.keys, self.labels.tolist())):
+            h.update(f"\n{key}\t{label}{stamps[i] if stamps else ''}".encode())
         return h.hexdigest()
+
+    def _file_stamps(self) -> list[str] | None:
+        """For user folders (no package version to go by): size and mtime of each selected file,
+        so an image replaced under the same name changes the identity."""
+        if self.source.paths is None or self.source.provenance.get("source") != "folder":
+            return None
+        stamps = []
+        for i in self.indices.tolist():
+            try:
+                stat = self.source.paths[i].stat()
+                stamps.append(f"\t{stat.st_size}\t{stat.st_mtime_ns}")
+            except OSError:
+                stamps.append("\tmissing")
+        return stamps
 
     def identity(self) -> dict[str, Any]:
         """JSON-serialisable dict that names exactly this data (feature stores are keyed on it)."""

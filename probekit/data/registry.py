@@ -147,6 +147,10 @@ def load_dataset(
     """
     if split not in SPLITS:
         raise InvalidDatasetIdError(f"unknown split {split!r}; use one of {', '.join(SPLITS)}.")
+    if max_per_class is not None and (not isinstance(max_per_class, int) or max_per_class < 1):
+        raise InvalidDatasetIdError(
+            f"max_per_class must be a positive integer or None (no cap), got {max_per_class!r}."
+        )
     base, corruption = parse_id(dataset_id)
     source = get_source(base, root, download)
     clean_id = base if not base.startswith(FOLDER_PREFIX) else f"{FOLDER_PREFIX}{source.provenance['path']}"
