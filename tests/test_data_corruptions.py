@@ -111,3 +111,12 @@ def test_corrupted_dataset_id_is_the_same_samples_corrupted_deterministically():
     everything = load_dataset("faces+gaussian_noise@3", split="all")
     position = everything.keys.index(noisy.keys[0])
     assert np.array_equal(np.asarray(everything[position][0]), np.asarray(noisy[0][0]))
+
+
+@pytest.mark.parametrize("size", [(37, 23), (8, 8), (300, 90)])
+def test_every_family_keeps_odd_and_non_square_sizes(size):
+    rng = np.random.default_rng(0)
+    img = Image.fromarray(rng.integers(0, 256, (size[1], size[0], 3), dtype=np.uint8))
+    for family in CORRUPTIONS:
+        out = corrupt(img, family, 5, "odd")
+        assert out.size == size and out.mode == "RGB"
