@@ -40,6 +40,7 @@ def folder_with_broken_files(tmp_path) -> Path:
     (root / "dog" / "empty.png").write_bytes(b"")
     (root / "dog" / "notes.jpg").write_text("this is not a JPEG, just text with a .jpg name\n")
     (root / "dog" / "README.txt").write_text("ignored: not an image extension")
+    Image.new("RGB", (4, 4)).save(root / "loose.png")  # beside the class folders: no class
     return root
 
 
@@ -51,7 +52,7 @@ def test_broken_files_are_skipped_counted_and_reported(folder_with_broken_files)
     assert ds.provenance["skipped_files"] == 3
     reasons = {Path(e["path"]).name: e["why"] for e in ds.provenance["skipped_examples"]}
     assert "truncated" in reasons["truncated.png"].lower()
-    assert ds.provenance["ignored_non_image_files"] == 1
+    assert ds.provenance["ignored_files"] == 2
     for i in range(len(ds)):  # every remaining item decodes: extraction never meets a bad one
         img, label = ds[i]
         assert img.mode == "RGB" and img.size == (20, 16) and label in (0, 1)

@@ -8,8 +8,8 @@ Layouts understood, checked in this order:
 * ``root/<class>/**/image`` (torchvision ``ImageFolder``): classes are the sorted sub-folder names;
 * ``root/image`` with no class sub-folders: one class named after the folder (a reference set).
 
-Files are taken by extension (:data:`images.IMAGE_EXTENSIONS`); other files are counted in the
-provenance as ignored. Damaged image files are found later, when a split is selected.
+Files are taken by extension (:data:`images.IMAGE_EXTENSIONS`); other files, and files lying
+beside class folders, are counted in the provenance as ``ignored_files``. Damaged image files are found later, when a split is selected.
 """
 
 from __future__ import annotations
@@ -55,11 +55,12 @@ def _class_layout(root: Path) -> tuple[list[str], list[list[Path]], int]:
         if images:
             classes.append(sub.name)
             files.append(images)
+    loose = sorted(p for p in root.iterdir() if p.is_file() and not p.name.startswith("."))
     if not classes:
-        flat = sorted(p for p in root.iterdir() if p.is_file() and is_image_file(p.name))
+        flat = [p for p in loose if is_image_file(p.name)]
         if flat:
-            return [root.name], [flat], ignored
-    return classes, files, ignored
+            return [root.name], [flat], ignored + len(loose) - len(flat)
+    return classes, files, ignored + len(loose)  # files beside the class folders have no class
 
 
 def _first_mode(path: Path) -> str:
@@ -114,7 +115,7 @@ def folder_source(path: str | Path) -> Source:
         "url": None,
         "layout": rule,
         "image_mode": _first_mode(paths[0]) + " (first file; all converted to RGB)",
-        "ignored_non_image_files": ignored,
+        "ignored_files": ignored,
     }
     return Source(
         name=f"folder:{root}",
