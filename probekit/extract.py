@@ -153,13 +153,16 @@ def extract(
     progress: bool = True,
     num_workers: int | None = None,
     checkpoint_s: float = 5.0,
+    durable: bool = False,
 ) -> FeatureStore:
     """Extract pooled features at every requested site into a (resumable) feature store.
 
     ``sites=None``: all eight block sites on every block plus ``embed`` and ``norm``; ``pools``
     applies to all of them, ``token_sites`` adds unpooled tokens for named sites. ``layers``
     restricts block sites to those block indices. ``limit`` keeps the first N images. Progress is
-    recorded at most every ``checkpoint_s`` seconds (0: after every batch) and at the end.
+    recorded at most every ``checkpoint_s`` seconds (0: after every batch) and at the end; it
+    survives the process being killed (SIGKILL included), and with ``durable=True`` (an msync of
+    every file per record, slow on some disks) an OS crash too.
     Returns the store; it is complete unless the run was interrupted.
     """
     device = _resolve_device(device)
@@ -187,7 +190,8 @@ def extract(
     store = FeatureStore.open(path)
     for index, p in enumerate(store.meta["passes"]):
         if not p["complete"]:  # every rank sees the same meta, so all run the same passes
-            _run_pass(store, index, backbone, dataset, device, compute_dtype, info, progress, num_workers, checkpoint_s)
+            _run_pass(store, index, backbone, dataset, device, compute_dtype, info, progress, num_workers,
+                      checkpoint_s, durable)
     distributed.barrier()
     if info.is_main:
         store.merge_progress()
@@ -243,6 +247,7 @@ def _run_pass(
     progress: bool,
     num_workers: int | None,
     checkpoint_s: float,
+    durable: bool,
 ) -> None:
     keys = store.meta["passes"][index]["keys"]
     done = store.done_chunks(index)
@@ -275,11 +280,12 @@ def _run_pass(
     bar = _progress_bar(sum(len(b) for b in batches), progress and info.is_main, store.path.name, info.world_size)
 
     def checkpoint() -> None:
-        writer.flush()
+        if durable:
+            writer.sync()
         if info.world_size > 1:
-            store.write_rank_progress(info.rank, index, new_done)
+            store.write_rank_progress(info.rank, index, new_done, fsync=durable)
         else:
-            store.record_done(index, new_done)
+            store.record_done(index, new_done, fsync=durable)
 
     pending: tuple | None = None  # lag one batch so the device computes while the host writes
 

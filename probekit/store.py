@@ -10,9 +10,11 @@ changed input never reuses stale features. Inside::
     blocks.7.act__cls.npy       (N, D) float16 (or float32), one file per feature key
     progress/rank<r>.json       per-rank progress of a multi-process run, merged at its end
 
-Rows are written in fixed chunks of ``chunk_rows`` images through memory maps; a chunk is recorded
-as done (in ``meta.json``, atomically replaced) only after its rows are flushed, so a killed run
-resumes at the first chunk not recorded and never counts a half-written row. Keys are added in
+Rows are written in fixed chunks of ``chunk_rows`` images through memory maps (shared file
+pages: what a process wrote survives its being killed); a chunk is recorded as done in
+``meta.json`` (atomically replaced) only after its rows are written, so a killed run resumes at the
+first chunk not recorded and never counts a half-written row. With ``durable=True`` every record
+is preceded by an msync of the maps and followed by an fsync, which also covers an OS crash. Keys are added in
 *passes*: asking an existing store for new keys runs one more pass over the images for them.
 
 Reading::
@@ -85,13 +87,23 @@ def set_to_ranges(items: set[int] | Sequence[int]) -> list[list[int]]:
     return out
 
 
-def _write_json(path: Path, obj: Any) -> None:
+def _write_json(path: Path, obj: Any, fsync: bool = False) -> None:
+    """Atomic replace: a reader sees the old or the new file, never a torn one."""
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     with open(tmp, "w") as f:
         json.dump(obj, f, indent=1, sort_keys=False, default=str)
-        f.flush()
-        os.fsync(f.fileno())
+        if fsync:
+            f.flush()
+            os.fsync(f.fileno())
     os.replace(tmp, path)
+
+
+def preallocate(path: Path, dtype: np.dtype, shape: tuple[int, ...]) -> None:
+    """An ``.npy`` file of ``shape`` zeros (sparse on disk), without mapping it."""
+    header = {"descr": np.lib.format.dtype_to_descr(np.dtype(dtype)), "fortran_order": False, "shape": shape}
+    with open(path, "wb") as f:
+        np.lib.format.write_array_header_1_0(f, header)
+        f.truncate(f.tell() + int(np.prod(shape)) * np.dtype(dtype).itemsize)
 
 
 class FeatureStore(Mapping[str, np.ndarray]):
@@ -147,14 +159,13 @@ class FeatureStore(Mapping[str, np.ndarray]):
         }
         labels = np.lib.format.open_memmap(path / LABELS, mode="w+", dtype=np.int64, shape=(n,))
         labels[:] = -1
-        labels.flush()
         del labels
         store = cls(path, meta)
         store.save()
         return store
 
-    def save(self) -> None:
-        _write_json(self.path / META, self.meta)
+    def save(self, fsync: bool = False) -> None:
+        _write_json(self.path / META, self.meta, fsync=fsync)
 
     def reload(self) -> None:
         self.meta = json.loads((self.path / META).read_text())
@@ -185,8 +196,7 @@ class FeatureStore(Mapping[str, np.ndarray]):
             if key in self.meta["keys"]:
                 raise StoreError(f"key {key!r} is already in {self.path}")
             shape = (self.n, *shapes[key])
-            mm = np.lib.format.open_memmap(self.path / key_filename(key), mode="w+", dtype=dtype, shape=shape)
-            del mm
+            preallocate(self.path / key_filename(key), dtype, shape)
             self.meta["keys"][key] = {"shape": list(shape), "dtype": dtype.name, "file": key_filename(key)}
         self.meta["passes"].append({"keys": list(keys), "done": [], "complete": False})
         self.save()
@@ -195,19 +205,19 @@ class FeatureStore(Mapping[str, np.ndarray]):
     def done_chunks(self, pass_index: int) -> set[int]:
         return ranges_to_set(self.meta["passes"][pass_index]["done"])
 
-    def record_done(self, pass_index: int, chunks: set[int]) -> None:
-        """Mark chunks done in ``meta.json`` (call only after their rows are flushed)."""
+    def record_done(self, pass_index: int, chunks: set[int], fsync: bool = False) -> None:
+        """Mark chunks done in ``meta.json`` (call only after their rows are written)."""
         p = self.meta["passes"][pass_index]
         done = ranges_to_set(p["done"]) | set(chunks)
         p["done"] = set_to_ranges(done)
         p["complete"] = len(done) >= self.num_chunks
-        self.save()
+        self.save(fsync)
 
-    def write_rank_progress(self, rank: int, pass_index: int, chunks: set[int]) -> None:
+    def write_rank_progress(self, rank: int, pass_index: int, chunks: set[int], fsync: bool = False) -> None:
         """A rank's own progress file (multi-process runs); merged into meta.json at the end."""
         d = self.path / PROGRESS_DIR
         d.mkdir(exist_ok=True)
-        _write_json(d / f"rank{rank}.json", {"pass": pass_index, "done": set_to_ranges(chunks)})
+        _write_json(d / f"rank{rank}.json", {"pass": pass_index, "done": set_to_ranges(chunks)}, fsync)
 
     def _merge_rank_progress(self, write: bool) -> None:
         d = self.path / PROGRESS_DIR
@@ -303,11 +313,11 @@ class StoreWriter:
             self.maps[k][rows] = arr
         self.labels[rows] = labels
 
-    def flush(self) -> None:
+    def sync(self) -> None:
+        """msync every map to disk (durability against an OS crash; slow on some disks)."""
         for mm in self.maps.values():
             mm.flush()
         self.labels.flush()
 
     def close(self) -> None:
-        self.flush()
         self.maps.clear()
