@@ -15,6 +15,7 @@ from sklearn.datasets import load_digits
 from probekit.errors import ProbekitError
 from probekit.probes.fusion import (
     METHODS,
+    attention_matrix,
     attention_summary,
     fusion_token_list,
     fusion_tokens,
@@ -186,3 +187,21 @@ def test_attention_summary_reproduces_known_numbers() -> None:
     s = attention_summary(att).iloc[0]
     assert s["last_layer_mass"] == pytest.approx(0.4)
     assert s["weighted_relative_depth"] == pytest.approx(0.025 + 0.1 + 0.225 + 0.4)
+
+
+def test_attention_matrix_is_dataset_by_layer() -> None:
+    rows = []
+    for ds, w in (("a", [0.1, 0.2, 0.3, 0.4]), ("b", [0.4, 0.3, 0.2, 0.1])):
+        for layer, wi in enumerate(w, start=1):
+            site = "norm" if layer == 4 else "ln2"
+            rows.append({"model": "m", "dataset": ds, "method": "alf_attentive", "site": site, "layer": layer,
+                         "relative_depth": layer / 4, "weight": wi / 2, "mass": wi})  # fmt: skip
+    m = attention_matrix(pd.DataFrame(rows))
+    assert m.shape == (2, 4) and list(m.columns) == [1, 2, 3, 4]
+    np.testing.assert_allclose(m.loc[("m", "b")].to_numpy(), [0.2, 0.15, 0.1, 0.05])
+
+
+def test_unknown_method_names_are_listed(digits_stores) -> None:
+    train, y_tr, test, y_te = digits_stores
+    with pytest.raises(ProbekitError, match="cls_last_linear"):
+        run_fusion(train, y_tr, test, y_te, depth=DEPTH, methods=["alf"])

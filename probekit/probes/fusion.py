@@ -241,6 +241,19 @@ def attention_summary(attention: pd.DataFrame) -> pd.DataFrame:
     return out.astype({"num_layers": int})
 
 
+def attention_matrix(
+    attention: pd.DataFrame, method: str = "alf_attentive", value: str = "weight"
+) -> pd.DataFrame:
+    """The heatmap of figure 4: rows ``(model, dataset)``, columns layer (and site when several
+    sites feed the fusion), cells ``value`` (``weight``: mean over CLS/AP as in the paper; ``mass``)."""
+    df = attention[attention["method"] == method]
+    rows = [c for c in ("model", "dataset") if c in df.columns]
+    cols = ["site", "layer"] if df["site"].nunique() > 2 else ["layer"]  # ln2 + norm is one site set
+    if cols == ["layer"]:
+        df = df.groupby(rows + ["layer"], sort=False, as_index=False)[value].sum()
+    return df.pivot_table(index=rows, columns=cols, values=value, sort=False)
+
+
 def _balanced_accuracy_boot(y: np.ndarray, pred: np.ndarray, idx: np.ndarray) -> np.ndarray:
     yt, correct = y[idx], pred[idx] == y[idx]
     recalls = []
@@ -297,6 +310,9 @@ def run_fusion(
     dev = resolve_device(device)
     labels = dict({"model": "", "dataset": ""}, **(labels or {}))
     by_name = {m.name: m for m in METHODS}
+    unknown = [m for m in (methods or ()) if isinstance(m, str) and m not in by_name]
+    if unknown:
+        raise FusionInputError(f"unknown method(s) {unknown}; use {list(by_name)} or fusion_variant(...)")
     chosen = [by_name[m] if isinstance(m, str) else m for m in (methods or METHODS)]
     if methods is None and make_key("norm", None, "tokens") not in train:
         chosen = [m for m in chosen if m.tokens != "tokens_last"]
