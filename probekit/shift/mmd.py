@@ -9,7 +9,9 @@ negative) when both sets come from one distribution.
   sample (median heuristic; on a seeded subsample of at most 1000 rows). The kernel matrix is
   never held whole: it is summed in blocks of ``block_size`` rows (upper-triangle blocks only for
   the within-set sums), so n = 10k per side needs ~2 × block_size² floats, not 10⁸.
-* ``linear``: ``k(a, b) = aᵀb``; the sums collapse to ``‖Σ xᵢ‖² − Σ ‖xᵢ‖²`` etc., O(n d), exact.
+* ``linear``: ``k(a, b) = (a − c)ᵀ(b − c)`` with c the pooled mean (MMD²_u itself does not depend on
+  c; centring keeps the sums well conditioned and fixes the resamples' convention); the sums
+  collapse to ``‖Σ xᵢ‖² − Σ ‖xᵢ‖²`` etc., O(n d), exact.
 
 Weighted rows (bootstrap multiplicities w) give the weighted U-statistic
 ``(wᵀKw − Σ wᵢ² kᵢᵢ) / ((Σw)² − Σ wᵢ²)`` for each within-set term: copies of one original row are
