@@ -28,13 +28,12 @@ seed: int = 0  # seeds python, numpy and torch
 results_dir: str = ""  # folder for the tidy CSV tables; empty means reports/results or the suite output
 
 # %%
-import probekit.report as report
-from probekit import charts, model_check
+from probekit import charts, model_check, report
 from probekit.models import load_model
 
 info = report.run_info(
-    dict(model=model, dataset="digits", image_size=image_size, pretrained=pretrained, depth=depth,
-         n_images=n_images),
+    {"model": model, "dataset": "digits", "image_size": image_size, "pretrained": pretrained, "depth": depth,
+         "n_images": n_images},
     seed,
 )
 

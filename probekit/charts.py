@@ -15,7 +15,8 @@ from __future__ import annotations
 import json
 import os
 import uuid
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import altair as alt
 import numpy as np
@@ -133,7 +134,7 @@ def aggregate(df: pd.DataFrame, by: Sequence[str], values: Sequence[str] = _VALU
 
 
 def _order(df: pd.DataFrame, col: str) -> list[Any]:
-    return [v for v in pd.unique(df[col]) if v == v]
+    return [v for v in pd.unique(df[col]) if not pd.isna(v)]
 
 
 def _metric_title(df: pd.DataFrame, metric: str | None) -> str:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import copy
 import functools
+import os
 import re
 from pathlib import Path
 
@@ -20,15 +21,29 @@ from nbformat import NotebookNode
 TEMPLATES = Path(__file__).resolve().parent / "templates"
 CHART_CLASS = "probekit-chart"  # same as probekit.charts.CHART_CLASS (kept import-free)
 WIDGET_VIEW = "application/vnd.jupyter.widget-view+json"
-_EXTERNAL_SCRIPT = re.compile(r"<script\b[^>]*\bsrc\s*=\s*[\"']?(https?:)?//[^\"' >]+", re.I)
+_EXTERNAL_SCRIPT = re.compile(r"<script\b[^>]*\bsrc\s*=\s*[\"']?(https?:)?//[^\"' >]+", re.IGNORECASE)
 
 
 @functools.lru_cache(maxsize=1)
 def vega_bundle() -> str:
-    """The vega-embed + vega-lite + vega JavaScript bundle (~0.9 MB); sets ``window.vegaEmbed``."""
+    """The vega-embed + vega-lite + vega JavaScript bundle (~0.9 MB); sets ``window.vegaEmbed``.
+
+    Building it takes seconds, so it is cached per vl-convert version under the data directory.
+    """
     import vl_convert
 
-    return vl_convert.javascript_bundle()
+    from .paths import data_dir
+
+    version = re.sub(r"[^A-Za-z0-9.]", "_", str(getattr(vl_convert, "__version__", "unknown")))
+    cache = data_dir() / "cache" / f"vega-bundle-vl-convert-{version}.js"
+    if cache.is_file():
+        return cache.read_text(encoding="utf-8")
+    bundle = vl_convert.javascript_bundle()
+    cache.parent.mkdir(parents=True, exist_ok=True)
+    tmp = cache.with_suffix(f".{os.getpid()}.tmp")
+    tmp.write_text(bundle, encoding="utf-8")
+    tmp.replace(cache)
+    return bundle
 
 
 def _has_charts(nb: NotebookNode) -> bool:

@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
+from typing_extensions import Self
 
 from .errors import ProbekitError
 from .provenance import environment_info, seed_everything
@@ -142,7 +143,7 @@ def save_table(
     ordered = [c for c in TABLE_COLUMNS if c in df.columns] + [
         c for c in df.columns if c not in TABLE_COLUMNS]
     df[ordered].to_csv(path, index=False)
-    payload = {"name": name, "path": str(path.resolve()), "rows": int(len(df)),
+    payload = {"name": name, "path": str(path.resolve()), "rows": len(df),
                "columns": [str(c) for c in ordered]}
     _emit("table", payload, f"Saved table `{name}` ({len(df)} rows) to `{path}`")
     return path
@@ -194,7 +195,7 @@ class Timer:
         self.seconds: float = float("nan")
         self._start = 0.0
 
-    def __enter__(self) -> Timer:
+    def __enter__(self) -> Self:
         self._start = time.perf_counter()
         return self
 

@@ -24,11 +24,12 @@ from __future__ import annotations
 
 import os
 import time
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any
 
 import nbformat
 import yaml
@@ -74,7 +75,8 @@ class RunResult:
     name: str
     notebook: str
     status: str  # "ok", "failed" or "skipped"
-    seconds: float = 0.0
+    seconds: float = 0.0  # papermill execution
+    render_seconds: float = 0.0  # HTML export
     started: str = ""
     parameters: dict[str, Any] = field(default_factory=dict)
     html: str | None = None
@@ -301,7 +303,7 @@ def execute_run(spec: RunSpec, params: dict[str, Any], out: Path, config: SuiteC
                                 log_output=False, execution_timeout=config.timeout)
     except pm.PapermillExecutionError as exc:
         result.status, result.error = "failed", f"{exc.ename}: {exc.evalue} (cell {exc.exec_count})"
-    except Exception as exc:  # kernel death, timeouts, missing kernels: recorded, never fatal
+    except Exception as exc:  # noqa: BLE001  (kernel death, timeouts, missing kernels: recorded)
         result.status, result.error = "failed", f"{type(exc).__name__}: {exc}"
     result.seconds = time.perf_counter() - t0
     nb = (nbformat.read(str(executed), as_version=4) if executed.is_file()
@@ -309,7 +311,9 @@ def execute_run(spec: RunSpec, params: dict[str, Any], out: Path, config: SuiteC
     _fill_from_records(result, read_records(nb))
     if executed.is_file():
         result.ipynb = str(executed.relative_to(out))
+    t1 = time.perf_counter()
     html = render_html(nb, out / f"{spec.name}.html", title=spec.name)
+    result.render_seconds = time.perf_counter() - t1
     result.html = str(html.relative_to(out))
     return result
 

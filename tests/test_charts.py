@@ -1,0 +1,100 @@
+"""Chart builders: aggregated data, valid vega-lite that renders with marks, Spearman, renderer modes."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+import vl_convert
+from scipy.stats import spearmanr
+
+from probekit import charts
+
+
+def _table(n_layers: int = 6, repeats: int = 1) -> pd.DataFrame:
+    rng = np.random.default_rng(0)
+    rows = []
+    for ds in ("digits", "mnist"):
+        for site in ("ln1", "ln2", "act", "resid_post"):
+            for layer in range(n_layers):
+                for pool in ("cls", "ap"):
+                    for _ in range(repeats):
+                        v = float(rng.uniform(0.4, 0.9))
+                        rows.append({"model": "m", "dataset": ds, "site": site, "layer": layer, "pool": pool,
+                                         "metric": "accuracy", "value": v, "ci_low": v - 0.05, "ci_high": v + 0.05})
+    return pd.DataFrame(rows)
+
+
+def _marks(chart) -> int:
+    svg = vl_convert.vegalite_to_svg(chart.to_dict())
+    return svg.count('role-mark')
+
+
+def test_depth_curve_aggregates_and_renders():
+    df = _table(repeats=3)  # 3 rows per (dataset, site, layer, pool): averaged before charting
+    chart = charts.depth_curve(df[df.pool == "cls"], facet="dataset")
+    spec = chart.to_dict()
+    (rows,) = spec["datasets"].values()
+    assert len(rows) == 2 * 4 * 6
+    expected = df[(df.pool == "cls") & (df.dataset == "digits") & (df.site == "act") & (df.layer == 2)].value.mean()
+    got = next(r for r in rows if r["dataset"] == "digits" and r["site"] == "act" and r["layer"] == 2)["value"]
+    assert got == pytest.approx(expected)
+    assert _marks(chart) >= 3  # band, line, points in each facet
+
+
+def test_each_builder_renders_with_marks():
+    df = _table()
+    wide = pd.DataFrame({"dataset": list("abcdef"), "shift": [1, 2, 3, 4, 5, 6], "gain": [0.1, 0.3, 0.2, 0.5, 0.4, 0.7]})
+    built = [
+        charts.site_layer_heatmap(df[df.pool == "cls"], facet="dataset"),
+        charts.ranked_bars_with_ci(df[df.layer == 5], top=3),
+        charts.scatter_with_fit(wide, "shift", "gain"),
+        charts.layer_attention_heatmap(df[df.site == "act"], facet="pool"),
+    ]
+    for chart in built:
+        assert _marks(chart) >= 1
+
+
+def test_heatmap_outlines_the_best_cell():
+    df = _table()
+    data = next(iter(charts.site_layer_heatmap(df[(df.pool == "cls") & (df.dataset == "mnist")]).to_dict()["datasets"].values()))
+    best = [r for r in data if r["best"]]
+    assert len(best) == 1 and best[0]["value"] == max(r["value"] for r in data)
+
+
+def test_metric_selection_errors_are_helpful():
+    df = pd.concat([_table(), _table().assign(metric="balanced_accuracy")])
+    with pytest.raises(charts.ChartError, match="several metrics"):
+        charts.depth_curve(df)
+    with pytest.raises(charts.ChartError, match="not in the table"):
+        charts.depth_curve(df, metric="f1")
+    with pytest.raises(charts.ChartError, match="needs columns"):
+        charts.depth_curve(df.drop(columns="site"), metric="accuracy")
+
+
+def test_too_many_rows_after_aggregation():
+    big = pd.DataFrame({"site": "s", "layer": np.arange(6000), "value": 1.0})
+    with pytest.raises(charts.ChartError, match="5000"):
+        charts.depth_curve(big)
+
+
+def test_spearman_matches_scipy_and_interval_brackets_it():
+    x = np.arange(12.0)
+    y = x + np.random.default_rng(1).normal(0, 3, size=12)
+    rho, lo, hi = charts.spearman_ci(x, y)
+    assert rho == pytest.approx(spearmanr(x, y).statistic)
+    assert lo <= rho <= hi
+    assert np.isnan(charts.spearman_ci([1, 2], [3, 4])[0])
+    spec = charts.scatter_with_fit(pd.DataFrame({"dataset": list("abcdefghijkl"), "s": x, "g": y}), "s", "g").to_dict()
+    assert f"ρ = {rho:.2f}" in spec["title"]["subtitle"][0]
+
+
+def test_renderer_mimetype_in_lab_and_html_in_reports(monkeypatch):
+    spec = charts.depth_curve(_table()[lambda d: (d.pool == "cls") & (d.dataset == "digits")]).to_dict()
+    monkeypatch.delenv(charts.REPORT_ENV, raising=False)
+    lab = charts.probekit_renderer(spec)
+    assert any(k.startswith("application/vnd.vegalite.v") for k in lab) and "text/html" not in lab
+    monkeypatch.setenv(charts.REPORT_ENV, "html")
+    html = charts.probekit_renderer(spec)["text/html"]
+    assert f'class="{charts.CHART_CLASS}"' in html and "window.vegaEmbed(" in html
+    assert "cdn" not in html.lower()
