@@ -14,9 +14,10 @@ the attentive fusion probe are trained the same way, as in
   adjust_batch_size``) and 40 epochs raised so that training has at least 1,000 steps.
 
 Grid search (``src/tasks/hyperparameter_tuner.py`` + ``regularization_tuner.py``): every point
-is trained on a stratified 80/20 split of the training set and scored by validation balanced
-accuracy; the first strictly best point wins (attention-dropout runs are separate in the paper and
-compared by their best validation score, which is the same as one grid here); the winner is
+is trained on a stratified 80/20 split of the training set (``probekit.splits``, seeded by the
+run's seed; the paper fixes 42) and scored by validation balanced accuracy; the first strictly
+best point wins (attention-dropout runs are separate in the paper and compared by their best
+validation score, which is the same as one grid here); the winner is
 refit on all training data and scored on the test set with a bootstrap interval.
 
 CPU cap: 1,000 steps of the attentive probe over 24 tokens of width 384 take minutes per grid
@@ -145,11 +146,13 @@ def jitter(x: torch.Tensor, std: float, p: float, generator: torch.Generator) ->
     """Add N(0, std^2) noise to each whole sample of ``x`` with probability ``p``."""
     if std <= 0 or p <= 0:
         return x
-    chosen = torch.nonzero(torch.rand(x.shape[0], generator=generator, device=x.device) < p).squeeze(1)
-    noise = torch.randn(
-        (len(chosen),) + tuple(x.shape[1:]), generator=generator, device=x.device, dtype=x.dtype
-    )
-    return x.index_add(0, chosen, noise, alpha=std)
+    chosen = torch.rand(x.shape[0], generator=generator, device=x.device) < p
+    if x.device.type != "cpu":  # no host sync on a GPU: noise for every sample, masked
+        noise = torch.randn(x.shape, generator=generator, device=x.device, dtype=x.dtype)
+        return x + noise * (chosen.to(x.dtype) * std).view(-1, *([1] * (x.ndim - 1)))
+    idx = torch.nonzero(chosen).squeeze(1)  # on CPU draw noise only for the chosen samples
+    noise = torch.randn((len(idx),) + tuple(x.shape[1:]), generator=generator, dtype=x.dtype)
+    return x.index_add(0, idx, noise, alpha=std)
 
 
 def train(

@@ -131,3 +131,9 @@ def test_grid_search_selects_on_validation_and_refits(digits) -> None:
     assert fit.params["lr"] == 1e-1  # 1e-4 barely moves a probe in 60 steps
     assert fit.ci_low <= fit.value <= fit.ci_high and fit.value > 0.8
     assert fit.log.batch_size == adjust_batch_size(2048, len(y_tr))  # refit on all training data
+
+
+def test_jitter_on_cpu_matches_the_masked_form_in_distribution() -> None:
+    x = torch.ones(2000, 4)
+    out = jitter(x, 0.05, 1.0, torch.Generator().manual_seed(1))
+    assert (out != 1).all() and abs((out - 1).std().item() - 0.05) < 0.005
