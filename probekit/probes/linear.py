@@ -48,7 +48,7 @@ def probe_keys(
 ) -> list[str]:
     """Keys to probe: the given ones (checked), else every pooled key present in both splits."""
     if keys is None:
-        keys = [k for k in train.keys() if k in test and parse_key(k).pool != "tokens"]
+        keys = [k for k in train if k in test and parse_key(k).pool != "tokens"]
     keys = list(keys)
     for k in keys:
         if parse_key(k).pool == "tokens":
@@ -118,7 +118,7 @@ def fit_linear_probes(
     labels = dict(labels or {})
     keys = probe_keys(train, test, keys)
     y_train, y_test = np.asarray(y_train), np.asarray(y_test)
-    classes, ytr, yte = encode_labels(y_train, y_test)
+    classes, ytr, _yte = encode_labels(y_train, y_test)
     n_cls = len(classes)
     Cs = [float(c) for c in Cs]
     select = val_fraction > 0 and len(Cs) > 1
@@ -138,7 +138,7 @@ def fit_linear_probes(
         chunks = tqdm(chunks, desc=f"linear probes ({len(keys)} keys x {len(Cs)} C)", unit="batch")
     rows: list[dict] = []
     unconverged = 0
-    common = dict(depth=depth, labels=labels, trainer="batched", n_boot=n_boot)
+    common = {"depth": depth, "labels": labels, "trainer": "batched", "n_boot": n_boot}
     for chunk in chunks:
         if select:
             xf, xv = prepare(_stack(train, chunk, fit_idx, dev), _stack(train, chunk, val_idx, dev))

@@ -39,7 +39,7 @@ class SoftmaxFit:
 
 def _dot(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     """Per-probe inner product of two ``(F, D+1, C, K)`` tensors -> ``(F, C)``."""
-    return torch.einsum("fdck,fdck->fc", a, b)
+    return (a * b).sum((1, 3))
 
 
 def _bc(v: torch.Tensor) -> torch.Tensor:
