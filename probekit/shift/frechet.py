@@ -8,8 +8,9 @@ the probed ViT's own feature space, per layer and site.) Σ are unbiased (``n �
 The trace term never calls ``scipy.linalg.sqrtm`` (slow, and complex or wrong results reported in
 scipy issues #19415/#20178). Two exact routes, both symmetric eigen problems in float64:
 
-* covariance route (``n > d``): ``√Σ₁`` from ``eigh(Σ₁)`` with tiny negative eigenvalues clipped,
-  then ``Tr (Σ₁Σ₂)^½ = Σ √eigvalsh(√Σ₁ Σ₂ √Σ₁)``. O(d³).
+* covariance route (``n > d``): ``Tr (Σ₁Σ₂)^½ = Σ √eigvalsh(Rᵀ Σ₂ R)`` for a factor
+  ``Σ₁ = R Rᵀ``: the Cholesky factor when Σ₁ is positive definite, else ``√Σ₁`` from ``eigh(Σ₁)``
+  with tiny negative eigenvalues clipped. O(d³).
 * Gram route (``n ≤ d``): with ``Σₖ = Aₖᵀ Aₖ`` (``Aₖ`` the centred rows over √(nₖ − 1)),
   ``Tr (Σ₁Σ₂)^½ = ‖A₁ A₂ᵀ‖_*``, the sum of singular values of an n₁ × n₂ matrix
   ``C``, taken as ``Σ √eigvalsh(C Cᵀ)``. O(n² d + n³): at n = 300, d = 1536 it is ~100× cheaper
@@ -32,10 +33,17 @@ from probekit.shift.gram import PairGram
 
 
 def trace_sqrt_product(sigma1: torch.Tensor, sigma2: torch.Tensor) -> torch.Tensor:
-    """``Tr (Σ₁ Σ₂)^½`` for symmetric PSD matrices: ``Σ √eigvalsh(√Σ₁ Σ₂ √Σ₁)``, ``√Σ₁`` via ``eigh``."""
-    w, v = torch.linalg.eigh(sigma1)
-    root = (v * w.clamp(min=0.0).sqrt()) @ v.T
-    m = root @ sigma2 @ root
+    """``Tr (Σ₁ Σ₂)^½`` for symmetric PSD matrices, as ``Σ √λ`` over a symmetric eigenvalue problem.
+
+    Σ₁Σ₂ is similar to the symmetric ``Rᵀ Σ₂ R`` for any factor ``Σ₁ = R Rᵀ``. When Σ₁ is positive
+    definite ``R`` is its Cholesky factor (d³/3 flops, about twice as fast overall); otherwise
+    ``R = √Σ₁`` from ``eigh(Σ₁)`` with tiny negative eigenvalues clipped to 0.
+    """
+    factor, info = torch.linalg.cholesky_ex(sigma1)
+    if int(info) != 0:
+        w, v = torch.linalg.eigh(sigma1)
+        factor = (v * w.clamp(min=0.0).sqrt()) @ v.T
+    m = factor.T @ sigma2 @ factor
     m = 0.5 * (m + m.T)
     return torch.linalg.eigvalsh(m).clamp(min=0.0).sqrt().sum()
 
@@ -50,7 +58,8 @@ def frechet_from_stats(
 ) -> float:
     """FD between N(μ₁, Σ₁) and N(μ₂, Σ₂) from the Gaussians' parameters (covariance route).
 
-    ``‖μ₁ − μ₂‖² + Tr Σ₁ + Tr Σ₂ − 2 Σ √eigvalsh(√Σ₁ Σ₂ √Σ₁)``, float64 on ``device``.
+    ``‖μ₁ − μ₂‖² + Tr Σ₁ + Tr Σ₂ − 2 Σ √eigvalsh(Rᵀ Σ₂ R)`` with ``Σ₁ = R Rᵀ``
+    (:func:`trace_sqrt_product`), float64 on ``device``.
     """
     dev = resolve_device(device)
     t = [torch.as_tensor(np.asarray(a) if not isinstance(a, torch.Tensor) else a).to(dev, torch.float64)
