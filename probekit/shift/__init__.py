@@ -8,17 +8,19 @@ pool. Modules, one measure each:
 * :mod:`~probekit.shift.mmd`: unbiased MMD², RBF (median heuristic) and linear kernels, blockwise.
 * :mod:`~probekit.shift.domain`: cross-validated domain-classifier accuracy, proxy A-distance.
 * :mod:`~probekit.shift.table`: every measure for every key of a store pair, bootstrap CIs.
+* :mod:`~probekit.shift.measure`: backbone + datasets -> extracted stores -> one shift table.
 """
 
 from probekit.shift.domain import DomainResult, domain_classifier, proxy_a_distance
 from probekit.shift.errors import ShiftInputError, SmallSampleWarning
 from probekit.shift.frechet import frechet_distance, frechet_from_stats, gaussian_fit, trace_sqrt_product
+from probekit.shift.measure import measure_shift
 from probekit.shift.mmd import median_bandwidth, mmd2
 from probekit.shift.table import COLUMNS, MEASURES, shift_keys, shift_table
 
 __all__ = [
     "COLUMNS", "MEASURES", "DomainResult", "ShiftInputError", "SmallSampleWarning",
     "domain_classifier", "frechet_distance", "frechet_from_stats", "gaussian_fit",
-    "median_bandwidth", "mmd2", "proxy_a_distance", "shift_keys", "shift_table",
+    "measure_shift", "median_bandwidth", "mmd2", "proxy_a_distance", "shift_keys", "shift_table",
     "trace_sqrt_product",
 ]
