@@ -376,7 +376,7 @@ def _progress_bar(total: int, enabled: bool, desc: str, world: int):
     return tqdm(
         total=total,
         unit="img",
-        unit_scale=world,  # every rank moves at about the same pace: show the job's rate
+        unit_scale=world if world > 1 else False,  # ranks move at about the same pace: the job's rate
         desc=f"extract {desc[:40]}",
         disable=not enabled,
         smoothing=0.1,

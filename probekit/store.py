@@ -91,7 +91,9 @@ def _write_json(path: Path, obj: Any, fsync: bool = False) -> None:
     """Atomic replace: a reader sees the old or the new file, never a torn one."""
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     with open(tmp, "w") as f:
-        json.dump(obj, f, indent=1, sort_keys=False, default=str)
+        # dumps without indent uses json's C encoder (~10x faster than dump): meta.json of a
+        # 600-key store is rewritten at every checkpoint (read it with `python -m json.tool`)
+        f.write(json.dumps(obj, separators=(",", ":"), default=str))
         if fsync:
             f.flush()
             os.fsync(f.fileno())
