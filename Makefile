@@ -31,7 +31,7 @@ demo: venv system-deps assets
 	$(VENV)/bin/probekit layers --model dinov2_vits14 --dataset digits
 
 check-reports: venv
-	$(PY) scripts/check_reports.py reports/index.html
+	$(PY) scripts/check_reports.py reports
 
 clean-features:
 	rm -rf data/features

@@ -3,7 +3,7 @@
 # where apt-get is missing or we are not root, say what to install and go on.
 set -u
 want=()
-command -v chromium >/dev/null 2>&1 || want+=(chromium)
+command -v chromium >/dev/null 2>&1 || want+=(chromium fonts-dejavu-core)
 [ -d /usr/share/datasets/fashion-mnist ] || want+=(dataset-fashion-mnist)
 [ ${#want[@]} -eq 0 ] && exit 0
 if ! command -v apt-get >/dev/null 2>&1 || [ "$(id -u)" != 0 ]; then
