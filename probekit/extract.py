@@ -159,7 +159,10 @@ def extract(
 
     ``sites=None``: all eight block sites on every block plus ``embed`` and ``norm``; ``pools``
     applies to all of them, ``token_sites`` adds unpooled tokens for named sites. ``layers``
-    restricts block sites to those block indices. ``limit`` keeps the first N images. Progress is
+    restricts block sites to those block indices. ``limit`` keeps the first N images.
+    ``batch_size`` also fixes the store's chunk size when it is created; resuming or extending a
+    store keeps its chunk size, so batches (and hence the numbers) match an uninterrupted run.
+    ``num_workers``: DataLoader workers (default: up to 8 on CUDA, 0 on the CPU). Progress is
     recorded at most every ``checkpoint_s`` seconds (0: after every batch) and at the end; it
     survives the process being killed (SIGKILL included), and with ``durable=True`` (an msync of
     every file per record, slow on some disks) an OS crash too.

@@ -146,3 +146,19 @@ def test_register_model_without_class_token_pools(tmp_path: Path) -> None:
     assert store.complete and store["blocks.0.resid_post/ap"].shape == (3, 32)
     with pytest.raises(KeyError, match="not in store"):
         store["blocks.0.resid_post/tokens"]
+
+
+@pytest.mark.slow
+def test_embedded_dinov2_on_offline_digits(embedded_backbone, tmp_path: Path) -> None:
+    from probekit.data import load_dataset
+
+    ds = load_dataset("digits", split="train", seed=0, max_per_class=1)
+    store = features(embedded_backbone, ds, sites=["act", "ln2", "norm"], layers=[0, -1], batch_size=4,
+                     root=tmp_path, progress=False)
+    assert store.complete and store.n == len(ds) == 10
+    np.testing.assert_array_equal(store.labels, ds.labels)
+    want = direct_features(embedded_backbone, ds, list(store))
+    for key in store:  # float16 storage of float32 features
+        np.testing.assert_allclose(store[key], want[key], rtol=2e-3, atol=2e-3 * np.abs(want[key]).max(),
+                                   err_msg=key)
+    assert store.meta["inputs"]["dataset"] == ds.identity()
