@@ -10,9 +10,10 @@ each (correlated features: a low-rank factor plus noise, as ViT features are), t
 Rounds alternate the two routes so they share any CPU contention; medians are compared, and the
 two FDs must agree to 1e-6 relative. Also printed: one full :func:`probekit.shift.shift_table`
 (``--keys`` keys, n = 300 per side, d = 384 and 1536 mixed like a ViT-S, all five measures,
-n_boot = 20), the workload the notebooks run per dataset pair.
+n_boot = 20), the workload the notebooks run per dataset pair, and one blockwise RBF MMD² at
+n = ``--mmd-n`` per side, d = 768 (memory stays O(block²), not O(n²)).
 
-    OMP_NUM_THREADS=1 .venv/bin/python benchmarks/shift.py [--rounds 3] [--keys 300] [--device cuda]
+    OMP_NUM_THREADS=1 .venv/bin/python benchmarks/shift.py [--rounds 3] [--keys 300] [--mmd-n 10000] [--device cuda]
 
 Last line: ``ratio: <sqrtm time / eigen-route time at d = 768>``.
 """
@@ -28,7 +29,7 @@ import numpy as np
 import scipy.linalg
 import torch
 
-from probekit.shift import SmallSampleWarning, frechet_from_stats, shift_table
+from probekit.shift import SmallSampleWarning, frechet_from_stats, mmd2, shift_table
 
 
 def gaussian_stats(d: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -98,15 +99,27 @@ def bench_table(n_keys: int, device: str | None) -> None:
           f"{cpu:.1f} s CPU ({torch.get_num_threads()} threads), {len(df)} rows")
 
 
+def bench_mmd(n: int, device: str | None) -> None:
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(n, 768)).astype(np.float32)
+    y = (rng.normal(size=(n, 768)) + 0.02).astype(np.float32)
+    t, value = timed(lambda: mmd2(x, y, device=device))
+    print(f"mmd2 rbf, blockwise (2048-row blocks, float64), n = {n} per side, d = 768: {t:.1f} s, "
+          f"MMD² = {value:.3e}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--keys", type=int, default=300, help="keys in the shift_table run (0: skip)")
+    parser.add_argument("--mmd-n", type=int, default=10_000, help="rows per side for the MMD run (0: skip)")
     parser.add_argument("--device", default=None, help="torch device for the eigen route (default CPU)")
     args = parser.parse_args()
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, device {args.device or 'cpu'}")
     if args.keys:
         bench_table(args.keys, args.device)
+    if args.mmd_n:
+        bench_mmd(args.mmd_n, args.device)
     results = {d: bench_fd(d, args.rounds, args.device) for d in (384, 768, 1536)}
     ref, ours = results[768]
     print(f"ratio: {ref / ours:.2f}")

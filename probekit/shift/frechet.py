@@ -13,11 +13,13 @@ scipy issues #19415/#20178). Two exact routes, both symmetric eigen problems in 
   with tiny negative eigenvalues clipped. O(d³).
 * Gram route (``n ≤ d``): with ``Σₖ = Aₖᵀ Aₖ`` (``Aₖ`` the centred rows over √(nₖ − 1)),
   ``Tr (Σ₁Σ₂)^½ = ‖A₁ A₂ᵀ‖_*``, the sum of singular values of an n₁ × n₂ matrix
-  ``C``, taken as ``Σ √eigvalsh(C Cᵀ)``. O(n² d + n³): at n = 300, d = 1536 it is ~100× cheaper
-  than the covariance route and avoids the d − n spurious near-zero eigenvalues.
+  ``C``, taken as ``Σ √eigvalsh(C Cᵀ)``. O(n² d + n³): at n = 300, d = 1536 it takes tens of
+  milliseconds against ~1.2 s for the covariance route (one core), and it avoids the d − n
+  spurious near-zero eigenvalues that cost the covariance route ~1e-3 relative accuracy there.
 
 Both routes accept row weights (bootstrap multiplicities), so a resample needs no new features.
-Reference costs: ``reference/performance.md`` §6.
+Reference costs: ``reference/performance.md`` §6; ``benchmarks/shift.py`` measures the covariance
+route at 5× faster than ``sqrtm`` at d = 768 (8× at d = 1536), agreeing to ~1e-13 relative.
 """
 
 from __future__ import annotations
