@@ -18,6 +18,7 @@ import os
 import platform
 import sys
 import time
+import warnings
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any, Protocol
@@ -290,6 +291,7 @@ def _run_pass(
         else:
             store.record_done(index, new_done, fsync=durable)
 
+    overflow: torch.Tensor | None = None
     pending: tuple | None = None  # lag one batch so the device computes while the host writes
 
     def drain(item: tuple) -> None:
@@ -313,6 +315,8 @@ def _run_pass(
                     model.forward_features(x)
                 feats = cap.take()
                 flat = torch.cat([feats[k] for k in writer.flat_keys], dim=1).to(storage)
+                if storage == torch.float16:  # checked once at the end: no device sync per batch
+                    overflow = flat.isinf().any() if overflow is None else overflow | flat.isinf().any()
                 flat_host = flat.to("cpu", non_blocking=cuda)
                 toks_host = {k: feats[k].to(storage).to("cpu", non_blocking=cuda) for k in token_keys}
                 event = None
@@ -334,6 +338,13 @@ def _run_pass(
             checkpoint()
         writer.close()
     seconds = time.monotonic() - t0
+    if overflow is not None and bool(overflow):
+        warnings.warn(
+            f"{store.path.name}: some features exceed the float16 range and were stored as inf; "
+            "extract with storage_dtype='float32' for this model",
+            RuntimeWarning,
+            stacklevel=3,
+        )
     _record_run(store, index, info, device, compute_dtype, len(new_done), sum(len(b) for b in batches), seconds)
 
 

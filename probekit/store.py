@@ -233,7 +233,7 @@ class FeatureStore(Mapping[str, np.ndarray]):
             done = ranges_to_set(p["done"]) | ranges_to_set(rec["done"])
             p["done"] = set_to_ranges(done)
             p["complete"] = len(done) >= self.num_chunks
-        if write:
+        if write and files:
             self.save()
             for f in files:
                 f.unlink(missing_ok=True)

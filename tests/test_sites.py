@@ -12,7 +12,7 @@ from torch import nn
 
 from probekit.errors import NotAViTError
 from probekit.keys import BLOCK_SITES, parse_key
-from probekit.sites import SiteError, capture, resolve_sites
+from probekit.sites import SiteError, capture, forward_key_dims, key_dims, resolve_sites
 
 torch.set_num_threads(1)
 
@@ -132,6 +132,16 @@ def test_every_site_and_pool_matches_the_block_equations(kind: str) -> None:
     keys = resolve_sites(model, pools=("cls", "ap", "mean"), token_sites=["blocks.1.act", "embed", "norm"])
     assert len([k for k in keys if not k.endswith("/tokens")]) == (8 * 2 + 2) * 3
     assert_sites_match(model, images(model.patch_embed.img_size[0]), keys)
+
+
+@pytest.mark.parametrize("kind", list(MODELS))
+def test_key_dims_read_from_modules_match_a_forward(kind: str) -> None:
+    model = make(MODELS[kind])
+    keys = resolve_sites(model, token_sites=["embed", "blocks.1.fc1"])
+    size = model.patch_embed.img_size[0]
+    dims = key_dims(model, keys, size)
+    assert dims == forward_key_dims(model, keys, size)
+    assert dims["blocks.0.act/cls"] == (4 * model.embed_dim,)
 
 
 @pytest.mark.slow
