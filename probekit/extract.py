@@ -30,7 +30,7 @@ from torch.utils.data import DataLoader, Dataset
 from . import distributed
 from .errors import ProbekitError
 from .sites import DEFAULT_POOLS, capture, key_dims, resolve_sites
-from .store import FeatureStore, StoreError, StoreWriter, content_hash, store_dirname
+from .store import FeatureStore, StoreError, StoreWriter, content_hash, store_dirname, store_lock
 
 _DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
@@ -184,22 +184,23 @@ def extract(
     path = store_path(backbone, dataset, inputs, root)
 
     model = model.to(device).eval()
-    if info.is_main:
-        store = _open_or_create(path, inputs, n, batch_size)
-        missing = [k for k in keys if k not in store.meta["keys"]]
-        if missing:
-            image_size = getattr(backbone, "image_size", None) or _image_size_of(model)
-            store.add_pass(missing, key_dims(model, missing, image_size), storage_dtype)
-    distributed.barrier()
-    store = FeatureStore.open(path)
-    for index, p in enumerate(store.meta["passes"]):
-        if not p["complete"]:  # every rank sees the same meta, so all run the same passes
-            _run_pass(store, index, backbone, dataset, device, compute_dtype, info, progress, num_workers,
-                      checkpoint_s, durable)
-    distributed.barrier()
-    if info.is_main:
-        store.merge_progress()
-    distributed.barrier()
+    with store_lock(path) if info.is_main else contextlib.nullcontext():
+        if info.is_main:
+            store = _open_or_create(path, inputs, n, batch_size)
+            missing = [k for k in keys if k not in store.meta["keys"]]
+            if missing:
+                image_size = getattr(backbone, "image_size", None) or _image_size_of(model)
+                store.add_pass(missing, key_dims(model, missing, image_size), storage_dtype)
+        distributed.barrier()
+        store = FeatureStore.open(path)
+        for index, p in enumerate(store.meta["passes"]):
+            if not p["complete"]:  # every rank sees the same meta, so all run the same passes
+                _run_pass(store, index, backbone, dataset, device, compute_dtype, info, progress, num_workers,
+                          checkpoint_s, durable)
+        distributed.barrier()
+        if info.is_main:
+            store.merge_progress()
+        distributed.barrier()
     store.reload()
     return store
 

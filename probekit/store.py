@@ -26,11 +26,14 @@ Reading::
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import json
 import os
 import re
+import sys
 from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -68,6 +71,23 @@ def key_filename(key: str) -> str:
     """``blocks.7.act/cls`` -> ``blocks.7.act__cls.npy``."""
     parse_key(key)
     return key.replace("/", "__") + ".npy"
+
+
+@contextmanager
+def store_lock(path: Path) -> Iterator[None]:
+    """Exclusive advisory lock on a store directory for one extraction (released by the kernel if
+    the process dies). A second extraction of the same store waits, then finds the work done."""
+    path.mkdir(parents=True, exist_ok=True)
+    with open(path / ".lock", "w") as f:
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            print(f"waiting for another extraction of {path.name} to finish", file=sys.stderr)
+            fcntl.flock(f, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
 
 
 # ---- chunk ranges: sorted disjoint [start, stop) lists ----------------------------------------

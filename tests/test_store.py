@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import threading
+import time
 from pathlib import Path
 
 import numpy as np
@@ -15,6 +17,7 @@ from probekit.store import (
     ranges_to_set,
     set_to_ranges,
     store_dirname,
+    store_lock,
 )
 
 
@@ -74,3 +77,19 @@ def test_open_errors(tmp_path: Path) -> None:
     store = make_store(tmp_path / "s")
     with pytest.raises(StoreError, match="already in"):
         store.add_pass(["norm/cls"], {"norm/cls": (3,)}, "float16")
+
+
+def test_store_lock_makes_a_second_extraction_wait(tmp_path: Path) -> None:
+    order: list[str] = []
+
+    def other() -> None:
+        with store_lock(tmp_path / "s"):
+            order.append("second")
+
+    with store_lock(tmp_path / "s"):
+        t = threading.Thread(target=other)
+        t.start()
+        time.sleep(0.3)
+        order.append("first")
+    t.join(timeout=10)
+    assert order == ["first", "second"]
