@@ -201,11 +201,6 @@ class _Pooler:
     def __call__(self, x: torch.Tensor, out: dict[str, torch.Tensor], done: dict[str, torch.Tensor]) -> None:
         """Pool ``x`` into ``out[key]``; ``done`` holds pools already computed for this tensor."""
         x = x.detach()
-        if x.dtype != torch.float32 and x.device.type == "cpu" and any(p not in done for p in self.keys_by_pool):
-            # CPU reductions with dtype=float32 over bfloat16 are ~5x slower than converting
-            # first (torch 2.15); on CUDA the converting sum is fused and cheaper. Local only:
-            # keeping the copy until the forward ends would hold every site's tokens
-            x = x.float()
         npt = self.num_prefix
         n_tok = x.shape[1]
         for pool, key in self.keys_by_pool.items():
