@@ -315,7 +315,11 @@ def _run_pass(
                 with autocast:
                     model.forward_features(x)
                 feats = cap.take()
-                flat = torch.cat([feats[k] for k in writer.flat_keys], dim=1).to(storage)
+                flat = (
+                    torch.cat([feats[k] for k in writer.flat_keys], dim=1).to(storage)
+                    if writer.flat_keys
+                    else torch.empty(len(y), 0, device=device, dtype=storage)  # token keys only
+                )
                 if storage == torch.float16:  # checked once at the end: no device sync per batch
                     overflow = flat.isinf().any() if overflow is None else overflow | flat.isinf().any()
                 flat_host = flat.to("cpu", non_blocking=cuda)

@@ -137,6 +137,8 @@ def test_token_sites_are_stored_three_dimensional(tmp_path: Path) -> None:
     np.testing.assert_allclose(tokens[:, 0], store["norm/cls"], rtol=1e-6)
     want = direct_features(bb, ds, ["norm/tokens"])["norm/tokens"]
     np.testing.assert_allclose(tokens, want, rtol=1e-4, atol=1e-5)
+    only = extract(bb, ds, pools=(), token_sites=["blocks.0.ln1"], root=tmp_path, progress=False)
+    assert list(only) == ["blocks.0.ln1/tokens"] and only["blocks.0.ln1/tokens"].shape == (5, 5, 48)
 
 
 def test_register_model_without_class_token_pools(tmp_path: Path) -> None:

@@ -59,7 +59,7 @@ def test_sigkill_mid_run_then_resume_gives_the_uninterrupted_store(tmp_path: Pat
     job = tmp_path / "job.py"
     job.write_text(JOB)
     root = tmp_path / "killed"
-    proc = subprocess.Popen([sys.executable, str(job), str(root), "0.05"], env=_env(),
+    proc = subprocess.Popen([sys.executable, str(job), str(root), "0.1"], env=_env(),
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     done_at_kill = 0
     deadline = time.monotonic() + 120
