@@ -28,7 +28,9 @@ class DistInfo:
 def env_info() -> DistInfo:
     """Rank and world size from torchrun's environment (rank 0 of 1 without it)."""
     return DistInfo(
-        int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1)), int(os.environ.get("LOCAL_RANK", 0))
+        int(os.environ.get("RANK", "0")),
+        int(os.environ.get("WORLD_SIZE", "1")),
+        int(os.environ.get("LOCAL_RANK", "0")),
     )
 
 

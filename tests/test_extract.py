@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Mapping
-from functools import lru_cache
+from functools import cache
 from importlib import metadata
 from pathlib import Path
 
@@ -21,7 +21,7 @@ from probekit.store import FeatureStore
 torch.set_num_threads(1)
 
 
-@lru_cache(maxsize=None)
+@cache
 def _photos(size: int) -> tuple[Image.Image, ...]:
     """Real photos bundled with scikit-image, read with PIL (skimage itself is not imported)."""
     files = sorted(

@@ -19,7 +19,7 @@ from probekit.extract import extract
 from probekit.store import FeatureStore
 
 sys.path.insert(0, str(Path(__file__).parent))
-from test_extract import PhotoSet, tiny_backbone  # noqa: E402
+from test_extract import PhotoSet, tiny_backbone
 
 torch.set_num_threads(1)
 
@@ -103,7 +103,7 @@ def test_torchrun_two_cpu_ranks_write_the_same_store_as_one(tmp_path: Path) -> N
     root = tmp_path / "ranks"
     torchrun = str(Path(sys.executable).parent / "torchrun")
     out = subprocess.run([torchrun, "--standalone", "--nproc-per-node", "2", str(job), str(root), "0"],
-                         env=_env(), capture_output=True, text=True, timeout=180)
+                         env=_env(), capture_output=True, text=True, timeout=180, check=False)
     assert out.returncode == 0, out.stderr[-3000:]
     assert out.stdout.count("STORE") == 2 and "False" not in out.stdout
     store = FeatureStore.open(next(root.iterdir()))

@@ -27,9 +27,10 @@ def tiny(name: str, **kw) -> nn.Module:
     return model
 
 
-PLAIN = dict(name="vit_tiny_patch16_224", img_size=32, depth=2, embed_dim=48, num_heads=3)
-LAYERSCALE = dict(name="vit_small_patch14_dinov2", img_size=28, depth=2, embed_dim=64, num_heads=2, init_values=0.1)
-REGISTERS = dict(name="vit_small_patch14_reg4_dinov2", img_size=28, depth=2, embed_dim=64, num_heads=2)
+PLAIN = {"name": "vit_tiny_patch16_224", "img_size": 32, "depth": 2, "embed_dim": 48, "num_heads": 3}
+LAYERSCALE = {"name": "vit_small_patch14_dinov2", "img_size": 28, "depth": 2, "embed_dim": 64, "num_heads": 2,
+              "init_values": 0.1}
+REGISTERS = {"name": "vit_small_patch14_reg4_dinov2", "img_size": 28, "depth": 2, "embed_dim": 64, "num_heads": 2}
 MODELS = {"plain": PLAIN, "layerscale": LAYERSCALE, "registers": REGISTERS}
 
 
@@ -187,10 +188,9 @@ def test_resolve_sites_order_layers_and_errors() -> None:
 
 def test_hooks_are_removed_even_on_error() -> None:
     model = make(PLAIN)
-    with pytest.raises(AssertionError, match="doesn't match"):
-        with capture(model, resolve_sites(model)):
-            assert sum(len(m._forward_hooks) + len(m._forward_pre_hooks) for m in model.modules()) > 0
-            model.forward_features(torch.zeros(1, 3, 31, 31))  # wrong size: timm raises
+    with pytest.raises(AssertionError, match="doesn't match"), capture(model, resolve_sites(model)):
+        assert sum(len(m._forward_hooks) + len(m._forward_pre_hooks) for m in model.modules()) > 0
+        model.forward_features(torch.zeros(1, 3, 31, 31))  # wrong size: timm raises
     assert all(not m._forward_hooks and not m._forward_pre_hooks for m in model.modules())
 
 
