@@ -95,6 +95,12 @@ def test_store_holds_the_hooked_features_for_every_row(tmp_path: Path) -> None:
     assert "torch" in meta["versions"] and meta["passes"][0]["done"] == [[0, 3]]
     reopened = FeatureStore.open(store.path)
     np.testing.assert_array_equal(reopened.load("blocks.1.act/mean"), store["blocks.1.act/mean"])
+    # DataLoader worker processes (the CUDA default) give the same rows
+    workers = extract(bb, ds, batch_size=4, storage_dtype="float32", root=tmp_path / "w", num_workers=1,
+                      progress=False)
+    assert workers.path.name == store.path.name
+    np.testing.assert_array_equal(workers["blocks.1.act/mean"], store["blocks.1.act/mean"])
+    np.testing.assert_array_equal(workers.labels, store.labels)
 
 
 def test_second_call_reuses_and_new_keys_add_a_pass(tmp_path: Path) -> None:
