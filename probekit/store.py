@@ -120,12 +120,23 @@ def _write_json(path: Path, obj: Any, fsync: bool = False) -> None:
     os.replace(tmp, path)
 
 
-def preallocate(path: Path, dtype: np.dtype, shape: tuple[int, ...]) -> None:
-    """An ``.npy`` file of ``shape`` zeros (sparse on disk), without mapping it."""
+def preallocate(path: Path, dtype: np.dtype, shape: tuple[int, ...]) -> int:
+    """An ``.npy`` file of ``shape`` zeros (sparse on disk), without mapping it; returns the byte
+    offset of its data (so writers can map it without parsing the header again)."""
     header = {"descr": np.lib.format.dtype_to_descr(np.dtype(dtype)), "fortran_order": False, "shape": shape}
     with open(path, "wb") as f:
         np.lib.format.write_array_header_1_0(f, header)
-        f.truncate(f.tell() + int(np.prod(shape)) * np.dtype(dtype).itemsize)
+        offset = f.tell()
+        f.truncate(offset + int(np.prod(shape)) * np.dtype(dtype).itemsize)
+    return offset
+
+
+def _map(path: Path, entry: dict[str, Any]) -> np.memmap:
+    """Writable map of a key's rows (header offset from meta when recorded, else read)."""
+    if "offset" in entry:
+        return np.memmap(path, dtype=np.dtype(entry["dtype"]), mode="r+", offset=entry["offset"],
+                         shape=tuple(entry["shape"]))
+    return np.load(path, mmap_mode="r+")
 
 
 class FeatureStore(Mapping[str, np.ndarray]):
@@ -218,8 +229,13 @@ class FeatureStore(Mapping[str, np.ndarray]):
             if key in self.meta["keys"]:
                 raise StoreError(f"key {key!r} is already in {self.path}")
             shape = (self.n, *shapes[key])
-            preallocate(self.path / key_filename(key), dtype, shape)
-            self.meta["keys"][key] = {"shape": list(shape), "dtype": dtype.name, "file": key_filename(key)}
+            offset = preallocate(self.path / key_filename(key), dtype, shape)
+            self.meta["keys"][key] = {
+                "shape": list(shape),
+                "dtype": dtype.name,
+                "file": key_filename(key),
+                "offset": offset,
+            }
         self.meta["passes"].append({"keys": list(keys), "done": [], "complete": False})
         self.save()
         return len(self.meta["passes"]) - 1
@@ -318,7 +334,8 @@ class StoreWriter:
     def __init__(self, store: FeatureStore, keys: Sequence[str]) -> None:
         self.store = store
         self.keys = list(keys)
-        self.maps = {k: np.load(store.path / store.meta["keys"][k]["file"], mmap_mode="r+") for k in keys}
+        entries = store.meta["keys"]
+        self.maps = {k: _map(store.path / entries[k]["file"], entries[k]) for k in keys}
         self.labels = np.load(store.path / LABELS, mmap_mode="r+")
         self.flat_keys = [k for k in self.keys if self.maps[k].ndim == 2]
         self.widths = [self.maps[k].shape[1] for k in self.flat_keys]
