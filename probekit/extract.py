@@ -363,40 +363,36 @@ def _record_run(
     rows: int,
     seconds: float,
 ) -> None:
-    run = {
-        "pass": index,
-        "rank": info.rank,
-        "world_size": info.world_size,
-        "device": str(device) if device.type != "cuda" else torch.cuda.get_device_name(device),
-        "compute_dtype": str(compute_dtype).removeprefix("torch."),
-        "rows": rows,
-        "seconds": round(seconds, 3),
-        "images_per_s": round(rows / seconds, 2) if seconds > 0 else None,
-        "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-    }
-    if info.world_size > 1:
-        runs = distributed.gather(run)  # also a barrier: every rank's progress file is final
-        if info.is_main:
+    """Append one record per run to ``meta['runs']``; a multi-rank run is one record with the job's
+    rows and rate (slowest rank's time) and the per-rank rows and seconds under ``ranks``."""
+    mine = {"rank": info.rank, "rows": rows, "seconds": round(seconds, 3)}
+    ranks = distributed.gather(mine)  # also a barrier: every rank's progress file is final
+    if info.is_main:
+        total = sum(r["rows"] for r in ranks)
+        slowest = max(r["seconds"] for r in ranks)
+        run = {
+            "pass": index,
+            "world_size": info.world_size,
+            "device": str(device) if device.type != "cuda" else torch.cuda.get_device_name(device),
+            "compute_dtype": str(compute_dtype).removeprefix("torch."),
+            "rows": total,
+            "seconds": slowest,
+            "images_per_s": round(total / slowest, 2) if slowest > 0 else None,
+            "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        }
+        if info.world_size > 1:
+            run["ranks"] = ranks
             store.merge_progress()
-            store.meta.setdefault("runs", []).extend(runs)
-            store.meta["provenance"] = _provenance()
-            store.save()
-        distributed.barrier()
-        store.reload()
-    else:
         store.meta.setdefault("runs", []).append(run)
         store.meta["provenance"] = _provenance()
         store.save()
+    distributed.barrier()
+    if info.world_size > 1:
+        store.reload()
 
 
 def _progress_bar(total: int, enabled: bool, desc: str, world: int):
     from tqdm.auto import tqdm
 
-    return tqdm(
-        total=total,
-        unit="img",
-        unit_scale=world if world > 1 else False,  # ranks move at about the same pace: the job's rate
-        desc=f"extract {desc[:40]}",
-        disable=not enabled,
-        smoothing=0.1,
-    )
+    rank = f" (rank 0 of {world})" if world > 1 else ""
+    return tqdm(total=total, unit="img", desc=f"extract {desc[:40]}{rank}", disable=not enabled, smoothing=0.1)

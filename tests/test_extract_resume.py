@@ -107,8 +107,8 @@ def test_torchrun_two_cpu_ranks_write_the_same_store_as_one(tmp_path: Path) -> N
     assert out.returncode == 0, out.stderr[-3000:]
     assert out.stdout.count("STORE") == 2 and "False" not in out.stdout
     store = FeatureStore.open(next(root.iterdir()))
-    runs = store.meta["runs"]
-    assert [r["rank"] for r in runs] == [0, 1] and {r["world_size"] for r in runs} == {2}
-    assert sum(r["rows"] for r in runs) == N
+    (run,) = store.meta["runs"]
+    assert run["world_size"] == 2 and run["rows"] == N
+    assert [r["rank"] for r in run["ranks"]] == [0, 1] and sum(r["rows"] for r in run["ranks"]) == N
     assert not (store.path / "progress").exists() or not any((store.path / "progress").iterdir())
     assert_same_store(store, _reference(tmp_path / "reference"))

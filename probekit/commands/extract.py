@@ -75,7 +75,7 @@ def run(args: argparse.Namespace) -> int:
     if runs:
         last = runs[-1]
         print(f"last run {last['rows']} images in {last['seconds']:.1f} s on {last['device']} "
-              f"({last['images_per_s']} img/s per process, {last['compute_dtype']}, "
+              f"({last['images_per_s']} img/s, {last['compute_dtype']}, "
               f"{last['world_size']} process(es))")
     print(store.path)
     return 0 if store.complete else 1
