@@ -170,3 +170,17 @@ def test_embedded_dinov2_on_offline_digits(embedded_backbone, tmp_path: Path) ->
         np.testing.assert_allclose(store[key], want[key], rtol=2e-3, atol=2e-3 * np.abs(want[key]).max(),
                                    err_msg=key)
     assert store.meta["inputs"]["dataset"] == ds.identity()
+
+
+def test_a_store_whose_recorded_inputs_differ_is_refused(tmp_path: Path) -> None:
+    import json
+
+    from probekit.store import StoreError
+
+    bb, ds = tiny_backbone(), PhotoSet(n=3)
+    store = extract(bb, ds, sites=["norm"], root=tmp_path, progress=False)
+    meta = json.loads((store.path / "meta.json").read_text())
+    meta["inputs"]["model"]["weights_digest"] = "0" * 16  # as if other weights had written it
+    (store.path / "meta.json").write_text(json.dumps(meta))
+    with pytest.raises(StoreError, match="different inputs"):
+        extract(bb, ds, sites=["norm"], root=tmp_path, progress=False)
