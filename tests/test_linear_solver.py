@@ -52,8 +52,9 @@ def test_probes_in_a_batch_are_independent(digits) -> None:
         prepare(torch.tensor(x, dtype=torch.float32)[None])[0],
         prepare(torch.tensor(np.sqrt(x), dtype=torch.float32)[None])[0],
     )
-    both = fit_softmax(torch.cat([x1, x2]), torch.tensor(y), torch.tensor([0.1, 10.0]), 10)
-    alone = fit_softmax(x2, torch.tensor(y), torch.tensor([10.0]), 10)
+    # each probe's trajectory depends on its batch only through rounding, so compare optima: tight tol
+    both = fit_softmax(torch.cat([x1, x2]), torch.tensor(y), torch.tensor([0.1, 10.0]), 10, tol=1e-9)
+    alone = fit_softmax(x2, torch.tensor(y), torch.tensor([10.0]), 10, tol=1e-9)
     assert torch.allclose(both.coef[1, 1], alone.coef[0, 0], atol=1e-4)
     assert both.n_iter.shape == (2, 2)
 

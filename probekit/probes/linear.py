@@ -17,7 +17,7 @@ Public API::
     DEFAULT_CS                      # 8 values, 10**-4 ... 10**3, one per decade (C=1 included)
     fit_linear_probes(train, y_train, test, y_test, *, depth, keys=None, Cs=DEFAULT_CS,
                       val_fraction=0.2, seed=0, device=None, labels=None, metrics=..., n_boot=1000,
-                      max_iter=1000, tol=1e-4, memory_budget=None, progress=True) -> pandas.DataFrame
+                      max_iter=1000, tol=1e-6, memory_budget=None, progress=True) -> pandas.DataFrame
 
 The result is the tidy table of :mod:`probekit.probes.table` with ``trainer="batched"``:
 ``split="val"`` rows (accuracy of every ``C``, no interval) and ``split="test"`` rows (accuracy
@@ -34,7 +34,7 @@ import pandas as pd
 import torch
 
 from probekit.keys import parse_key
-from probekit.probes.softmax import fit_softmax
+from probekit.probes.softmax import SoftmaxFit, fit_softmax
 from probekit.probes.standardize import prepare
 from probekit.probes.table import COLUMNS, base_row, probe_rows
 from probekit.splits import stratified_split
@@ -73,16 +73,96 @@ def default_device() -> torch.device:
 
 
 def _chunks(
-    keys: list[str], dims: dict[str, int], n: int, n_cs: int, k: int, budget: float
+    keys: list[str], dims: dict[str, int], n: int, m: int, n_cs: int, k: int, budget: float
 ) -> list[list[str]]:
-    """Keys grouped by width, each group cut so its tensors fit ``budget`` bytes."""
+    """Keys grouped by the width they are solved at, each group cut so its tensors fit ``budget`` bytes.
+
+    Keys wider than the ``n`` training rows are all solved in their ``n``-wide row space
+    (:func:`row_space`), so they share one batch whatever their raw width: one solve for every
+    site's probes rather than one per width. Within a chunk keys are ordered by raw width.
+    """
     out = []
-    for d in sorted(set(dims.values())):
-        group = [key for key in keys if dims[key] == d]
-        per_key = 4 * (4 * n * d + 30 * (d + 1) * n_cs * k + 6 * n * n_cs * k)
-        size = max(1, int(budget // per_key))
-        out += [group[i : i + size] for i in range(0, len(group), size)]
+    groups: dict[int, list[str]] = {}
+    for key in sorted(keys, key=lambda kk: dims[kk]):
+        groups.setdefault(min(dims[key], n), []).append(key)
+    for w, group in groups.items():
+        # float32 raw stacks, float64 rotated features, one C's solver state, every C's coefficients
+        per = [4 * (n + m) * dims[key] + 8 * ((n + m) * w + 30 * (w + 1) * k + 6 * n * k + n_cs * (w + 1) * k)
+               for key in group]  # fmt: skip
+        chunk, used = [], 0.0
+        for key, size in zip(group, per):
+            if chunk and used + size > budget:
+                out.append(chunk)
+                chunk, used = [], 0.0
+            chunk.append(key)
+            used += size
+        out.append(chunk)
     return out
+
+
+def _rotated(
+    a: Mapping[str, np.ndarray], rows_a: np.ndarray | None, b: Mapping[str, np.ndarray],
+    rows_b: np.ndarray | None, chunk: list[str], dev: torch.device,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Preprocessed (:func:`prepare`) and rotated (:func:`row_space`) features of ``chunk``, fitted on ``a``."""  # fmt: skip
+    outs_a, outs_b = [], []
+    for d in sorted({np.shape(a[k])[1] for k in chunk}):
+        sub = [k for k in chunk if np.shape(a[k])[1] == d]
+        xa, xb = row_space(*prepare(_stack(a, sub, rows_a, dev), _stack(b, sub, rows_b, dev)))
+        outs_a.append(xa)
+        outs_b.append(xb)
+    return torch.cat(outs_a), torch.cat(outs_b)
+
+
+def row_space(train: torch.Tensor, *others: torch.Tensor) -> list[torch.Tensor]:
+    """Express features in the principal basis of the training features (float64): an exact rotation.
+
+    An L2-penalised linear model's weights lie in the span of its training rows (the gradient
+    of every loss term does, and so does the penalty's), so with ``X = U S V^T`` the probe on
+    ``X V`` (``min(n, D)`` columns) is the same probe as on ``X`` (``D`` columns), with the same
+    penalty: wide features (``act``, ``fc1``) become cheap when ``n < D``. The columns of ``X V``
+    are orthogonal, which makes the solver's diagonal preconditioner nearly exact (see
+    :func:`probekit.probes.softmax.fit_softmax`). ``V`` comes from the SVD of ``X`` when ``n < D``,
+    else from the eigenvectors of the Gram matrix ``X^T X``.
+    """
+    n, d = train.shape[-2:]
+    xd = train.double()
+    if n < d:
+        v = torch.linalg.svd(xd, full_matrices=False)[2].transpose(-2, -1)
+    else:
+        v = torch.linalg.eigh(torch.bmm(xd.transpose(-2, -1), xd))[1]
+    return [torch.bmm(xd, v)] + [torch.bmm(o.double(), v) for o in others]
+
+
+def fit_path(
+    x: torch.Tensor, y: torch.Tensor, Cs: torch.Tensor, n_cls: int, *, max_iter: int = 1000,
+    restart: int = 50, **kw,
+) -> SoftmaxFit:
+    """Fit every C of ``Cs`` (``(C,)`` shared, or ``(F, C)``), warm-starting each C from the next smaller.
+
+    Along a regularisation path neighbouring solutions are close, so each solve starts near its
+    optimum; results equal independent solves (the objective is strictly convex). Each solve is
+    restarted every ``restart`` iterations from where it stands, which re-fits the solver's
+    preconditioner to the current softmax curvature (it matters at large C, where the rows
+    the probe separates stop contributing curvature); ``max_iter`` counts all iterations.
+    """
+    Cs = Cs.expand(x.shape[0], -1) if Cs.ndim == 1 else Cs
+    order = torch.argsort(Cs[0]) if Cs.shape[1] > 1 else torch.zeros(1, dtype=torch.int64)
+    fits: list[SoftmaxFit | None] = [None] * Cs.shape[1]
+    prev = None
+    for j in order.tolist():
+        done = 0
+        n_iter = None
+        while done < max_iter:
+            prev = fit_softmax(x, y, Cs[:, j : j + 1], n_cls, init=prev, max_iter=min(restart, max_iter - done), **kw)
+            n_iter = prev.n_iter if n_iter is None else n_iter + prev.n_iter
+            done += restart
+            if bool(prev.converged.all()):
+                break
+        prev = SoftmaxFit(prev.coef, prev.intercept, n_iter, prev.converged)
+        fits[j] = prev
+    cat = lambda attr: torch.cat([getattr(f, attr) for f in fits], dim=1)  # noqa: E731
+    return SoftmaxFit(cat("coef"), cat("intercept"), cat("n_iter"), cat("converged"))
 
 
 def _stack(
@@ -109,11 +189,17 @@ def fit_linear_probes(
     metrics: Sequence[str] = DEFAULT_METRICS,
     n_boot: int = 1000,
     max_iter: int = 1000,
-    tol: float = 1e-4,
+    tol: float = 1e-6,
     memory_budget: float | None = None,
     progress: bool = True,
+    predictions: dict[str, np.ndarray] | None = None,
 ) -> pd.DataFrame:
-    """Train every (key, C) linear probe in batches and return the tidy result table (see module doc)."""
+    """Train every (key, C) linear probe in batches and return the tidy result table (see module doc).
+
+    ``predictions``: a dict to fill with each key's test predictions (original labels) at its
+    selected ``C`` (shape ``(m,)``), or at every ``C`` (``(len(Cs), m)``) when nothing is selected;
+    for paired comparisons between probes.
+    """
     dev = torch.device(device) if device is not None else default_device()
     labels = dict(labels or {})
     keys = probe_keys(train, test, keys)
@@ -131,7 +217,7 @@ def fit_linear_probes(
     if memory_budget is None:
         memory_budget = 2**30 if dev.type == "cpu" else 0.3 * torch.cuda.mem_get_info(dev)[0]
     dims = {k: int(np.shape(train[k])[1]) for k in keys}
-    chunks = _chunks(keys, dims, len(y_train), len(Cs), n_cls, memory_budget)
+    chunks = _chunks(keys, dims, len(y_train), len(y_test), len(Cs), n_cls, memory_budget)
     if progress:
         from tqdm.auto import tqdm
 
@@ -141,8 +227,8 @@ def fit_linear_probes(
     common = {"depth": depth, "labels": labels, "trainer": "batched", "n_boot": n_boot}
     for chunk in chunks:
         if select:
-            xf, xv = prepare(_stack(train, chunk, fit_idx, dev), _stack(train, chunk, val_idx, dev))
-            fit = fit_softmax(
+            xf, xv = _rotated(train, fit_idx, train, val_idx, chunk, dev)
+            fit = fit_path(
                 xf,
                 torch.from_numpy(ytr[fit_idx]),
                 torch.tensor(Cs, dtype=torch.float64),
@@ -162,18 +248,20 @@ def fit_linear_probes(
             c_fit = torch.tensor([[Cs[b]] for b in best], dtype=torch.float64)
         else:
             c_fit = torch.tensor(Cs, dtype=torch.float64)
-        xtr, xte = prepare(_stack(train, chunk, None, dev), _stack(test, chunk, None, dev))
-        fit = fit_softmax(xtr, torch.from_numpy(ytr), c_fit, n_cls, max_iter=max_iter, tol=tol)
+        xtr, xte = _rotated(train, None, test, None, chunk, dev)
+        fit = fit_path(xtr, torch.from_numpy(ytr), c_fit, n_cls, max_iter=max_iter, tol=tol)
         unconverged += int((~fit.converged).sum())
         pred = classes[fit.predict(xte).cpu().numpy()]  # (F, C', m)
         c_fit = c_fit.expand(len(chunk), -1).numpy()
+        if predictions is not None:
+            predictions.update({key: pred[i, 0] if pred.shape[1] == 1 else pred[i] for i, key in enumerate(chunk)})
         for i, key in enumerate(chunk):
             for j in range(c_fit.shape[1]):
                 rows += probe_rows(key, **common, regularisation=c_fit[i, j], split="test", y_true=y_test,
                                    y_pred=pred[i, j], metrics=metrics)  # fmt: skip
         del xtr, xte, fit
     if unconverged:
-        warnings.warn(f"{unconverged} probe fits stopped at max_iter={max_iter} before |grad| <= {tol}; "
+        warnings.warn(f"{unconverged} probe fits stopped at max_iter={max_iter} before ||grad|| <= {tol}; "
                       "raise max_iter for exact agreement with scikit-learn", stacklevel=2)  # fmt: skip
     return pd.DataFrame(rows, columns=list(COLUMNS) + [c for c in rows[0] if c not in COLUMNS])
 
