@@ -23,6 +23,7 @@ import numpy as np
 import pandas as pd
 
 from .errors import ProbekitError
+from .metrics import spearman_ci  # noqa: F401  (re-exported: charts.spearman_ci)
 
 MAX_ROWS = 5000
 REPORT_ENV = "PROBEKIT_REPORT"
@@ -250,42 +251,6 @@ def ranked_bars_with_ci(
     return alt.layer(*layers).properties(title=title or f"{xtitle} by {category}")
 
 
-def spearman_ci(
-    x: Sequence[float], y: Sequence[float], *, n_boot: int = 2000, level: float = 0.95, seed: int = 0
-) -> tuple[float, float, float]:
-    """Spearman's rho of ``x`` and ``y`` with a percentile bootstrap interval over points.
-
-    Returns ``(rho, ci_low, ci_high)``; NaN where it is undefined (fewer than 3 points or a
-    constant variable). Resamples that draw a constant variable are left out.
-    """
-    xs, ys = np.asarray(x, dtype=float), np.asarray(y, dtype=float)
-    keep = np.isfinite(xs) & np.isfinite(ys)
-    xs, ys = xs[keep], ys[keep]
-    if len(xs) < 3:
-        return float("nan"), float("nan"), float("nan")
-    rho = _spearman(xs[None], ys[None])[0]
-    rng = np.random.default_rng(seed)
-    idx = rng.integers(0, len(xs), size=(n_boot, len(xs)))
-    boots = _spearman(xs[idx], ys[idx])
-    boots = boots[np.isfinite(boots)]
-    if not np.isfinite(rho) or len(boots) == 0:
-        return float(rho), float("nan"), float("nan")
-    alpha = (1 - level) / 2
-    return float(rho), float(np.quantile(boots, alpha)), float(np.quantile(boots, 1 - alpha))
-
-
-def _spearman(xs: np.ndarray, ys: np.ndarray) -> np.ndarray:
-    """Row-wise Spearman rho (average ranks for ties) of two (n_rows, n) arrays."""
-    from scipy.stats import rankdata
-
-    rx, ry = rankdata(xs, axis=1), rankdata(ys, axis=1)
-    rx = rx - rx.mean(axis=1, keepdims=True)
-    ry = ry - ry.mean(axis=1, keepdims=True)
-    denom = np.sqrt((rx**2).sum(axis=1) * (ry**2).sum(axis=1))
-    with np.errstate(invalid="ignore", divide="ignore"):
-        return np.where(denom > 0, (rx * ry).sum(axis=1) / np.where(denom > 0, denom, 1), np.nan)
-
-
 def scatter_with_fit(
     df: pd.DataFrame,
     x: str,
@@ -357,12 +322,12 @@ def layer_attention_heatmap(
 
 def explore_widget(
     df: pd.DataFrame, *, metric: str | None = None, static: alt.TopLevelMixin | None = None
-) -> Any:
+) -> None:
     """Show a static overview chart, and in JupyterLab a dataset/site/pool/layer explorer.
 
     The static chart (``static``, else a site × layer heatmap of the first pool) is always
     displayed, so the HTML report never depends on the widget. The widget (dropdowns for dataset,
-    site, pool and a layer slider) is displayed only outside report runs, and returned.
+    site, pool and a layer slider) is displayed only outside report runs.
     """
     import ipywidgets as widgets
     from IPython.display import Markdown, display
@@ -405,8 +370,7 @@ def explore_widget(
         w.observe(redraw, names="value")
     ui = widgets.VBox([widgets.HBox([dataset, site, pool]), layer, out])
     redraw()
-    if not report_mode():
-        display(ui)
-    else:
+    if report_mode():
         display(Markdown("*Open this notebook in JupyterLab for the interactive explorer.*"))
-    return ui
+    else:
+        display(ui)

@@ -210,3 +210,12 @@ class Timer:
 def timings() -> pd.DataFrame:
     """Steps timed with :class:`Timer` since the last :func:`run_info`, in order."""
     return pd.DataFrame(_TIMINGS, columns=["step", "seconds"])
+
+
+def describe(backbone: Any) -> None:
+    """Show the model facts a reader needs (name as reported, weights, size, depth × width)."""
+    facts = backbone.describe()
+    table = pd.DataFrame(list(facts.items()), columns=["model", "value"])
+    html_text = "<details open><summary><b>Model</b></summary>" + table.to_html(
+        index=False, classes="probekit-run-info", border=0) + "</details>"
+    _emit("model", {k: _jsonable(v) for k, v in facts.items()}, "Model\n" + table.to_string(index=False), html_text)

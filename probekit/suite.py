@@ -23,6 +23,7 @@ notebook becomes ``<out>/<name>.html`` (inputs hidden, charts drawn offline) and
 from __future__ import annotations
 
 import os
+import json
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -333,13 +334,15 @@ def run_suite(
     out = Path(out).resolve()
     out.mkdir(parents=True, exist_ok=True)
     ordered = order_runs(config.runs)
+    params = resolve_parameters(config, ordered, out)  # the whole config is checked, even with --only
     if only:
         missing = [n for n in only if n not in {r.name for r in ordered}]
         if missing:
             raise SuiteConfigError(f"--only {missing}: no such runs; runs: {[r.name for r in ordered]}")
         ordered = [r for r in ordered if r.name in only]
-    params = resolve_parameters(config, ordered, out)
     results: list[RunResult] = []
+    kept = _previous_results(out) if only else {}  # --only: the index still lists the other runs
+    everything = order_runs(config.runs)
     bad: set[str] = set()
     t0 = time.perf_counter()
     for i, spec in enumerate(ordered, 1):
@@ -355,8 +358,23 @@ def run_suite(
         log(f"[{i}/{len(ordered)}] {spec.name}: {res.status} ({res.seconds:.1f} s)"
             + (f": {res.error}" if res.error else ""))
         results.append(res)
-        write_index(results, out, config, time.perf_counter() - t0)
+        done = {r.name: r for r in results}
+        listed = [done.get(r.name) or kept.get(r.name) for r in everything]
+        write_index([r for r in listed if r is not None], out, config, time.perf_counter() - t0)
     return results
+
+
+def _previous_results(out: Path) -> dict[str, RunResult]:
+    """Runs recorded in an earlier ``runs.json`` of the same output folder, by name."""
+    path = out / "runs.json"
+    if not path.exists():
+        return {}
+    fields = set(RunResult.__dataclass_fields__)
+    try:
+        runs = json.loads(path.read_text(encoding="utf-8"))["runs"]
+        return {r["name"]: RunResult(**{k: v for k, v in r.items() if k in fields}) for r in runs}
+    except (ValueError, KeyError, TypeError):
+        return {}
 
 
 def results_as_dicts(results: list[RunResult]) -> list[dict[str, Any]]:

@@ -135,9 +135,9 @@ def shift_table(
     small: list[tuple[str, int]] = []
     iterator: Iterable[str] = keys
     if progress:
-        from tqdm.auto import tqdm
+        from probekit.progress import progress_bar
 
-        iterator = tqdm(keys, desc=f"shift {labels['dataset']} vs {labels['reference']}", unit="key")
+        iterator = progress_bar(keys, desc=f"shift {labels['dataset']} vs {labels['reference']}", unit="key")
     for key in iterator:
         parsed = parse_key(key)
         x, y = _take(reference, key, idx_ref, dev), _take(target, key, idx_tgt, dev)

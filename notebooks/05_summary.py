@@ -1,0 +1,66 @@
+# ---
+# jupyter:
+#   jupytext:
+#     formats: ipynb,py:percent
+#     text_representation:
+#       extension: .py
+#       format_name: percent
+#   kernelspec:
+#     display_name: Python 3 (ipykernel)
+#     language: python
+#     name: python3
+# ---
+
+# %% [markdown]
+# # 05 · Summary: does distribution shift predict where the best features are?
+#
+# Across datasets, the last-layer shift from notebook 01 against three outcomes: the relative
+# depth of the best layer (02), the gain of the best site over the block output (03), and the gain
+# of attentive layer fusion over the CLS-last probe (04). Each relation gets Spearman's ρ with a
+# bootstrap interval; the findings below are written from these numbers.
+
+# %% tags=["parameters"]
+model: str = "dinov2_vits14"  # the model the other notebooks ran (for the record)
+shift_measure: str = "fd"  # measure of notebook 01 used as the shift score
+seed: int = 0  # seeds the bootstrap of the correlations
+results_dir: str = ""  # folder holding the tables of notebooks 01 to 04; empty means reports/results or the suite output
+
+# %%
+from IPython.display import Markdown
+
+from probekit import charts, report
+from probekit.studies import summary
+
+info = report.run_info(dict(model=model, shift_measure=shift_measure), seed)
+folder = results_dir or report.default_results_dir()
+
+# %%
+per_dataset = summary.outcomes_by_dataset(folder, measure=shift_measure)
+correlations = summary.correlations(per_dataset, seed=seed, model=model)
+report.save_table(correlations, "summary", results_dir or None)
+per_dataset.round(3)
+
+# %% [markdown]
+# ## Findings
+
+# %%
+Markdown("\n".join(f"- {line}" for line in summary.findings(correlations)))
+
+# %%
+summary.record_headlines(correlations)
+correlations[["metric", "value", "ci_low", "ci_high", "n_datasets"]]
+
+# %%
+charts.scatter_with_fit(per_dataset.dropna(subset=["relative_depth"]), x="shift", y="relative_depth", seed=seed,
+                        title="Best layer's relative depth against shift (02)")
+
+# %%
+charts.scatter_with_fit(per_dataset.dropna(subset=["best_site_gain"]), x="shift", y="best_site_gain", seed=seed,
+                        title="Best site's gain over the block output against shift (03)")
+
+# %%
+charts.scatter_with_fit(per_dataset.dropna(subset=["alf_gain"]), x="shift", y="alf_gain", seed=seed,
+                        title="Attentive-fusion gain over CLS-last against shift (04)")
+
+# %%
+report.timings()

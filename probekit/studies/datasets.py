@@ -1,0 +1,26 @@
+"""Dataset lists as the studies use them: ids (clean and corrupted) loaded with one cap and seed."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from ..data import CORRUPTIONS, ImageDataset, load_dataset
+
+
+def corrupted_ids(base: str, families: Sequence[str] = CORRUPTIONS, severities: Sequence[int] = (5,)) -> list[str]:
+    """``emoji+contrast@5``-style ids for every family × severity of ``base``."""
+    return [f"{base}+{family}@{severity}" for family in families for severity in severities]
+
+
+def load_all(ids: Sequence[str], *, split: str = "train", max_per_class: int | None = None, seed: int = 0) -> list[ImageDataset]:
+    """Each id's ``split``, capped per class; unknown ids fail before anything is extracted."""
+    return [load_dataset(i, split=split, max_per_class=max_per_class, seed=seed) for i in ids]
+
+
+def base_and_corruption(dataset_id: str) -> tuple[str, str, int]:
+    """``("emoji", "contrast", 5)`` for ``emoji+contrast@5``; ``(id, "clean", 0)`` for a clean id."""
+    base, plus, rest = dataset_id.partition("+")
+    if not plus:
+        return dataset_id, "clean", 0
+    family, _, severity = rest.partition("@")
+    return base, family, int(severity)

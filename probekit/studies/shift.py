@@ -1,0 +1,111 @@
+"""Notebook 01: how far each dataset is from the pretraining stand-in, at every layer and site.
+
+The shift of a dataset is measured between its features and those of a reference set (the
+offline photo crops, or a user folder such as ImageNet val), per (site, layer, pool), with
+bootstrap intervals. The corruption dial applies each corruption family at rising severity to
+one dataset and measures each severity against the clean version of that same dataset: the
+shift the corruption alone introduces, which must grow with severity.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import pandas as pd
+
+from ..data import reference_set
+from ..models import Backbone
+from ..shift import measure_shift
+from .datasets import base_and_corruption, corrupted_ids, load_all
+
+# The per-dataset scalar later notebooks relate to probe results: the shift at the last layer.
+SCORE_SITE, SCORE_POOL = "norm", "mean"
+
+
+def _tidy(table: pd.DataFrame) -> pd.DataFrame:
+    table = table.copy()
+    table["metric"] = table["measure"]
+    parts = [base_and_corruption(d) for d in table["dataset"]]
+    table["base"] = [p[0] for p in parts]
+    table["corruption"] = [p[1] for p in parts]
+    table["severity"] = [p[2] for p in parts]
+    return table
+
+
+def shift_study(
+    backbone: Backbone,
+    datasets: Sequence[str],
+    *,
+    reference_folder: str | None = None,
+    reference_images: int = 300,
+    images_per_class: int = 40,
+    n: int | None = None,
+    sites: Sequence[str] | None = None,
+    pools: Sequence[str] = ("cls", "ap", "mean"),
+    measures: Sequence[str] = ("fd", "mmd_rbf", "mmd_linear", "domain_acc", "proxy_a"),
+    n_boot: int = 20,
+    seed: int = 0,
+) -> pd.DataFrame:
+    """Shift of every dataset (training split, ``images_per_class`` per class) from the reference."""
+    reference = reference_set(n=reference_images, seed=seed, folder=reference_folder)
+    targets = load_all(datasets, split="train", max_per_class=images_per_class, seed=seed)
+    n = n or min(len(reference), *(len(t) for t in targets))
+    table = measure_shift(backbone, reference, targets, sites=sites, pools=pools, measures=measures,
+                          n=n, n_boot=n_boot, seed=seed)  # fmt: skip
+    return _tidy(table)
+
+
+def corruption_dial(
+    backbone: Backbone,
+    base: str,
+    *,
+    families: Sequence[str] | None = None,
+    severities: Sequence[int] = (1, 3, 5),
+    images_per_class: int = 40,
+    sites: Sequence[str] | None = ("resid_post", "norm"),
+    pools: Sequence[str] = ("cls", "ap", "mean"),
+    measures: Sequence[str] = ("fd", "mmd_rbf"),
+    n_boot: int = 20,
+    seed: int = 0,
+) -> pd.DataFrame:
+    """Shift of ``base`` corrupted at each family × severity from clean ``base``, per layer."""
+    from ..data import CORRUPTIONS
+
+    ids = corrupted_ids(base, families or CORRUPTIONS, severities)
+    clean = load_all([base], split="train", max_per_class=images_per_class, seed=seed)[0]
+    targets = load_all(ids, split="train", max_per_class=images_per_class, seed=seed)
+    table = measure_shift(backbone, clean, targets, sites=sites, pools=pools, measures=measures,
+                          n_boot=n_boot, seed=seed)  # fmt: skip
+    return _tidy(table)
+
+
+def last_layer(table: pd.DataFrame, measure: str = "fd", site: str = SCORE_SITE, pool: str = SCORE_POOL) -> pd.DataFrame:
+    """One row per dataset: the shift at the final layer, ranked from nearest to farthest."""
+    rows = table[(table["measure"] == measure) & (table["site"] == site) & (table["pool"] == pool)]
+    return rows.sort_values("value").reset_index(drop=True)
+
+
+def dial_is_monotone(dial: pd.DataFrame, measure: str = "mmd_rbf", site: str = SCORE_SITE, pool: str = SCORE_POOL) -> pd.DataFrame:
+    """Per corruption family: the shift at each severity and whether it rises with severity."""
+    rows = dial[(dial["measure"] == measure) & (dial["site"] == site) & (dial["pool"] == pool)]
+    out = []
+    for family, grp in rows.groupby("corruption"):
+        grp = grp.sort_values("severity")
+        values = grp["value"].to_numpy()
+        out.append({"corruption": family, **{f"severity {s}": v for s, v in zip(grp["severity"], values)},
+                    "rises": bool((values[1:] > values[:-1]).all())})  # fmt: skip
+    return pd.DataFrame(out)
+
+
+def reading(ranked: pd.DataFrame, dial_check: pd.DataFrame | None = None, measure: str = "fd") -> str:
+    """A one-line plain-language reading of the measured shift."""
+    if ranked.empty:
+        return "No shift measured."
+    near, far = ranked.iloc[0], ranked.iloc[-1]
+    text = (f"At the last layer ({SCORE_SITE}/{SCORE_POOL}, {measure}), {near['dataset']} is nearest to the "
+            f"reference ({near['value']:.3g} [{near['ci_low']:.3g}, {near['ci_high']:.3g}]) and "
+            f"{far['dataset']} farthest ({far['value']:.3g} [{far['ci_low']:.3g}, {far['ci_high']:.3g}]).")  # fmt: skip
+    if dial_check is not None and not dial_check.empty:
+        rising = int(dial_check["rises"].sum())
+        text += f" The corruption dial rises with severity for {rising} of {len(dial_check)} families."
+    return text
