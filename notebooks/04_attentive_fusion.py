@@ -31,6 +31,7 @@ token_sites: list = ["ln2"]  # sites whose CLS and AP tokens feed the published 
 extra_sites: list = ["act"]  # each gives an extra fusion run with tokens from that site (slow on CPU)
 layer_embedding: bool = True  # also run the fusion with learned layer embeddings (an ablation)
 grid: str = "small"  # hyper-parameter grid: tiny, small (CPU) or published (3 lr x 7 wd x 3 dropout)
+max_steps: int = 0  # cap on training steps per fit; 0 means the paper schedule on a GPU and a CPU cap on a CPU
 sites: list = []  # sites extracted (shared with the other notebooks); empty means all sites
 pools: list = ["cls", "ap", "mean"]  # token poolings extracted
 shift_measure: str = "fd"  # measure of notebook 01 used as the shift score
@@ -44,7 +45,7 @@ from probekit.studies import fusion, probing
 
 info = report.run_info(dict(model=model, image_size=image_size, datasets=datasets, images_per_class=images_per_class,
                             token_sites=token_sites, extra_sites=extra_sites, layer_embedding=layer_embedding,
-                            grid=grid, sites=sites, pools=pools, shift_measure=shift_measure), seed)
+                            grid=grid, max_steps=max_steps, sites=sites, pools=pools, shift_measure=shift_measure), seed)
 
 # %%
 with report.Timer("load model"):
@@ -56,7 +57,7 @@ with report.Timer("extract tokens and train every method"):
     results, attention = fusion.fusion_study(backbone, datasets, token_sites=token_sites, extra_sites=extra_sites,
                                              layer_embedding=layer_embedding, grid=grid,
                                              images_per_class=images_per_class, extract_sites=sites or None,
-                                             pools=pools, seed=seed)
+                                             pools=pools, max_steps=max_steps or None, seed=seed)
 report.save_table(results, "fusion", results_dir or None)
 gains = fusion.gains(results)
 report.save_table(gains, "fusion_gains", results_dir or None)

@@ -31,6 +31,7 @@ def fusion_study(
     images_per_class: int = 40,
     extract_sites: Sequence[str] | None = None,
     pools: Sequence[str] = ("cls", "ap", "mean"),
+    max_steps: int | None = None,
     seed: int = 0,
     progress: bool = True,
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -38,6 +39,8 @@ def fusion_study(
 
     ``extra_sites``: each one gives an ALF variant whose tokens come from that site instead of
     ``ln2``; ``layer_embedding`` adds the published configuration with layer embeddings.
+    ``max_steps``: cap on training steps per fit (None: the paper's schedule on a GPU, a CPU cap
+    on a CPU, see :mod:`probekit.train`).
     """
     variants = [fusion_variant(f"alf_{s}", sites=(s,)) for s in extra_sites]
     if layer_embedding:
@@ -48,7 +51,7 @@ def fusion_study(
                             pools=pools, token_sites=("norm",), progress=progress)  # fmt: skip
         table, attn = run_fusion(
             sf.train, sf.labels("train"), sf.test, sf.labels("test"), depth=backbone.depth, grid=grid,
-            sites=tuple(token_sites), seed=seed, variants=variants,
+            sites=tuple(token_sites), seed=seed, variants=variants, max_steps=max_steps or "auto",
             labels={"model": backbone.name, "dataset": dataset},
         )  # fmt: skip
         tables.append(table)

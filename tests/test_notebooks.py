@@ -1,0 +1,65 @@
+"""The five notebooks end to end: `probekit suite configs/tiny.yaml` on the real embedded model.
+
+Runs every notebook through papermill at toy size (56 px, a few images per class), then checks
+each tidy table, each HTML report, the index, and that the charts draw in headless Chromium.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+TABLE_COLUMNS = ["model", "dataset", "site", "layer", "pool", "metric", "value", "ci_low", "ci_high"]
+
+
+@pytest.fixture(scope="module")
+def tiny_suite(tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("suite")
+    proc = subprocess.run(
+        [sys.executable, "-m", "probekit.cli", "suite", str(ROOT / "configs" / "tiny.yaml"), "--out", str(out)],
+        capture_output=True, text=True, timeout=1500, cwd=ROOT,
+    )
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    return out
+
+
+@pytest.mark.slow
+def test_every_notebook_ran_and_wrote_its_tables(tiny_suite: Path):
+    runs = json.loads((tiny_suite / "runs.json").read_text())["runs"]
+    assert [r["name"] for r in runs] == ["shift", "layerwise", "modulewise", "fusion", "summary"]
+    assert all(r["status"] == "ok" for r in runs)
+    results = tiny_suite / "results"
+    for name in ("shift", "shift_dial", "probes", "layerwise_best", "modulewise", "modulewise_best",
+                 "modulewise_sites", "fusion", "fusion_gains", "summary"):
+        table = pd.read_csv(results / f"{name}.csv")
+        assert set(TABLE_COLUMNS) <= set(table.columns), name
+        assert len(table) > 0, name
+    shift = pd.read_csv(results / "shift.csv")
+    assert {"reference", "measure"} <= set(shift.columns)
+    assert set(shift["dataset"]) == {"digits", "faces", "textures", "digits+gaussian_noise@5"}
+    best = pd.read_csv(results / "layerwise_best.csv")
+    assert ((best["ci_low"] <= best["value"]) & (best["value"] <= best["ci_high"])).all()
+    summary = pd.read_csv(results / "summary.csv")
+    assert summary["metric"].str.startswith("spearman").all() and summary["value"].notna().any()
+
+
+@pytest.mark.slow
+def test_reports_render_offline_with_charts_drawn(tiny_suite: Path):
+    for name in ("shift", "layerwise", "modulewise", "fusion", "summary"):
+        html = (tiny_suite / f"{name}.html").read_text()
+        assert "cdn.jsdelivr" not in html and "Run info" in html
+    index = (tiny_suite / "index.html").read_text()
+    assert all(f"{name}.html" in index for name in ("shift", "layerwise", "modulewise", "fusion", "summary"))
+    if shutil.which("chromium") is None:
+        pytest.fail("chromium is not installed: run `make system-deps` (Debian package chromium)")
+    check = subprocess.run([sys.executable, str(ROOT / "scripts" / "check_reports.py"), str(tiny_suite)],
+                           capture_output=True, text=True, timeout=600)
+    assert check.returncode == 0, check.stdout + check.stderr
+    assert "reports ok" in check.stdout
