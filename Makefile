@@ -28,7 +28,8 @@ test: venv system-deps assets
 	$(PY) -m pytest
 
 demo: venv system-deps assets
-	$(VENV)/bin/probekit layers --model dinov2_vits14 --dataset digits
+	$(VENV)/bin/probekit suite configs/demo.yaml --out reports
+	@echo 'reports written: open reports/index.html'
 
 check-reports: venv
 	$(PY) scripts/check_reports.py reports
