@@ -161,7 +161,7 @@ def fit_path(
                 break
         prev = SoftmaxFit(prev.coef, prev.intercept, n_iter, prev.converged)
         fits[j] = prev
-    cat = lambda attr: torch.cat([getattr(f, attr) for f in fits], dim=1)  # noqa: E731
+    cat = lambda attr: torch.cat([getattr(f, attr) for f in fits], dim=1)
     return SoftmaxFit(cat("coef"), cat("intercept"), cat("n_iter"), cat("converged"))
 
 
