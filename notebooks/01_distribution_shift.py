@@ -68,11 +68,15 @@ with report.Timer("extract and measure shift"):
 report.save_table(shift, "shift", results_dir or None)
 
 # %%
-ranked = study.last_layer(shift, "fd")
-report.headline("nearest", ranked["dataset"].iloc[0], label="Nearest dataset (last layer, FD)")
-report.headline("farthest", ranked["dataset"].iloc[-1], label="Farthest dataset (last layer, FD)")
-charts.ranked_bars_with_ci(ranked, category="dataset", metric="fd",
-                           title="Datasets ranked by shift at the last layer (final norm, mean pool, FD, 95% CI)")
+ranked = study.last_layer(shift, "mmd_rbf")
+report.headline("nearest", ranked["dataset"].iloc[0], label="Nearest dataset (last layer, MMD²)")
+report.headline("farthest", ranked["dataset"].iloc[-1], label="Farthest dataset (last layer, MMD²)")
+charts.ranked_bars_with_ci(ranked, category="dataset", metric="mmd_rbf",
+                           title="Datasets ranked by shift at the last layer (final norm, mean pool, MMD² RBF, 95% CI)")
+
+# %%
+charts.ranked_bars_with_ci(study.last_layer(shift, "fd"), category="dataset", metric="fd",
+                           title="The same at the last layer by Fréchet distance (biased upwards at small n)")
 
 # %% [markdown]
 # ## Shift against depth, for each site

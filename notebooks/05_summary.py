@@ -21,7 +21,7 @@
 
 # %% tags=["parameters"]
 model: str = "dinov2_vits14"  # the model the other notebooks ran (for the record)
-shift_measure: str = "fd"  # measure of notebook 01 used as the shift score
+shift_measure: str = "mmd_rbf"  # measure of notebook 01 used as the shift score (mmd_rbf is unbiased, so comparable across datasets)
 seed: int = 0  # seeds the bootstrap of the correlations
 results_dir: str = ""  # folder holding the tables of notebooks 01 to 04; empty means reports/results or the suite output
 
@@ -35,7 +35,7 @@ info = report.run_info(dict(model=model, shift_measure=shift_measure), seed)
 folder = results_dir or report.default_results_dir()
 
 # %%
-per_dataset = summary.outcomes_by_dataset(folder, measure=shift_measure)
+per_dataset = summary.outcomes_by_dataset(folder, measure=shift_measure, model=model)
 correlations = summary.correlations(per_dataset, seed=seed, model=model)
 report.save_table(correlations, "summary", results_dir or None)
 per_dataset.round(3)

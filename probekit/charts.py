@@ -122,10 +122,19 @@ def _select_metric(df: pd.DataFrame, metric: str | None) -> pd.DataFrame:
 
 
 def aggregate(df: pd.DataFrame, by: Sequence[str], values: Sequence[str] = _VALUE_COLS) -> pd.DataFrame:
-    """Mean of ``values`` per group ``by`` (order of first appearance kept); at most MAX_ROWS rows."""
+    """Mean of ``values`` per group ``by`` (order of first appearance kept); at most MAX_ROWS rows.
+
+    Where a group pools several rows, its interval columns become NaN: the mean of several
+    intervals is not an interval for the mean, so no whisker is drawn for it.
+    """
     by = [c for c in dict.fromkeys(by) if c]
     vals = [c for c in values if c in df.columns and c not in by]
-    out = df.groupby(by, sort=False, dropna=False)[vals].mean().reset_index()
+    grouped = df.groupby(by, sort=False, dropna=False)
+    out = grouped[vals].mean().reset_index()
+    pooled = grouped.size().to_numpy() > 1
+    for c in ("ci_low", "ci_high"):
+        if c in out.columns:
+            out.loc[pooled, c] = np.nan
     if len(out) > MAX_ROWS:
         raise ChartError(
             f"{len(out)} rows after aggregating by {by}: over the {MAX_ROWS}-row limit for an "

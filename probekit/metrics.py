@@ -91,7 +91,8 @@ def spearman_ci(
     """Spearman's rho of ``x`` and ``y`` with a percentile bootstrap interval over points.
 
     Returns ``(rho, ci_low, ci_high)``; NaN where it is undefined (fewer than 3 points or a
-    constant variable). Resamples that draw a constant variable are left out.
+    constant variable). A resample that draws a constant variable counts as rho = 0 (dropping
+    it would condition the interval on the informative resamples).
     """
     xs, ys = np.asarray(x, dtype=float), np.asarray(y, dtype=float)
     keep = np.isfinite(xs) & np.isfinite(ys)
@@ -102,7 +103,7 @@ def spearman_ci(
     rng = np.random.default_rng(seed)
     idx = rng.integers(0, len(xs), size=(n_boot, len(xs)))
     boots = _spearman(xs[idx], ys[idx])
-    boots = boots[np.isfinite(boots)]
+    boots = np.where(np.isfinite(boots), boots, 0.0)  # a resample with a constant variable has no trend
     if not np.isfinite(rho) or len(boots) == 0:
         return float(rho), float("nan"), float("nan")
     alpha = (1 - level) / 2
@@ -119,3 +120,25 @@ def _spearman(xs: np.ndarray, ys: np.ndarray) -> np.ndarray:
     denom = np.sqrt((rx**2).sum(axis=1) * (ry**2).sum(axis=1))
     with np.errstate(invalid="ignore", divide="ignore"):
         return np.where(denom > 0, (rx * ry).sum(axis=1) / np.where(denom > 0, denom, 1), np.nan)
+
+
+def spearman_permutation_p(x: Sequence[float], y: Sequence[float], *, n_perm: int = 20000, seed: int = 0) -> float:
+    """Two-sided permutation p-value of Spearman's rho: exact over all orderings for up to 8 points."""
+    import itertools
+    import math
+
+    xs, ys = np.asarray(x, dtype=float), np.asarray(y, dtype=float)
+    keep = np.isfinite(xs) & np.isfinite(ys)
+    xs, ys = xs[keep], ys[keep]
+    if len(xs) < 3:
+        return float("nan")
+    observed = abs(_spearman(xs[None], ys[None])[0])
+    if not np.isfinite(observed):
+        return 1.0
+    if math.factorial(len(xs)) <= 40320:
+        perms = np.array(list(itertools.permutations(range(len(ys)))))
+    else:
+        rng = np.random.default_rng(seed)
+        perms = np.argsort(rng.random((n_perm, len(ys))), axis=1)
+    null = np.abs(np.nan_to_num(_spearman(np.broadcast_to(xs, perms.shape), ys[perms]), nan=0.0))
+    return float(np.mean(null >= observed - 1e-12))

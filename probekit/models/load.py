@@ -19,7 +19,7 @@ from . import embedded
 from .backbone import Backbone
 
 BLOCK_PARTS = ("norm1", "attn", "norm2", "mlp")
-MLP_PARTS = ("fc1", "fc2")
+MLP_PARTS = ("fc2",)  # fc1 is absent from SwiGLU MLPs (fc1_g, fc1_x); the act site reads fc2's input
 
 
 class HubUnavailableError(ProbekitError, OSError):

@@ -219,9 +219,9 @@ def fit_linear_probes(
     dims = {k: int(np.shape(train[k])[1]) for k in keys}
     chunks = _chunks(keys, dims, len(y_train), len(y_test), len(Cs), n_cls, memory_budget)
     if progress:
-        from tqdm.auto import tqdm
+        from probekit.progress import progress_bar
 
-        chunks = tqdm(chunks, desc=f"linear probes ({len(keys)} keys x {len(Cs)} C)", unit="batch")
+        chunks = progress_bar(chunks, desc=f"linear probes ({len(keys)} keys x {len(Cs)} C)", unit="batch")
     rows: list[dict] = []
     unconverged = 0
     common = {"depth": depth, "labels": labels, "trainer": "batched", "n_boot": n_boot}

@@ -89,9 +89,9 @@ def reference_probes(
     y_train, y_test = np.asarray(y_train), np.asarray(y_test)
     jobs = [(k, c) for k in keys for c in Cs]
     if progress:
-        from tqdm.auto import tqdm
+        from probekit.progress import progress_bar
 
-        jobs = tqdm(jobs, desc="sklearn reference probes", unit="probe")
+        jobs = progress_bar(jobs, desc="sklearn reference probes", unit="probe")
     rows: list[dict] = []
     for key, c in jobs:
         clf = fit_reference(train[key], y_train, C=c, max_iter=max_iter, seed=seed, tol=tol)

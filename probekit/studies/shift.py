@@ -46,10 +46,13 @@ def shift_study(
     n_boot: int = 20,
     seed: int = 0,
 ) -> pd.DataFrame:
-    """Shift of every dataset (training split, ``images_per_class`` per class) from the reference."""
+    """Shift of every dataset (training split, ``images_per_class`` per class) from the reference.
+
+    Each pair uses ``n`` images per side (default: as many as the smaller side has). MMD² is
+    unbiased, so it compares datasets of different sizes; FD is biased upwards at small n.
+    """
     reference = reference_set(n=reference_images, seed=seed, folder=reference_folder)
     targets = load_all(datasets, split="train", max_per_class=images_per_class, seed=seed)
-    n = n or min(len(reference), *(len(t) for t in targets))
     table = measure_shift(backbone, reference, targets, sites=sites, pools=pools, measures=measures,
                           n=n, n_boot=n_boot, seed=seed)  # fmt: skip
     return _tidy(table)
@@ -79,7 +82,7 @@ def corruption_dial(
     return _tidy(table)
 
 
-def last_layer(table: pd.DataFrame, measure: str = "fd", site: str = SCORE_SITE, pool: str = SCORE_POOL) -> pd.DataFrame:
+def last_layer(table: pd.DataFrame, measure: str = "mmd_rbf", site: str = SCORE_SITE, pool: str = SCORE_POOL) -> pd.DataFrame:
     """One row per dataset: the shift at the final layer, ranked from nearest to farthest."""
     rows = table[(table["measure"] == measure) & (table["site"] == site) & (table["pool"] == pool)]
     return rows.sort_values("value").reset_index(drop=True)
@@ -97,12 +100,12 @@ def dial_is_monotone(dial: pd.DataFrame, measure: str = "mmd_rbf", site: str = S
     return pd.DataFrame(out)
 
 
-def reading(ranked: pd.DataFrame, dial_check: pd.DataFrame | None = None, measure: str = "fd") -> str:
+def reading(ranked: pd.DataFrame, dial_check: pd.DataFrame | None = None, measure: str = "mmd_rbf") -> str:
     """A one-line plain-language reading of the measured shift."""
     if ranked.empty:
         return "No shift measured."
     near, far = ranked.iloc[0], ranked.iloc[-1]
-    text = (f"At the last layer ({SCORE_SITE}/{SCORE_POOL}, {measure}), {near['dataset']} is nearest to the "
+    text = (f"At the last layer ({SCORE_SITE}/{SCORE_POOL}, {measure}, {int(near['n'])}+ images per side), {near['dataset']} is nearest to the "
             f"reference ({near['value']:.3g} [{near['ci_low']:.3g}, {near['ci_high']:.3g}]) and "
             f"{far['dataset']} farthest ({far['value']:.3g} [{far['ci_low']:.3g}, {far['ci_high']:.3g}]).")  # fmt: skip
     if dial_check is not None and not dial_check.empty:
