@@ -23,7 +23,7 @@ import numpy as np
 import pandas as pd
 
 from .errors import ProbekitError
-from .metrics import spearman_ci  # noqa: F401  (re-exported: charts.spearman_ci)
+from .metrics import spearman_ci
 
 MAX_ROWS = 5000
 REPORT_ENV = "PROBEKIT_REPORT"

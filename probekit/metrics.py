@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Callable, Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
 
@@ -23,6 +23,26 @@ def balanced_accuracy(y_true: np.ndarray, y_pred: np.ndarray) -> float:
 
 
 METRICS: dict[str, Metric] = {"accuracy": accuracy, "balanced_accuracy": balanced_accuracy}
+
+
+def resampled(fn: Metric, y_true: np.ndarray, y_pred: np.ndarray, idx: np.ndarray) -> np.ndarray:
+    """``fn`` on every bootstrap resample ``idx`` (``(n_boot, n)`` row indices), vectorised for ours.
+
+    Balanced accuracy is counted with one ``bincount`` over (resample, class) cells; a class a
+    resample does not draw is left out of that resample's mean, as in :func:`balanced_accuracy`.
+    """
+    if fn is accuracy:
+        return (y_true[idx] == y_pred[idx]).mean(axis=1)
+    if fn is balanced_accuracy:
+        classes, yt = np.unique(y_true, return_inverse=True)
+        k, n_boot = len(classes), len(idx)
+        correct = (y_true == y_pred).astype(np.float64)
+        cell = (np.arange(n_boot)[:, None] * k + yt[idx]).ravel()
+        tot = np.bincount(cell, minlength=n_boot * k).reshape(n_boot, k)
+        hit = np.bincount(cell, weights=correct[idx].ravel(), minlength=n_boot * k).reshape(n_boot, k)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            return np.nanmean(np.where(tot > 0, hit / tot, np.nan), axis=1)
+    return np.array([fn(y_true[i], y_pred[i]) for i in idx])
 
 
 def bootstrap_ci(
@@ -47,10 +67,7 @@ def bootstrap_ci(
     value = fn(y_true, y_pred)
     rng = np.random.default_rng(seed)
     idx = rng.integers(0, n, size=(n_boot, n))
-    if fn is accuracy:
-        stats = (y_true[idx] == y_pred[idx]).mean(axis=1)
-    else:
-        stats = np.array([fn(y_true[i], y_pred[i]) for i in idx])
+    stats = resampled(fn, y_true, y_pred, idx)
     alpha = (1.0 - level) / 2.0
     low, high = np.quantile(stats, [alpha, 1.0 - alpha])
     return value, float(low), float(high)
@@ -75,10 +92,7 @@ def paired_bootstrap_diff(
     y_true, pred_a, pred_b = np.asarray(y_true), np.asarray(pred_a), np.asarray(pred_b)
     value = fn(y_true, pred_a) - fn(y_true, pred_b)
     idx = np.random.default_rng(seed).integers(0, len(y_true), size=(n_boot, len(y_true)))
-    if fn is accuracy:
-        stats = (pred_a[idx] == y_true[idx]).mean(1) - (pred_b[idx] == y_true[idx]).mean(1)
-    else:
-        stats = np.array([fn(y_true[i], pred_a[i]) - fn(y_true[i], pred_b[i]) for i in idx])
+    stats = resampled(fn, y_true, pred_a, idx) - resampled(fn, y_true, pred_b, idx)
     alpha = (1.0 - level) / 2.0
     low, high = np.quantile(stats, [alpha, 1.0 - alpha])
     return float(value), float(low), float(high)

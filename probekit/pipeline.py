@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .data import ImageDataset, load_dataset, reference_set
+from .data import ImageDataset, load_dataset
 from .extract import features
 from .models import Backbone
 from .sites import DEFAULT_POOLS
@@ -54,13 +54,13 @@ def extraction_kwargs(
     progress: bool = True,
 ) -> dict:
     """The keywords every analysis passes to :func:`probekit.extract.features`."""
-    return dict(
-        sites=list(sites) if sites is not None else None,
-        pools=tuple(pools),
-        token_sites=tuple(token_sites),
-        batch_size=batch_size,
-        progress=progress,
-    )
+    return {
+        "sites": list(sites) if sites is not None else None,
+        "pools": tuple(pools),
+        "token_sites": tuple(token_sites),
+        "batch_size": batch_size,
+        "progress": progress,
+    }
 
 
 def split_features(
@@ -84,11 +84,3 @@ def split_features(
         stores[split] = features(backbone, ds, **kw)
     provenance["skipped"] = skipped
     return SplitFeatures(dataset=dataset_id, classes=classes or [], stores=stores, provenance=provenance)
-
-
-def reference_features(
-    backbone: Backbone, *, n: int = 300, seed: int = 0, folder: str | None = None, **extract_kw
-) -> FeatureStore:
-    """Features of the reference set standing in for the pretraining data (photo crops offline)."""
-    ds = reference_set(n=n, seed=seed, folder=folder)
-    return features(backbone, ds, **extraction_kwargs(**extract_kw))

@@ -22,8 +22,8 @@ notebook becomes ``<out>/<name>.html`` (inputs hidden, charts drawn offline) and
 
 from __future__ import annotations
 
-import os
 import json
+import os
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager

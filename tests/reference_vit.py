@@ -18,7 +18,7 @@ def _ln(x: torch.Tensor, sd: dict, key: str, eps: float = 1e-6) -> torch.Tensor:
 def resample_pos(pos: torch.Tensor, grid: int, antialias: bool) -> torch.Tensor:
     """Bicubic resampling of the patch position grid; the class position is kept."""
     cls_pos, patch_pos = pos[:, :1], pos[:, 1:]
-    old = int(math.isqrt(patch_pos.shape[1]))
+    old = math.isqrt(patch_pos.shape[1])
     if old == grid:
         return pos
     g = patch_pos.reshape(1, old, old, -1).permute(0, 3, 1, 2)

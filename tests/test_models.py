@@ -5,11 +5,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from reference_vit import vit_forward
 from safetensors.torch import load_file, save_file
 
 from probekit.errors import FingerprintMismatchError, NotAViTError, UnknownModelError, WeightsMismatchError
 from probekit.models import embedded, load_model
-from reference_vit import vit_forward
 
 
 def test_embedded_weights_match_stored_fingerprint(embedded_backbone):

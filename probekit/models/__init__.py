@@ -6,8 +6,8 @@ from .embedded import NAME as EMBEDDED
 from .load import HubUnavailableError, check_vit_structure, default_image_size, load_model
 
 __all__ = [
-    "Backbone",
     "EMBEDDED",
+    "Backbone",
     "HubUnavailableError",
     "check_vit_structure",
     "default_image_size",

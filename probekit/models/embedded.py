@@ -119,8 +119,8 @@ def ensure_weights() -> Path:
     ``strict=True`` at the native 518 px grid, and its output on the fingerprint image must
     match the stored fingerprint.
     """
-    from safetensors.torch import save_file
     import timm
+    from safetensors.torch import save_file
 
     target = cached_weights_path()
     if target.exists():
@@ -139,7 +139,7 @@ def ensure_weights() -> Path:
     return target
 
 
-def fingerprint_image() -> "PIL.Image.Image":  # noqa: F821
+def fingerprint_image() -> PIL.Image.Image:  # noqa: F821
     """scikit-image's ``chelsea.png`` (a cat), read straight from the installed wheel."""
     from PIL import Image
 

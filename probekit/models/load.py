@@ -14,7 +14,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from ..errors import NotAViTError, UnknownModelError, WeightsMismatchError, ProbekitError
+from ..errors import NotAViTError, ProbekitError, UnknownModelError, WeightsMismatchError
 from . import embedded
 from .backbone import Backbone
 

@@ -31,6 +31,7 @@ from torch import nn
 
 from probekit.errors import ProbekitError
 from probekit.keys import make_key
+from probekit.metrics import paired_bootstrap_diff
 from probekit.probes.attentive import AttentiveProbe
 from probekit.train import TrainConfig, cpu_default_max_steps, resolve_device, resolve_grid, select_and_fit
 
@@ -254,16 +255,6 @@ def attention_matrix(
     return df.pivot_table(index=rows, columns=cols, values=value, sort=False)
 
 
-def _balanced_accuracy_boot(y: np.ndarray, pred: np.ndarray, idx: np.ndarray) -> np.ndarray:
-    yt, correct = y[idx], pred[idx] == y[idx]
-    recalls = []
-    for c in np.unique(y):
-        m = yt == c
-        n_c = m.sum(1)
-        recalls.append(np.where(n_c > 0, (correct & m).sum(1) / np.maximum(n_c, 1), np.nan))
-    return np.nanmean(np.stack(recalls, 1), axis=1)
-
-
 def paired_gain_ci(
     y: np.ndarray,
     pred: np.ndarray,
@@ -275,10 +266,8 @@ def paired_gain_ci(
 ) -> tuple[float, float]:
     """Percentile interval of the balanced-accuracy gain of ``pred`` over ``base_pred``, resampling
     the same test samples for both (a paired bootstrap)."""
-    idx = np.random.default_rng(seed).integers(0, len(y), size=(n_boot, len(y)))
-    diff = _balanced_accuracy_boot(y, pred, idx) - _balanced_accuracy_boot(y, base_pred, idx)
-    lo, hi = np.quantile(diff, [(1 - level) / 2, (1 + level) / 2])
-    return float(lo), float(hi)
+    _, lo, hi = paired_bootstrap_diff(y, pred, base_pred, "balanced_accuracy", n_boot=n_boot, level=level, seed=seed)
+    return lo, hi
 
 
 def run_fusion(

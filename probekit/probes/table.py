@@ -25,21 +25,8 @@ COLUMNS = (
 def bootstrap_balanced_accuracy(
     y_true: np.ndarray, y_pred: np.ndarray, *, n_boot: int = 1000, level: float = 0.95, seed: int = 0
 ) -> tuple[float, float, float]:
-    """Balanced accuracy and its percentile bootstrap interval, vectorised over resamples."""
-    y_true, y_pred = np.asarray(y_true), np.asarray(y_pred)
-    classes, yt = np.unique(y_true, return_inverse=True)
-    k, n = len(classes), len(y_true)
-    correct = (y_true == y_pred).astype(np.float64)
-    value = float(np.mean(np.bincount(yt, weights=correct, minlength=k) / np.bincount(yt, minlength=k)))
-    idx = np.random.default_rng(seed).integers(0, n, size=(n_boot, n))
-    cell = (np.arange(n_boot)[:, None] * k + yt[idx]).ravel()
-    tot = np.bincount(cell, minlength=n_boot * k).reshape(n_boot, k)
-    hit = np.bincount(cell, weights=correct[idx].ravel(), minlength=n_boot * k).reshape(n_boot, k)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        stats = np.nanmean(np.where(tot > 0, hit / tot, np.nan), axis=1)
-    alpha = (1.0 - level) / 2.0
-    low, high = np.quantile(stats, [alpha, 1.0 - alpha])
-    return value, float(low), float(high)
+    """Balanced accuracy and its percentile bootstrap interval (vectorised in :mod:`probekit.metrics`)."""
+    return bootstrap_ci(y_true, y_pred, "balanced_accuracy", n_boot=n_boot, level=level, seed=seed)
 
 
 def score(y_true: np.ndarray, y_pred: np.ndarray, metric: str, n_boot: int, seed: int) -> tuple[float, ...]:

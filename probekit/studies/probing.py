@@ -33,7 +33,7 @@ BLOCK_SITES = ("ln1", "attn", "resid_mid", "ln2", "fc1", "act", "fc2", "resid_po
 #              layer / site is chosen by validation accuracy and then scored on the test split.
 #   paper1:    paper 1 literally: C = 1, no validation; the best layer / site is the maximum of
 #              test accuracy, as in the paper's tables (optimistic: chosen on the test split).
-PROTOCOLS = {"validated": None, "paper1": dict(Cs=(1.0,), val_fraction=0.0)}
+PROTOCOLS = {"validated": None, "paper1": {"Cs": (1.0,), "val_fraction": 0.0}}
 
 
 def protocol_settings(protocol: str, Cs: Sequence[float], val_fraction: float) -> tuple[tuple[float, ...], float]:
