@@ -392,7 +392,7 @@ def _record_run(
 
 
 def _progress_bar(total: int, enabled: bool, desc: str, world: int):
-    from tqdm.auto import tqdm
+    from .progress import progress_bar
 
     rank = f" (rank 0 of {world})" if world > 1 else ""
-    return tqdm(total=total, unit="img", desc=f"extract {desc[:40]}{rank}", disable=not enabled, smoothing=0.1)
+    return progress_bar(total=total, unit="img", desc=f"extract {desc[:40]}{rank}", enabled=enabled, smoothing=0.1)
