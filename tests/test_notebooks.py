@@ -7,6 +7,7 @@ each tidy table, each HTML report, the index, and that the charts draw in headle
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -22,9 +23,10 @@ TABLE_COLUMNS = ["model", "dataset", "site", "layer", "pool", "metric", "value",
 @pytest.fixture(scope="module")
 def tiny_suite(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("suite")
+    env = {**os.environ, "PROBEKIT_NO_RESULT_CACHE": "1"}  # compute every analysis, reuse only features
     proc = subprocess.run(
         [sys.executable, "-m", "probekit.cli", "suite", str(ROOT / "configs" / "tiny.yaml"), "--out", str(out)],
-        capture_output=True, text=True, timeout=1500, cwd=ROOT,
+        capture_output=True, text=True, timeout=1500, cwd=ROOT, env=env,
     )
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     return out

@@ -13,6 +13,7 @@ from collections.abc import Sequence
 
 import pandas as pd
 
+from ..cache import cached
 from ..models import Backbone
 from ..pipeline import split_features
 from ..probes.fusion import attention_summary, fusion_variant, run_fusion
@@ -50,11 +51,13 @@ def fusion_study(
     for dataset in datasets:
         sf = split_features(backbone, dataset, max_per_class=images_per_class, seed=seed, sites=extract_sites,
                             pools=pools, token_sites=("norm",), progress=progress)  # fmt: skip
-        table, attn = run_fusion(
+        labels = {"model": backbone.name, "dataset": dataset}
+        inputs = dict(train=sf.train.path.name, test=sf.test.path.name, token_sites=list(token_sites),
+                      variants=[repr(v) for v in variants], grid=grid, max_steps=max_steps, seed=seed, labels=labels)
+        table, attn = cached("fusion", inputs, lambda sf=sf, labels=labels: run_fusion(
             sf.train, sf.labels("train"), sf.test, sf.labels("test"), depth=backbone.depth, grid=grid,
-            sites=tuple(token_sites), seed=seed, variants=variants, max_steps=max_steps or "auto",
-            labels={"model": backbone.name, "dataset": dataset},
-        )  # fmt: skip
+            sites=tuple(token_sites), seed=seed, variants=variants, max_steps=max_steps or "auto", labels=labels,
+        ))  # fmt: skip
         tables.append(table)
         attention.append(attn)
     results = pd.concat(tables, ignore_index=True)

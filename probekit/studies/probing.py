@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from ..cache import cached
 from ..keys import make_key
 from ..metrics import paired_bootstrap_diff, spearman_ci
 from ..models import Backbone
@@ -88,12 +89,19 @@ def probe_study(
                             pools=pools, progress=progress)  # fmt: skip
         wanted = resolve_sites(backbone.model, sites=probe_sites or sites, pools=probe_pools or pools)
         keys = [k for k in wanted if not k.endswith("/tokens")]
-        preds[dataset] = {}
-        tables.append(fit_linear_probes(
-            sf.train, sf.labels("train"), sf.test, sf.labels("test"), depth=backbone.depth, keys=keys,
-            Cs=Cs, val_fraction=val_fraction, seed=seed, labels={"model": backbone.name, "dataset": dataset},
-            predictions=preds[dataset], progress=progress,
-        ))  # fmt: skip
+        labels = {"model": backbone.name, "dataset": dataset}
+
+        def fit(sf=sf, keys=keys, labels=labels) -> tuple[pd.DataFrame, dict]:
+            preds: dict[str, np.ndarray] = {}
+            table = fit_linear_probes(sf.train, sf.labels("train"), sf.test, sf.labels("test"), depth=backbone.depth,
+                                      keys=keys, Cs=Cs, val_fraction=val_fraction, seed=seed, labels=labels,
+                                      predictions=preds, progress=progress)  # fmt: skip
+            return table, preds
+
+        inputs = dict(train=sf.train.path.name, test=sf.test.path.name, keys=keys, Cs=list(Cs),
+                      val_fraction=val_fraction, seed=seed, labels=labels)  # fmt: skip
+        table, preds[dataset] = cached("linear_probes", inputs, fit)
+        tables.append(table)
         y_test[dataset] = sf.labels("test")
     table = pd.concat(tables, ignore_index=True)
     table["protocol"] = protocol

@@ -9,17 +9,47 @@ shift the corruption alone introduces, which must grow with severity.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import warnings
+from collections.abc import Callable, Sequence
 
 import pandas as pd
 
 from ..data import reference_set
+from ..cache import cached
 from ..models import Backbone
-from ..shift import measure_shift
+from ..shift import SmallSampleWarning, measure_shift
 from .datasets import base_and_corruption, corrupted_ids, load_all
 
 # The per-dataset scalar later notebooks relate to probe results: the shift at the last layer.
 SCORE_SITE, SCORE_POOL = "norm", "mean"
+
+
+def _per_target(backbone: Backbone, reference, targets: list, kw: dict) -> pd.DataFrame:
+    """``measure_shift`` one target at a time, each result cached by what determines it."""
+    tables = []
+    for target in targets:
+        inputs = dict(model=backbone.identity(), reference=reference.identity(), target=target.identity(),
+                      **{k: list(v) if isinstance(v, tuple) else v for k, v in kw.items()})
+        tables.append(cached("shift", inputs, lambda target=target: measure_shift(backbone, reference, [target], **kw)))
+    return pd.concat(tables, ignore_index=True)
+
+
+def _measure_quietly(run: Callable[[], pd.DataFrame]) -> pd.DataFrame:
+    """Run a measurement, folding the per-pair small-sample warnings into one."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", SmallSampleWarning)
+        table = run()
+    small = [w for w in caught if issubclass(w.category, SmallSampleWarning)]
+    for w in caught:
+        if w not in small:
+            warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
+    fd = table[(table["measure"] == "fd") & (table["n"] < table["dim"])] if "fd" in set(table["measure"]) else table[:0]
+    if len(fd):  # from the table, so a cached result warns too
+        warnings.warn(SmallSampleWarning(
+            f"Fréchet distance measured with fewer images than dimensions for {fd['dataset'].nunique()} dataset(s) "
+            f"(n = {int(fd['n'].min())} to {int(fd['n'].max())} per side, d up to {int(fd['dim'].max())}): FD is "
+            "biased upwards there, so compare FD only at equal n, or read MMD², which is unbiased."), stacklevel=3)
+    return table
 
 
 def _tidy(table: pd.DataFrame) -> pd.DataFrame:
@@ -53,8 +83,8 @@ def shift_study(
     """
     reference = reference_set(n=reference_images, seed=seed, folder=reference_folder)
     targets = load_all(datasets, split="train", max_per_class=images_per_class, seed=seed)
-    table = measure_shift(backbone, reference, targets, sites=sites, pools=pools, measures=measures,
-                          n=n, n_boot=n_boot, seed=seed)  # fmt: skip
+    table = _measure_quietly(lambda: _per_target(backbone, reference, targets, dict(
+        sites=sites, pools=pools, measures=measures, n=n, n_boot=n_boot, seed=seed)))
     return _tidy(table)
 
 
@@ -77,8 +107,8 @@ def corruption_dial(
     ids = corrupted_ids(base, families or CORRUPTIONS, severities)
     clean = load_all([base], split="train", max_per_class=images_per_class, seed=seed)[0]
     targets = load_all(ids, split="train", max_per_class=images_per_class, seed=seed)
-    table = measure_shift(backbone, clean, targets, sites=sites, pools=pools, measures=measures,
-                          n_boot=n_boot, seed=seed)  # fmt: skip
+    table = _measure_quietly(lambda: _per_target(backbone, clean, targets, dict(
+        sites=sites, pools=pools, measures=measures, n_boot=n_boot, seed=seed)))
     return _tidy(table)
 
 
