@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from ..data import CORRUPTIONS, ImageDataset, load_dataset
+from ..data import CORRUPTIONS, ImageDataset, known_ids, load_dataset, parse_id
+from ..errors import UnknownDatasetError
 
 
 def corrupted_ids(base: str, families: Sequence[str] = CORRUPTIONS, severities: Sequence[int] = (5,)) -> list[str]:
@@ -24,3 +25,16 @@ def base_and_corruption(dataset_id: str) -> tuple[str, str, int]:
         return dataset_id, "clean", 0
     family, _, severity = rest.partition("@")
     return base, family, int(severity)
+
+
+def check_inputs(backbone, datasets: Sequence[str], sites: Sequence[str] | None, pools: Sequence[str]) -> None:
+    """Fail before any work on a misspelled dataset id, site or pool (the message lists the valid ones)."""
+    from ..sites import resolve_sites
+
+    known = set(known_ids())
+    for dataset_id in datasets:
+        base, _ = parse_id(dataset_id)
+        if not base.startswith("folder:") and base not in known:
+            raise UnknownDatasetError(f"unknown dataset {dataset_id!r}; known ids: {', '.join(sorted(known))} "
+                                      "(or folder:/path, and +<corruption>@<severity>)")  # fmt: skip
+    resolve_sites(backbone.model, sites=sites, pools=pools)

@@ -17,6 +17,8 @@ from ..cache import cached
 from ..models import Backbone
 from ..pipeline import split_features
 from ..probes.fusion import attention_summary, fusion_variant, run_fusion
+from ..train import resolve_grid
+from .datasets import check_inputs
 
 TABLE_COLUMNS = ("model", "dataset", "site", "layer", "pool", "metric", "value", "ci_low", "ci_high")
 
@@ -44,6 +46,8 @@ def fusion_study(
     ``max_steps``: cap on training steps per fit (None: the paper's schedule on a GPU, a CPU cap
     on a CPU, see :mod:`probekit.train`).
     """
+    resolve_grid(grid)  # a misspelled grid fails here, not after extraction
+    check_inputs(backbone, datasets, extract_sites, pools)
     variants = [fusion_variant(f"alf_{s}", sites=(s,)) for s in extra_sites]
     if layer_embedding:
         variants.append(fusion_variant("alf_layer_embedding", sites=tuple(token_sites), layer_embedding=True))

@@ -24,6 +24,7 @@ from ..models import Backbone
 from ..pipeline import split_features
 from ..probes.linear import DEFAULT_CS, fit_linear_probes
 from ..sites import resolve_sites
+from .datasets import check_inputs
 from .shift import SCORE_POOL, SCORE_SITE
 
 BLOCK_OUTPUT = "resid_post"  # paper 1's "layer": the block output (RC2)
@@ -83,6 +84,7 @@ def probe_study(
     see :data:`PROTOCOLS` (``paper1`` overrides ``Cs`` and ``val_fraction``).
     """
     Cs, val_fraction = protocol_settings(protocol, Cs, val_fraction)
+    check_inputs(backbone, datasets, probe_sites or sites, probe_pools or pools)
     tables, y_test, preds = [], {}, {}
     for dataset in datasets:
         sf = split_features(backbone, dataset, max_per_class=images_per_class, seed=seed, sites=sites,
