@@ -143,6 +143,14 @@ def aggregate(df: pd.DataFrame, by: Sequence[str], values: Sequence[str] = _VALU
     return out
 
 
+FACET_COLUMNS = 4  # small multiples per row: a dozen datasets stay readable
+
+
+def _facet(chart: alt.TopLevelMixin, data: pd.DataFrame, facet: str) -> alt.FacetChart:
+    """Small multiples of ``chart`` by ``facet``, wrapped at :data:`FACET_COLUMNS` per row."""
+    return chart.facet(facet=alt.Facet(f"{facet}:N", sort=_order(data, facet), title=facet), columns=FACET_COLUMNS)
+
+
 def _order(df: pd.DataFrame, col: str) -> list[Any]:
     return [v for v in pd.unique(df[col]) if not pd.isna(v)]
 
@@ -186,7 +194,7 @@ def depth_curve(
     layers.append(base.mark_point().encode(y="value:Q", tooltip=tooltip))
     chart = alt.layer(*layers, data=data)
     if facet:
-        chart = chart.facet(column=alt.Column(f"{facet}:N", sort=_order(data, facet)))
+        chart = _facet(chart, data, facet)
     return chart.properties(title=title or f"{ytitle} by {x}")
 
 
@@ -226,7 +234,7 @@ def site_layer_heatmap(
         ))
     chart = alt.layer(*layers, data=data)
     if facet:
-        chart = chart.facet(column=alt.Column(f"{facet}:N", sort=_order(data, facet)))
+        chart = _facet(chart, data, facet)
     return chart.properties(title=title or f"{ctitle}: {y} × {x}")
 
 
@@ -322,7 +330,7 @@ def layer_attention_heatmap(
         tooltip=tooltip,
     )
     if facet:
-        chart = chart.facet(column=alt.Column(f"{facet}:N", sort=_order(data, facet)))
+        chart = _facet(chart, data, facet)
     return chart.properties(title=title or "Attention over layers")
 
 
