@@ -33,6 +33,7 @@ from probekit.errors import ProbekitError
 from probekit.keys import make_key
 from probekit.metrics import paired_bootstrap_diff
 from probekit.probes.attentive import AttentiveProbe
+from probekit.probes.standardize import l2_rows
 from probekit.train import TrainConfig, cpu_default_max_steps, resolve_device, resolve_grid, select_and_fit
 
 
@@ -95,9 +96,7 @@ def fusion_variant(name: str, *, sites: Sequence[str] | None = None, layer_embed
 
 def l2_normalise(a: np.ndarray) -> np.ndarray:
     """Rows (last axis) scaled to unit L2 norm, as float32; zero rows stay zero."""
-    a = np.asarray(a, dtype=np.float32)
-    norm = np.linalg.norm(a, axis=-1, keepdims=True)
-    return a / np.maximum(norm, 1e-12)
+    return l2_rows(a, np.float32)
 
 
 def fusion_token_list(

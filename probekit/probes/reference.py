@@ -29,13 +29,8 @@ from sklearn.preprocessing import StandardScaler
 
 from probekit.keys import parse_key
 from probekit.probes.linear import DEFAULT_METRICS, probe_keys
+from probekit.probes.standardize import l2_rows
 from probekit.probes.table import COLUMNS, probe_rows
-
-
-def l2_rows(x: np.ndarray) -> np.ndarray:
-    """Per-sample L2 normalisation, as paper 1 applies it after pooling."""
-    x = np.asarray(x, dtype=np.float64)
-    return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
 
 
 def fit_reference(

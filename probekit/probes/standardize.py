@@ -7,7 +7,14 @@ standardised with its own training statistics in one call. Statistics match scik
 
 from __future__ import annotations
 
+import numpy as np
 import torch
+
+
+def l2_rows(x: np.ndarray, dtype: type = np.float64) -> np.ndarray:
+    """The same per-sample L2 norm for numpy arrays (last axis), computed in ``dtype``; zero rows stay zero."""
+    x = np.asarray(x, dtype=dtype)
+    return x / np.maximum(np.linalg.norm(x, axis=-1, keepdims=True), 1e-12)
 
 
 def l2_normalize(x: torch.Tensor, eps: float = 1e-12) -> torch.Tensor:
