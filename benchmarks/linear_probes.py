@@ -13,11 +13,12 @@ when there are fewer rows than dimensions, so the sampled probes are also fitted
 (the optimum of the same objective; timed apart, not in the ratio) and the gaps to both are printed.
 Last line: ``ratio: <reference time (tol 1e-4) / batched time>``.
 
-    OMP_NUM_THREADS=1 .venv/bin/python benchmarks/linear_probes.py --max-per-class 20   # CPU
+    .venv/bin/python benchmarks/linear_probes.py --max-per-class 20   # CPU
 
-On a shared 2-core machine use ``OMP_NUM_THREADS=1``: with 2 threads and other jobs on the cores,
-OpenMP/OpenBLAS threads oversubscribe and both trainers slow down by large, unequal factors
-(scikit-learn by about 70x, torch by 3-7x here), which makes the ratio meaningless.
+Threads: the batched trainer uses ``--threads`` torch threads (default: every core, as a user
+runs it). scikit-learn's BLAS is limited to one thread (threadpoolctl), its fastest setting for
+these small problems: with two BLAS threads on two shared cores it ran about 70x slower here
+(oversubscription), which would inflate the ratio.
     .venv/bin/python benchmarks/linear_probes.py --device cuda --model vit_base_patch16_224 \
         --dataset cifar100 --image-size 224 --max-per-class 500     # the 50k ViT-B grid on a GPU
 """
@@ -29,6 +30,7 @@ import time
 
 import numpy as np
 import torch
+from threadpoolctl import threadpool_limits
 
 from probekit.data import load_dataset
 from probekit.extract import features
@@ -47,8 +49,11 @@ def main() -> None:
     p.add_argument("--device", default=None)
     p.add_argument("--reference-probes", type=int, default=48, help="0: fit every probe with sklearn")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--tol", type=float, default=1e-6, help="batched trainer's ||grad|| tolerance")
+    p.add_argument("--tol", type=float, default=1e-5, help="batched trainer's ||grad|| tolerance")
+    p.add_argument("--dtype", choices=("float32", "float64"), default="float32", help="batched trainer's precision")
+    p.add_argument("--threads", type=int, default=torch.get_num_threads(), help="torch threads (batched trainer)")
     a = p.parse_args()
+    torch.set_num_threads(a.threads)
 
     bb = load_model(a.model, image_size=a.image_size)
     kw = dict(pools=tuple(a.pools.split(",")), sites=[s for s in ("ln1", "attn", "resid_mid", "ln2", "fc1",
@@ -65,11 +70,12 @@ def main() -> None:
     common = dict(depth=bb.depth, metrics=("accuracy",), n_boot=0, progress=False)
     t0 = time.perf_counter()
     ours = fit_linear_probes(train, train.labels, test, test.labels, Cs=DEFAULT_CS, val_fraction=0,
-                             device=a.device, tol=a.tol, **common)  # fmt: skip
+                             device=a.device, tol=a.tol, dtype=getattr(torch, a.dtype), **common)  # fmt: skip
     if torch.cuda.is_available():
         torch.cuda.synchronize()
     t_batched = time.perf_counter() - t0
-    print(f"batched: {n_probes} probes in {t_batched:.2f} s ({ours.value.mean():.4f} mean test accuracy)")
+    print(f"batched ({a.dtype}, tol {a.tol:g}, {a.threads} threads): {n_probes} probes in {t_batched:.2f} s "
+          f"({ours.value.mean():.4f} mean test accuracy)")  # fmt: skip
 
     rng = np.random.default_rng(a.seed)
     grid = [(k, c) for k in keys for c in DEFAULT_CS]
@@ -78,6 +84,7 @@ def main() -> None:
         if a.reference_probes <= 0
         else [grid[i] for i in rng.choice(len(grid), a.reference_probes, False)]
     )
+    blas1 = threadpool_limits(limits=1, user_api="blas")
     t0 = time.perf_counter()
     ref = [
         reference_probes(train, train.labels, test, test.labels, keys=[k], pool=None, C=c, **common)
@@ -96,6 +103,7 @@ def main() -> None:
         for k, c in pick
     ]
     t_tight = time.perf_counter() - t0
+    blas1.restore_original_limits()
     import pandas as pd
 
     print(f"sklearn: {len(grid)} probes in {t_ref:.1f} s ({how}); tol=1e-8 on the same sample: {t_tight:.1f} s")

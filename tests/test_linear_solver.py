@@ -10,6 +10,7 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.preprocessing import StandardScaler
 
 from probekit.metrics import bootstrap_ci
+from probekit.probes.linear import row_space
 from probekit.probes.softmax import fit_softmax
 from probekit.probes.standardize import l2_normalize, prepare
 from probekit.probes.table import bootstrap_balanced_accuracy
@@ -53,8 +54,9 @@ def test_probes_in_a_batch_are_independent(digits) -> None:
         prepare(torch.tensor(np.sqrt(x), dtype=torch.float32)[None])[0],
     )
     # each probe's trajectory depends on its batch only through rounding, so compare optima: tight tol
-    both = fit_softmax(torch.cat([x1, x2]), torch.tensor(y), torch.tensor([0.1, 10.0]), 10, tol=1e-9)
-    alone = fit_softmax(x2, torch.tensor(y), torch.tensor([10.0]), 10, tol=1e-9)
+    f64 = {"tol": 1e-9, "dtype": torch.float64}
+    both = fit_softmax(torch.cat([x1, x2]), torch.tensor(y), torch.tensor([0.1, 10.0]), 10, **f64)
+    alone = fit_softmax(x2, torch.tensor(y), torch.tensor([10.0]), 10, **f64)
     assert torch.allclose(both.coef[1, 1], alone.coef[0, 0], atol=1e-4)
     assert both.n_iter.shape == (2, 2)
 
@@ -65,3 +67,18 @@ def test_balanced_accuracy_bootstrap_matches_metrics(digits) -> None:
     assert bootstrap_balanced_accuracy(y, pred, n_boot=200) == pytest.approx(
         bootstrap_ci(y, pred, "balanced_accuracy", n_boot=200)
     )
+
+
+@pytest.mark.parametrize("n_train", [40, 300])  # fewer rows than the 64 pixels (Gram route), and more
+def test_row_space_is_an_exact_rotation(digits, n_train: int) -> None:
+    x, _ = digits
+    tr, te = prepare(torch.tensor(x[:n_train], dtype=torch.float32)[None], torch.tensor(x[600:], dtype=torch.float32)[None])
+    ztr, zte = row_space(tr, te)
+    assert ztr.shape[-1] == min(n_train, 64)
+    # every inner product with a training row is kept, so a linear probe sees the same problem
+    scale = float(tr.square().sum(-1).max())
+    torch.testing.assert_close(ztr @ ztr.transpose(1, 2), tr @ tr.transpose(1, 2), atol=1e-4 * scale, rtol=0)
+    torch.testing.assert_close(zte @ ztr.transpose(1, 2), te @ tr.transpose(1, 2), atol=1e-4 * scale, rtol=0)
+    # the rotated columns are orthogonal (what the diagonal preconditioner relies on)
+    gram = (ztr.transpose(1, 2) @ ztr)[0]
+    assert float((gram - torch.diag(torch.diag(gram))).abs().max()) <= 1e-4 * scale

@@ -17,7 +17,8 @@ Public API::
     DEFAULT_CS                      # 8 values, 10**-4 ... 10**3, one per decade (C=1 included)
     fit_linear_probes(train, y_train, test, y_test, *, depth, keys=None, Cs=DEFAULT_CS,
                       val_fraction=0.2, seed=0, device=None, labels=None, metrics=..., n_boot=1000,
-                      max_iter=1000, tol=1e-6, memory_budget=None, progress=True) -> pandas.DataFrame
+                      max_iter=1000, tol=1e-5, dtype=torch.float32, memory_budget=None,
+                      progress=True) -> pandas.DataFrame
 
 The result is the tidy table of :mod:`probekit.probes.table` with ``trainer="batched"``:
 ``split="val"`` rows (accuracy of every ``C``, no interval) and ``split="test"`` rows (accuracy
@@ -34,7 +35,7 @@ import pandas as pd
 import torch
 
 from probekit.keys import parse_key
-from probekit.probes.softmax import SoftmaxFit, fit_softmax
+from probekit.probes.softmax import fit_softmax
 from probekit.probes.standardize import prepare
 from probekit.probes.table import COLUMNS, base_row, probe_rows
 from probekit.splits import stratified_split
@@ -86,9 +87,9 @@ def _chunks(
     for key in sorted(keys, key=lambda kk: dims[kk]):
         groups.setdefault(min(dims[key], n), []).append(key)
     for w, group in groups.items():
-        # float32 raw stacks, float64 rotated features, one C's solver state, every C's coefficients
-        per = [4 * (n + m) * dims[key] + 8 * ((n + m) * w + 30 * (w + 1) * k + 6 * n * k + n_cs * (w + 1) * k)
-               for key in group]  # fmt: skip
+        # float32: raw and rotated stacks, then the solver's state for every C (its L-BFGS memory
+        # of 2 x 5 pairs and ~12 parameter-sized buffers) and ~6 logit-sized buffers
+        per = [4 * ((n + m) * (dims[key] + w) + n_cs * k * (22 * (w + 1) + 6 * n)) for key in group]
         chunk, used = [], 0.0
         for key, size in zip(group, per):
             if chunk and used + size > budget:
@@ -115,54 +116,33 @@ def _rotated(
 
 
 def row_space(train: torch.Tensor, *others: torch.Tensor) -> list[torch.Tensor]:
-    """Express features in the principal basis of the training features (float64): an exact rotation.
+    """Express features in the principal basis of the training features: an exact rotation.
 
     An L2-penalised linear model's weights lie in the span of its training rows (the gradient
     of every loss term does, and so does the penalty's), so with ``X = U S V^T`` the probe on
-    ``X V`` (``min(n, D)`` columns) is the same probe as on ``X`` (``D`` columns), with the same
-    penalty: wide features (``act``, ``fc1``) become cheap when ``n < D``. The columns of ``X V``
-    are orthogonal, which makes the solver's diagonal preconditioner nearly exact (see
-    :func:`probekit.probes.softmax.fit_softmax`). ``V`` comes from the SVD of ``X`` when ``n < D``,
-    else from the eigenvectors of the Gram matrix ``X^T X``.
+    ``X V`` (``rank(X) <= min(n, D)`` columns) is the same probe as on ``X`` (``D`` columns), with
+    the same penalty: wide features (``act``, ``fc1``) become cheap when ``n < D``. The columns of
+    ``X V`` are orthogonal, which makes the solver's diagonal preconditioner nearly exact (see
+    :func:`probekit.probes.softmax.fit_softmax`).
+
+    When ``n < D`` nothing ``D x D`` is formed: the eigenvectors ``U`` of the ``n x n`` Gram
+    matrix ``X X^T`` give ``X V = U S`` and ``Y V = Y X^T U S^-1`` for the other sets. Directions
+    with ``S_j^2 <= 1e-9 max S^2`` (standardising centres the rows, so there is always one) carry
+    no training variance, so the optimal weights are zero there; they are set to zero in every
+    set rather than divided by a rounding error. Products run in the input precision (the
+    features were stored as float16), the eigendecomposition in float64; outputs are float32.
     """
     n, d = train.shape[-2:]
-    xd = train.double()
     if n < d:
-        v = torch.linalg.svd(xd, full_matrices=False)[2].transpose(-2, -1)
-    else:
-        v = torch.linalg.eigh(torch.bmm(xd.transpose(-2, -1), xd))[1]
-    return [torch.bmm(xd, v)] + [torch.bmm(o.double(), v) for o in others]
-
-
-def fit_path(
-    x: torch.Tensor, y: torch.Tensor, Cs: torch.Tensor, n_cls: int, *, max_iter: int = 1000,
-    restart: int = 50, **kw,
-) -> SoftmaxFit:
-    """Fit every C of ``Cs`` (``(C,)`` shared, or ``(F, C)``), warm-starting each C from the next smaller.
-
-    Along a regularisation path neighbouring solutions are close, so each solve starts near its
-    optimum; results equal independent solves (the objective is strictly convex). Each solve is
-    restarted every ``restart`` iterations from where it stands, which re-fits the solver's
-    preconditioner to the current softmax curvature (it matters at large C, where the rows
-    the probe separates stop contributing curvature); ``max_iter`` counts all iterations.
-    """
-    Cs = Cs.expand(x.shape[0], -1) if Cs.ndim == 1 else Cs
-    order = torch.argsort(Cs[0]) if Cs.shape[1] > 1 else torch.zeros(1, dtype=torch.int64)
-    fits: list[SoftmaxFit | None] = [None] * Cs.shape[1]
-    prev = None
-    for j in order.tolist():
-        done = 0
-        n_iter = None
-        while done < max_iter:
-            prev = fit_softmax(x, y, Cs[:, j : j + 1], n_cls, init=prev, max_iter=min(restart, max_iter - done), **kw)
-            n_iter = prev.n_iter if n_iter is None else n_iter + prev.n_iter
-            done += restart
-            if bool(prev.converged.all()):
-                break
-        prev = SoftmaxFit(prev.coef, prev.intercept, n_iter, prev.converged)
-        fits[j] = prev
-    cat = lambda attr: torch.cat([getattr(f, attr) for f in fits], dim=1)
-    return SoftmaxFit(cat("coef"), cat("intercept"), cat("n_iter"), cat("converged"))
+        lam, u = torch.linalg.eigh(torch.bmm(train, train.transpose(1, 2)).double())
+        keep = lam > 1e-9 * lam[:, -1:].clamp_min(1e-300)
+        s = lam.clamp_min(0).sqrt()
+        z = (u * torch.where(keep, s, 0)[:, None]).float()
+        proj = (u * torch.where(keep, 1 / s.clamp_min(1e-300), 0)[:, None]).to(train.dtype)
+        xt = train.transpose(1, 2)
+        return [z] + [torch.bmm(torch.bmm(o, xt), proj).float() for o in others]
+    v = torch.linalg.eigh(torch.bmm(train.transpose(1, 2), train).double())[1].to(train.dtype)
+    return [torch.bmm(x, v).float() for x in (train, *others)]
 
 
 def _stack(
@@ -189,7 +169,8 @@ def fit_linear_probes(
     metrics: Sequence[str] = DEFAULT_METRICS,
     n_boot: int = 1000,
     max_iter: int = 1000,
-    tol: float = 1e-6,
+    tol: float = 1e-5,
+    dtype: torch.dtype = torch.float32,
     memory_budget: float | None = None,
     progress: bool = True,
     predictions: dict[str, np.ndarray] | None = None,
@@ -225,17 +206,11 @@ def fit_linear_probes(
     rows: list[dict] = []
     unconverged = 0
     common = {"depth": depth, "labels": labels, "trainer": "batched", "n_boot": n_boot}
+    solver = {"max_iter": max_iter, "tol": tol, "dtype": dtype}
     for chunk in chunks:
         if select:
             xf, xv = _rotated(train, fit_idx, train, val_idx, chunk, dev)
-            fit = fit_path(
-                xf,
-                torch.from_numpy(ytr[fit_idx]),
-                torch.tensor(Cs, dtype=torch.float64),
-                n_cls,
-                max_iter=max_iter,
-                tol=tol,
-            )
+            fit = fit_softmax(xf, torch.from_numpy(ytr[fit_idx]), torch.tensor(Cs), n_cls, **solver)
             unconverged += int((~fit.converged).sum())
             val_acc = (fit.predict(xv).cpu().numpy() == ytr[val_idx]).mean(-1)  # (F, C)
             best = val_acc.argmax(1)  # first maximum: the smallest C among ties
@@ -249,7 +224,7 @@ def fit_linear_probes(
         else:
             c_fit = torch.tensor(Cs, dtype=torch.float64)
         xtr, xte = _rotated(train, None, test, None, chunk, dev)
-        fit = fit_path(xtr, torch.from_numpy(ytr), c_fit, n_cls, max_iter=max_iter, tol=tol)
+        fit = fit_softmax(xtr, torch.from_numpy(ytr), c_fit, n_cls, **solver)
         unconverged += int((~fit.converged).sum())
         pred = classes[fit.predict(xte).cpu().numpy()]  # (F, C', m)
         c_fit = c_fit.expand(len(chunk), -1).numpy()

@@ -7,22 +7,36 @@ Solves, for every feature set ``f`` and regularisation value ``C``, exactly scik
 
 so a probe here and scikit-learn's at the same ``C`` are the same model. The solver is L-BFGS,
 batched over probes: every probe keeps its own curvature history, step length (Armijo
-backtracking) and stopping test, but all probes share each matrix product.
+backtracking) and stopping test, but all probes share each matrix product. Feature sets of
+equal width are stacked as ``X: (F, n, D)``; all ``C`` values of one feature set are solved
+together, so one ``bmm`` of the ``(F, C*K, D)`` weights by ``(F, D, n)`` evaluates all ``F * C``
+probes and each feature matrix is read once per evaluation, not once per ``C``.
+
+The L-BFGS memory is kept in compact form (Byrd, Nocedal & Schnabel 1994): ``-H g`` is one
+batched product of the stored pairs with a ``2m``-vector of coefficients from ``m x m`` algebra,
+and each new pair's inner products with the memory come from one more product. That replaces the
+two-loop recursion's ``~4m`` elementwise passes per iteration, which dominated the time. A
+probe that needs backtracking is re-evaluated alone (with the other ``C`` values of its feature
+set), not with the whole batch.
 
 Stopping test: ``||grad||_2 <= tol`` in the original variables. It implies scikit-learn's
 ``max |grad| <= tol`` (its ``gtol``) in every orthonormal basis, so the exact rotation of
 :func:`probekit.probes.linear.row_space` cannot loosen it. With fewer rows than dimensions and a
 large ``C`` the optimum is flat (the penalty's curvature is ``1/(C n)``), and stopping at
 scikit-learn's default ``tol=1e-4`` lands at a point whose test accuracy can differ from the
-optimum's by several points; in float64, ``tol=1e-6`` reaches the optimum's predictions.
+optimum's by several points. With the default ``tol=1e-5`` (DINOv2-S/14 features of digits,
+200 training and 200 test images, 384 probes, C from 1e-4 to 1e3) the mean test accuracy was
+within 0.1 point of the optimum's and every probe within 0.5 point at C <= 100 (2 points at
+C = 1000, where the optimum is flattest). ``dtype=float32`` (the default, about twice as fast)
+resolves gradients down to about ``1e-6`` on standardised features; for a smaller ``tol`` ask
+for ``float64``.
 
 Preconditioning: a diagonal change of variables ``w = p * v`` (the objective is unchanged),
 ``p_j = (sum_i c_i x_ij^2 / n + 1/(C n))^(-1/2)`` with ``c_i`` the softmax curvature of row ``i``
-at the starting point. In the orthogonal-column basis of ``row_space`` this is close to the inverse
-Hessian's diagonal; with a warm start along the regularisation path (``init``,
-:func:`probekit.probes.linear.fit_path`) ``c_i`` already reflects the rows the probe separates. Feature sets of equal width are stacked as ``X: (F, n, D)``;
-the ``C`` values of one feature set share its features, so one ``bmm`` of ``(F, n, D)`` by
-``(F, D, C*K)`` evaluates all ``F * C`` probes. Runs on any torch device.
+at the (re)start point. In the orthogonal-column basis of ``row_space`` this is close to the
+inverse Hessian's diagonal. The solve restarts every ``restart`` iterations from where it
+stands, which re-fits ``p`` to the current curvature (at large C the rows a probe separates stop
+contributing curvature) and clears the memory. Runs on any torch device.
 """
 
 from __future__ import annotations
@@ -49,14 +63,119 @@ class SoftmaxFit:
         return logits.argmax(-1).permute(0, 2, 1)
 
 
-def _dot(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    """Per-probe inner product of two ``(F, D+1, C, K)`` tensors -> ``(F, C)``."""
-    return (a * b).sum((1, 3))
+class _Objective:
+    """scikit-learn's objective for ``B`` feature sets x ``C`` values; parameters ``theta: (B, C, K, D+1)``.
+
+    ``theta[..., :D]`` are the weights, ``theta[..., D]`` the intercepts: probe-major, so every
+    probe's parameters are one contiguous vector for the L-BFGS algebra, and class-major within a
+    probe, so logits come out as ``(B, C, K, n)`` with the rows innermost, where the softmax over
+    the ``K`` classes is a fast strided reduction (a softmax over an innermost axis of 10 is not).
+    """
+
+    def __init__(self, x: torch.Tensor, y: torch.Tensor, Cs: torch.Tensor, n_classes: int, dtype: torch.dtype):
+        self.x = x.to(dtype).contiguous()
+        B, n, D = self.x.shape
+        self.n, self.D, self.K = n, D, n_classes
+        self.x_n = self.x / n  # the gradient's 1/n folded into its product
+        self.mu = (1.0 / (Cs.to(self.x.device, torch.float64) * n)).to(dtype).expand(B, -1).contiguous()
+        self.C = self.mu.shape[1]
+        self.y = y.to(self.x.device).view(1, 1, 1, n).expand(B, self.C, 1, n)
+
+    def keep(self, sets: torch.Tensor, cs: torch.Tensor) -> None:
+        """Drop every feature set but ``sets`` and every regularisation value but ``cs``."""
+        self.x, self.x_n, self.mu, self.y = self.x[sets], self.x_n[sets], self.mu[sets][:, cs], self.y[sets][:, cs]
+        self.C = len(cs)
+
+    def logits(self, theta: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        """``(B, C, K, n)`` logits of the probes ``theta`` on rows ``x: (B, n, D)``."""
+        B, C, K, D = theta.shape[0], theta.shape[1], self.K, self.D
+        flat = theta.view(B, C * K, D + 1)
+        return torch.baddbmm(flat[:, :, D:], flat[:, :, :D], x.transpose(1, 2)).view(B, C, K, x.shape[1])
+
+    def value_grad(self, theta: torch.Tensor, idx: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """Objective ``(B, C)`` and gradient (shape of ``theta``); ``idx``: the feature sets ``theta`` belongs to."""
+        x, x_n, mu = (self.x, self.x_n, self.mu) if idx is None else (self.x[idx], self.x_n[idx], self.mu[idx])
+        B, C, K, D, n = theta.shape[0], self.C, self.K, self.D, self.n
+        y = self.y[:B]
+        w = theta[..., :D]
+        logp = torch.log_softmax(self.logits(theta, x), 2)
+        f = logp.gather(2, y).sum((2, 3)).div_(-n) + 0.5 * mu * w.square().sum((2, 3))
+        res = logp.exp_().scatter_add_(2, y, logp.new_full((1, 1, 1, 1), -1.0).expand(B, C, 1, n))
+        g = torch.empty_like(theta)
+        gw = torch.bmm(res.view(B, C * K, n), x_n).view(B, C, K, D)
+        torch.addcmul(gw, mu[:, :, None, None], w, out=g[..., :D])
+        torch.sum(res, 3, out=g[..., D]).div_(n)
+        return f, g
+
+    def scale(self, theta: torch.Tensor) -> torch.Tensor:
+        """The diagonal preconditioner ``p`` at ``theta`` (module docstring), shape ``(B, C, 1, D+1)``."""
+        B, C, K, D, n = theta.shape[0], self.C, self.K, self.D, self.n
+        prob = torch.softmax(self.logits(theta, self.x), 2)
+        curv = (prob * (1 - prob)).mean(2) * (K / max(K - 1, 1))  # (B, C, n)
+        pre = torch.empty(B, C, 1, D + 1, dtype=theta.dtype, device=theta.device)
+        pre[:, :, 0, :D] = torch.baddbmm(self.mu[:, :, None], curv, self.x_n * self.x).rsqrt()
+        pre[:, :, 0, D] = curv.mean(2).clamp_min(1e-12).rsqrt()
+        return pre
 
 
-def _bc(v: torch.Tensor) -> torch.Tensor:
-    """Broadcast a per-probe ``(F, C)`` tensor against ``(F, D+1, C, K)``."""
-    return v[:, None, :, None]
+class _Memory:
+    """L-BFGS memory of ``m`` pairs for ``N`` probes in compact form (Byrd, Nocedal & Schnabel 1994).
+
+    ``pairs: (N, 2m, P)`` holds ``s_1..s_m, y_1..y_m`` in a ring; ``sy[i, j] = s_i . y_j``,
+    ``yy[i, j] = y_i . y_j`` and ``ab = (S^T g, Y^T g)`` are kept up to date by one batched
+    product per new pair. Pairs with too little curvature (``s . y <= 0``) are stored but masked.
+    """
+
+    def __init__(self, N: int, m: int, P: int, dtype: torch.dtype, device: torch.device):
+        z = lambda *shape, dt=dtype: torch.zeros(*shape, dtype=dt, device=device)  # noqa: E731
+        self.m, self.count = m, 0
+        self.pairs, self.sy, self.yy, self.ab = z(N, 2 * m, P), z(N, m, m), z(N, m, m), z(N, 2 * m)
+        self.valid, self.new = z(N, m, dt=torch.bool), z(N, 3, P)
+        self.gamma = torch.ones(N, dtype=dtype, device=device)
+
+    def keep(self, idx: torch.Tensor) -> None:
+        for name in ("pairs", "sy", "yy", "ab", "valid", "gamma", "new"):
+            setattr(self, name, getattr(self, name)[idx])
+
+    def hg(self, g: torch.Tensor, on: torch.Tensor) -> torch.Tensor:
+        """``H g`` for ``g: (N, P)``; zero for probes with ``on`` false."""
+        gamma = self.gamma * on
+        j = min(self.count, self.m)
+        if j == 0:
+            return g * gamma[:, None]
+        o = torch.tensor([(self.count - j + i) % self.m for i in range(j)], device=g.device)  # oldest first
+        val = self.valid[:, o]
+        both = val[:, :, None] & val[:, None, :]
+        sy = self.sy[:, o][:, :, o]
+        r = torch.where(both, torch.triu(sy), 0) + torch.diag_embed((~val).to(g.dtype))
+        a = (self.ab[:, o] * val)[:, :, None]
+        b = (self.ab[:, self.m + o] * val)[:, :, None]
+        yy = torch.where(both, self.yy[:, o][:, :, o], 0)
+        p = torch.linalg.solve_triangular(r, a, upper=True)
+        dg = (torch.diagonal(sy, dim1=1, dim2=2) * val)[:, :, None]
+        q = torch.linalg.solve_triangular(r.transpose(1, 2), dg * p + gamma[:, None, None] * (yy @ p - b), upper=False)
+        coef = torch.zeros_like(self.ab)
+        coef[:, o] = q[:, :, 0] * on[:, None]
+        coef[:, self.m + o] = -(gamma[:, None] * p[:, :, 0])
+        return torch.baddbmm((g * gamma[:, None])[:, None], coef[:, None], self.pairs).squeeze(1)
+
+    def push(self, s: torch.Tensor, y: torch.Tensor, g: torch.Tensor) -> None:
+        """Store the pair ``(s, y)`` (each ``(N, P)``) and the inner products with the new gradient ``g``."""
+        m, slot = self.m, self.count % self.m
+        self.pairs[:, slot] = s
+        self.pairs[:, m + slot] = y
+        self.new[:, 0], self.new[:, 1], self.new[:, 2] = s, y, g
+        prods = torch.bmm(self.pairs, self.new.transpose(1, 2))  # (N, 2m, 3)
+        self.sy[:, :, slot] = prods[:, :m, 1]
+        self.sy[:, slot, :] = prods[:, m:, 0]
+        self.yy[:, :, slot] = prods[:, m:, 1]
+        self.yy[:, slot, :] = prods[:, m:, 1]
+        self.ab = prods[:, :, 2].contiguous()
+        sy, yy = prods[:, m + slot, 0], prods[:, m + slot, 1]
+        ok = sy > 1e-10 * yy.clamp_min(1e-30)
+        self.valid[:, slot] = ok
+        self.gamma = torch.where(ok, sy / yy.clamp_min(1e-30), self.gamma)
+        self.count += 1
 
 
 def fit_softmax(
@@ -66,131 +185,122 @@ def fit_softmax(
     n_classes: int,
     *,
     max_iter: int = 1000,
-    tol: float = 1e-6,
-    history: int = 10,
+    tol: float = 1e-5,
+    history: int = 5,
+    restart: int = 20,
+    dtype: torch.dtype = torch.float32,
     init: SoftmaxFit | None = None,
+    batch: int | None = None,
 ) -> SoftmaxFit:
     """Fit ``F * C`` L2-regularised multinomial logistic probes by batched L-BFGS.
 
-    ``x``: ``(F, n, D)`` preprocessed features (solved in float64); ``y``: ``(n,)`` int64 labels in ``[0, n_classes)``;
-    ``Cs``: ``(C,)`` shared by all feature sets or ``(F, C)`` per feature set. ``init``: a fit of
-    the same shapes to start from (warm start along a regularisation path).
+    ``x``: ``(F, n, D)`` preprocessed features; ``y``: ``(n,)`` int64 labels in ``[0, n_classes)``;
+    ``Cs``: ``(C,)`` shared by all feature sets or ``(F, C)`` per feature set. ``dtype``: the
+    precision of the solve (see the module docstring for what ``float32`` can resolve).
+    ``init``: a fit of the same shapes to start from. ``batch``: feature sets solved together
+    (default: 16 on a CPU, where a batch's working set then stays in cache; all on a GPU).
 
-    Feature sets whose probes have all stopped are dropped from the batch as the solve goes on,
-    so the last, slowest probes do not pay for the finished ones.
+    Feature sets whose probes have all stopped, and ``C`` values that have stopped in every
+    feature set, are dropped from the batch as the solve goes on, so the last, slowest probes
+    (large ``C``) do not pay for the finished ones.
     """
-    x = x.double()  # float32 cannot resolve gradients of 1e-6 on flat (large-C) objectives
+    Cs = torch.as_tensor(Cs)
+    batch = batch or (16 if x.device.type == "cpu" else len(x))
+    kw = dict(max_iter=max_iter, tol=tol, history=history, restart=restart, dtype=dtype)
+    fits = []
+    for i in range(0, len(x), batch):
+        part = slice(i, i + batch)
+        start = None if init is None else (init.coef[part], init.intercept[part])
+        fits.append(_solve(x[part], y, Cs[part] if Cs.ndim == 2 else Cs, n_classes, start, **kw))
+    if len(fits) == 1:
+        return fits[0]
+    return SoftmaxFit(*(torch.cat([getattr(f, a) for f in fits]) for a in ("coef", "intercept", "n_iter", "converged")))
+
+
+def _solve(
+    x: torch.Tensor, y: torch.Tensor, Cs: torch.Tensor, n_classes: int,
+    init: tuple[torch.Tensor, torch.Tensor] | None, *, max_iter: int, tol: float, history: int, restart: int,
+    dtype: torch.dtype,
+) -> SoftmaxFit:
+    """One batch of :func:`fit_softmax`."""  # fmt: skip
     F, n, D = x.shape
-    K = n_classes
-    dev, dt = x.device, x.dtype
-    Cs = torch.as_tensor(Cs, dtype=dt, device=dev)
-    Cs = Cs.expand(F, -1) if Cs.ndim == 1 else Cs
-    C = Cs.shape[1]
-    mu = 1.0 / (Cs * n)
-    onehot = torch.nn.functional.one_hot(y.to(dev), K).to(dt)[None, :, None, :]
-    xt = x.transpose(1, 2)
-    theta0 = torch.zeros(F, D + 1, C, K, dtype=dt, device=dev)
+    K, dev = n_classes, x.device
+    obj = _Objective(x, y, Cs, K, dtype)
+    C, P = obj.C, (D + 1) * K
+    theta = torch.zeros(F, C, K, D + 1, dtype=dtype, device=dev)
     if init is not None:
-        theta0[:, :D] = init.coef.permute(0, 2, 1, 3).to(dt)
-        theta0[:, D] = init.intercept.to(dt)
-    # diagonal preconditioner (module docstring): per-row softmax curvature at the start, (F, n, C)
-    logits0 = torch.baddbmm(theta0[:, D].reshape(F, 1, C * K), x, theta0[:, :D].reshape(F, D, C * K))
-    prob0 = torch.softmax(logits0.view(F, n, C, K), -1)
-    curv_i = (prob0 * (1 - prob0)).mean(-1) * (K / max(K - 1, 1))
-    pre = torch.empty(F, D + 1, C, 1, dtype=dt, device=dev)
-    pre[:, :D] = (torch.bmm(xt.square(), curv_i) / n + mu[:, None, :]).rsqrt()[..., None]
-    pre[:, D] = curv_i.mean(1).clamp_min(1e-12).rsqrt()[..., None]
-
-    def fg(v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        theta = v * pre
-        w = theta[:, :D]
-        logits = torch.baddbmm(theta[:, D].reshape(F, 1, C * K), x, w.reshape(F, D, C * K)).view(F, n, C, K)
-        lse = torch.logsumexp(logits, -1)
-        f = (lse - (logits * onehot).sum(-1)).mean(1) + 0.5 * mu * w.square().sum((1, 3))
-        r = (torch.exp(logits - lse[..., None]) - onehot) / n
-        g = torch.empty_like(theta)
-        g[:, :D] = torch.bmm(xt, r.view(F, n, C * K)).view(F, D, C, K) + _bc(mu) * w
-        g[:, D] = r.sum(1)
-        return f, g * pre
-
-    def gnorm(g: torch.Tensor) -> torch.Tensor:
-        """L2 norm of the gradient in the original variables (bounds max |grad| in any orthonormal basis)."""
-        return (g / pre).square().sum((1, 3)).sqrt()
-
-    theta = theta0 / pre
-    f, g = fg(theta)
-    active = gnorm(g) > tol
-    n_iter = torch.zeros(F, C, dtype=torch.int64, device=dev)
-    gamma = 1.0 / g.square().sum((1, 3)).sqrt().clamp_min(1e-12)
-    s_hist: list[torch.Tensor] = []
-    y_hist: list[torch.Tensor] = []
-    rho_hist: list[torch.Tensor] = []
+        theta[..., :D] = init[0].transpose(2, 3).to(theta)
+        theta[..., D] = init[1].to(theta)
     rows = torch.arange(F, device=dev)  # which original feature sets are still in the batch
-    theta_out, g_out, n_iter_out = theta.clone(), g.clone(), n_iter.clone()
-    for _ in range(max_iter):
-        if not bool(active.any()):
-            break
-        live = active.any(1)
-        if int(live.sum()) <= 0.75 * len(rows):  # drop feature sets whose probes have all stopped
-            theta_out[rows], g_out[rows], n_iter_out[rows] = theta * pre, g / pre, n_iter
-            keep = live.nonzero().squeeze(1)
-            rows = rows[keep]
-            F = len(rows)
-            x, xt, mu, pre, theta, f, g = x[keep], xt[keep], mu[keep], pre[keep], theta[keep], f[keep], g[keep]
-            active, n_iter, gamma = active[keep], n_iter[keep], gamma[keep]
-            s_hist = [h[keep] for h in s_hist]
-            y_hist = [h[keep] for h in y_hist]
-            rho_hist = [h[keep] for h in rho_hist]
-        # two-loop recursion, every probe with its own history
-        q = -g
-        alphas = []
-        for s, yv, rho in zip(reversed(s_hist), reversed(y_hist), reversed(rho_hist)):
-            a = rho * _dot(s, q)
-            q = q - _bc(a) * yv
-            alphas.append(a)
-        d = _bc(gamma) * q
-        for s, yv, rho, a in zip(s_hist, y_hist, rho_hist, reversed(alphas)):
-            bcoef = rho * _dot(yv, d)
-            d = d + _bc(a - bcoef) * s
-        gd = _dot(g, d)
-        bad = gd >= 0  # not a descent direction: fall back to scaled steepest descent
-        if bool(bad.any()):
-            d = torch.where(_bc(bad), -_bc(gamma) * g, d)
-            gd = _dot(g, d)
-        d = d * _bc(active)
-        # batched Armijo backtracking
-        t = torch.ones(F, C, dtype=dt, device=dev)
-        done = ~active
-        new_theta, new_f, new_g = theta, f, g
-        for _ls in range(40):
-            trial = theta + _bc(t) * d
-            ft, gt = fg(trial)
-            ok = (ft <= f + 1e-4 * t * gd) & torch.isfinite(ft) & ~done
-            if bool(ok.any()):
-                m = _bc(ok)
-                new_theta = torch.where(m, trial, new_theta)
-                new_g = torch.where(m, gt, new_g)
-                new_f = torch.where(ok, ft, new_f)
-                done = done | ok
-            if bool(done.all()):
+    cols = torch.arange(C, device=dev)  # and which regularisation values
+    theta_out, gnorm_out = theta.clone(), torch.zeros(F, C, dtype=torch.float64, device=dev)
+    n_iter, n_iter_out = torch.zeros(F, C, dtype=torch.int64, device=dev), torch.zeros(F, C, dtype=torch.int64, device=dev)
+    slack = 8 * torch.finfo(dtype).eps  # relative noise of f in this precision
+
+    f, g = obj.value_grad(theta)
+    gnorm = torch.linalg.vector_norm(g.double(), dim=(2, 3))
+    active = gnorm > tol
+    done_iter = 0
+    while done_iter < max_iter and bool(active.any()):
+        # (re)start: preconditioner fitted at the current point, empty memory
+        pre = obj.scale(theta)
+        v, gv = theta / pre, g * pre
+        mem = _Memory(len(rows) * C, history, P, dtype, dev)
+        for _ in range(min(restart, max_iter - done_iter)):
+            if not bool(active.any()):
                 break
-            t = torch.where(done, t, 0.5 * t)
-        failed = ~done  # no decrease found: the probe is at float precision, stop it there
-        s = new_theta - theta
-        yv = new_g - g
-        sy = _dot(s, yv)
-        valid = sy > 1e-10 * _dot(yv, yv).clamp_min(1e-30)
-        rho = torch.where(valid, 1.0 / torch.where(valid, sy, 1.0), 0.0)
-        gamma = torch.where(valid, sy / _dot(yv, yv).clamp_min(1e-30), gamma)
-        s_hist.append(s)
-        y_hist.append(yv)
-        rho_hist.append(rho)
-        if len(s_hist) > history:
-            s_hist.pop(0), y_hist.pop(0), rho_hist.pop(0)
-        theta, f, g = new_theta, new_f, new_g
-        n_iter += active.long()
-        active = active & ~failed & (gnorm(g) > tol)
-    theta_out[rows], g_out[rows], n_iter_out[rows] = theta * pre, g / pre, n_iter
-    converged = g_out.square().sum((1, 3)).sqrt() <= tol
-    coef = theta_out[:, :D].permute(0, 2, 1, 3).contiguous()
-    return SoftmaxFit(coef, theta_out[:, D].contiguous(), n_iter_out, converged)
+            live, live_c = active.any(1), active.any(0)
+            if int(live.sum()) <= 0.75 * len(rows) or int(live_c.sum()) <= 0.75 * len(cols):
+                # drop feature sets whose probes have all stopped, and C values stopped in every set
+                theta_out[rows[:, None], cols], gnorm_out[rows[:, None], cols] = theta, gnorm
+                n_iter_out[rows[:, None], cols] = n_iter
+                kr, kc = live.nonzero().squeeze(1), live_c.nonzero().squeeze(1)
+                rows, cols = rows[kr], cols[kc]
+                obj.keep(kr, kc)
+                mem.keep((kr[:, None] * C + kc).reshape(-1))
+                C = len(cols)
+                sub = lambda t: t[kr][:, kc]  # noqa: E731
+                theta, f, g, v, gv, pre, gnorm, active, n_iter = map(sub, (theta, f, g, v, gv, pre, gnorm, active, n_iter))
+            B = len(rows)
+            d = -mem.hg(gv.view(B * C, P), active.view(-1).to(dtype)).view(B, C, K, D + 1)
+            gd = (gv * d).sum((2, 3))
+            bad = gd >= 0  # not a descent direction: fall back to scaled steepest descent
+            if bool(bad.any()):
+                d = torch.where(bad[:, :, None, None], -gv * mem.gamma.view(B, C, 1, 1), d)
+                gd = (gv * d).sum((2, 3))
+            # batched Armijo backtracking; after the first trial only feature sets with a rejected step are re-evaluated
+            t = torch.ones(B, C, dtype=dtype, device=dev)
+            accepted = ~active
+            v_new, f_new, g_new = v.clone(), f.clone(), g.clone()
+            idx = None
+            for _ls in range(40):
+                sel = (lambda a: a) if idx is None else (lambda a: a[idx])  # noqa: E731
+                ts = sel(t)
+                trial = sel(v) + ts[:, :, None, None] * sel(d)
+                ft, gt = obj.value_grad(trial * sel(pre), idx)
+                ok = (ft <= sel(f) + 1e-4 * ts * sel(gd) + slack * sel(f).abs()) & torch.isfinite(ft) & ~sel(accepted)
+                okb = ok[:, :, None, None]
+                if idx is None:
+                    v_new, g_new, f_new = torch.where(okb, trial, v_new), torch.where(okb, gt, g_new), torch.where(ok, ft, f_new)
+                else:
+                    v_new[idx] = torch.where(okb, trial, v_new[idx])
+                    g_new[idx] = torch.where(okb, gt, g_new[idx])
+                    f_new[idx] = torch.where(ok, ft, f_new[idx])
+                accepted = accepted | (ok if idx is None else torch.zeros_like(accepted).index_put_((idx,), ok))
+                need = ~accepted
+                if not bool(need.any()):
+                    break
+                t = torch.where(need, 0.5 * t, t)
+                idx = need.any(1).nonzero().squeeze(1)
+            failed = ~accepted  # no decrease found: the probe is at float precision, stop it there
+            gv_new = g_new * pre
+            mem.push((v_new - v).view(B * C, P), (gv_new - gv).view(B * C, P), gv_new.view(B * C, P))
+            v, f, g, gv = v_new, f_new, g_new, gv_new
+            theta = v * pre
+            gnorm = torch.linalg.vector_norm(g.double(), dim=(2, 3))
+            n_iter += active.long()
+            active = active & ~failed & (gnorm > tol)
+            done_iter += 1
+    theta_out[rows[:, None], cols], gnorm_out[rows[:, None], cols], n_iter_out[rows[:, None], cols] = theta, gnorm, n_iter
+    coef = theta_out[..., :D].transpose(2, 3).contiguous()
+    return SoftmaxFit(coef, theta_out[..., D].contiguous(), n_iter_out, gnorm_out <= tol)

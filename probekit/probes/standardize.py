@@ -23,12 +23,14 @@ def l2_normalize(x: torch.Tensor, eps: float = 1e-12) -> torch.Tensor:
 
 
 def fit_standardizer(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Mean and scale over samples (dim -2) of ``x``: shapes ``(..., 1, D)``, like ``StandardScaler``."""
-    xd = x.double()
-    mean = xd.mean(dim=-2, keepdim=True)
-    std = xd.var(dim=-2, unbiased=False, keepdim=True).sqrt()
-    std = torch.where(std < 10 * torch.finfo(torch.float64).eps * mean.abs().clamp_min(1.0), 1.0, std)
-    return mean.to(x.dtype), std.to(x.dtype)
+    """Mean and scale over samples (dim -2) of ``x``: shapes ``(..., 1, D)``, like ``StandardScaler``.
+
+    Computed in the precision of ``x``; a feature whose spread is within rounding of its mean
+    (``10 eps |mean|``) counts as constant.
+    """
+    mean = x.mean(dim=-2, keepdim=True)
+    std = x.var(dim=-2, unbiased=False, keepdim=True).sqrt()
+    return mean, torch.where(std < 10 * torch.finfo(x.dtype).eps * mean.abs().clamp_min(1.0), 1.0, std)
 
 
 def standardize(x: torch.Tensor, mean: torch.Tensor, std: torch.Tensor) -> torch.Tensor:
