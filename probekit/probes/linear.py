@@ -39,6 +39,7 @@ from probekit.probes.softmax import fit_softmax
 from probekit.probes.standardize import prepare
 from probekit.probes.table import COLUMNS, base_row, probe_rows
 from probekit.splits import stratified_split
+from probekit.store import FeatureStore
 
 DEFAULT_CS: tuple[float, ...] = tuple(float(c) for c in np.logspace(-4, 3, 8))
 DEFAULT_METRICS = ("accuracy", "balanced_accuracy")
@@ -148,9 +149,13 @@ def row_space(train: torch.Tensor, *others: torch.Tensor) -> list[torch.Tensor]:
 def _stack(
     feats: Mapping[str, np.ndarray], keys: list[str], rows: np.ndarray | None, dev: torch.device
 ) -> torch.Tensor:
-    arrs = [np.asarray(feats[k], dtype=np.float32) for k in keys]
+    """``(len(keys), n, D)`` float32 on ``dev``. A feature store's arrays are stacked in their stored
+    precision (float16 as extracted) and converted by torch, whose conversion is vectorised."""
+    arrs = [feats.load(k, mmap=True) if isinstance(feats, FeatureStore) else np.asarray(feats[k]) for k in keys]
     x = np.stack([a if rows is None else a[rows] for a in arrs])
-    return torch.from_numpy(x).to(dev)
+    if x.dtype not in (np.float16, np.float32):
+        x = x.astype(np.float32)
+    return torch.from_numpy(x).to(dev).float()
 
 
 def fit_linear_probes(
