@@ -77,3 +77,13 @@ def test_reference_pool_filter_and_errors(stores) -> None:
         fit_linear_probes(train, ytr, test, yte, depth=2, keys=["blocks.0.act/tokens"], progress=False)
     with pytest.raises(ValueError, match="labels"):
         fit_linear_probes(train, ytr[:-1], test, yte, depth=2, progress=False)
+
+
+def test_unconverged_probes_are_reported_with_their_reason(stores) -> None:
+    train, ytr, test, yte = stores
+    common = dict(depth=2, keys=["embed/mean"], Cs=[100.0], val_fraction=0, n_boot=0, progress=False)
+    with pytest.warns(UserWarning, match="max_iter=3"):
+        fit_linear_probes(train, ytr, test, yte, max_iter=3, **common)
+    # float32 cannot resolve a gradient of 1e-10: the solve stops at its precision and says how to go further
+    with pytest.warns(UserWarning, match="dtype=torch.float64"):
+        fit_linear_probes(train, ytr, test, yte, tol=1e-10, **common)

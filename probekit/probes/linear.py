@@ -35,7 +35,7 @@ import pandas as pd
 import torch
 
 from probekit.keys import parse_key
-from probekit.probes.softmax import fit_softmax
+from probekit.probes.softmax import SoftmaxFit, fit_softmax
 from probekit.probes.standardize import prepare
 from probekit.probes.table import COLUMNS, base_row, probe_rows
 from probekit.splits import stratified_split
@@ -209,14 +209,14 @@ def fit_linear_probes(
 
         chunks = progress_bar(chunks, desc=f"linear probes ({len(keys)} keys x {len(Cs)} C)", unit="batch")
     rows: list[dict] = []
-    unconverged = 0
+    stopped = {"max_iter": 0, "precision": 0}  # probes that ended before ||grad|| <= tol, by reason
     common = {"depth": depth, "labels": labels, "trainer": "batched", "n_boot": n_boot}
     solver = {"max_iter": max_iter, "tol": tol, "dtype": dtype}
     for chunk in chunks:
         if select:
             xf, xv = _rotated(train, fit_idx, train, val_idx, chunk, dev)
             fit = fit_softmax(xf, torch.from_numpy(ytr[fit_idx]), torch.tensor(Cs), n_cls, **solver)
-            unconverged += int((~fit.converged).sum())
+            _count_stops(fit, max_iter, stopped)
             val_acc = (fit.predict(xv).cpu().numpy() == ytr[val_idx]).mean(-1)  # (F, C)
             best = val_acc.argmax(1)  # first maximum: the smallest C among ties
             rows += [
@@ -230,7 +230,7 @@ def fit_linear_probes(
             c_fit = torch.tensor(Cs, dtype=torch.float64)
         xtr, xte = _rotated(train, None, test, None, chunk, dev)
         fit = fit_softmax(xtr, torch.from_numpy(ytr), c_fit, n_cls, **solver)
-        unconverged += int((~fit.converged).sum())
+        _count_stops(fit, max_iter, stopped)
         pred = classes[fit.predict(xte).cpu().numpy()]  # (F, C', m)
         c_fit = c_fit.expand(len(chunk), -1).numpy()
         if predictions is not None:
@@ -240,10 +240,20 @@ def fit_linear_probes(
                 rows += probe_rows(key, **common, regularisation=c_fit[i, j], split="test", y_true=y_test,
                                    y_pred=pred[i, j], metrics=metrics)  # fmt: skip
         del xtr, xte, fit
-    if unconverged:
-        warnings.warn(f"{unconverged} probe fits stopped at max_iter={max_iter} before ||grad|| <= {tol}; "
+    if stopped["max_iter"]:
+        warnings.warn(f"{stopped['max_iter']} probe fits stopped at max_iter={max_iter} before ||grad|| <= {tol}; "
                       "raise max_iter for exact agreement with scikit-learn", stacklevel=2)  # fmt: skip
+    if stopped["precision"]:
+        warnings.warn(f"{stopped['precision']} probe fits stopped before ||grad|| <= {tol} because {dtype} could not "
+                      "decrease the objective further; pass dtype=torch.float64 or a larger tol", stacklevel=2)  # fmt: skip
     return pd.DataFrame(rows, columns=list(COLUMNS) + [c for c in rows[0] if c not in COLUMNS])
+
+
+def _count_stops(fit: SoftmaxFit, max_iter: int, stopped: dict[str, int]) -> None:
+    """Add ``fit``'s unconverged probes to ``stopped``: out of iterations, or at the solve's precision."""
+    out = ~fit.converged
+    stopped["max_iter"] += int((out & (fit.n_iter >= max_iter)).sum())
+    stopped["precision"] += int((out & (fit.n_iter < max_iter)).sum())
 
 
 def _val_row(key: str, c: float, acc: float, common: dict) -> dict:

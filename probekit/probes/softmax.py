@@ -29,7 +29,9 @@ optimum's by several points. With the default ``tol=1e-5`` (DINOv2-S/14 features
 within 0.1 point of the optimum's and every probe within 0.5 point at C <= 100 (2 points at
 C = 1000, where the optimum is flattest). ``dtype=float32`` (the default, about twice as fast)
 resolves gradients down to about ``1e-6`` on standardised features; for a smaller ``tol`` ask
-for ``float64``.
+for ``float64``. A probe whose precision runs out first stops unconverged (``converged``
+false, ``n_iter < max_iter``): when no step decreases the objective any more, or when
+``||grad||`` has not halved its best value in 50 iterations.
 
 Preconditioning: a diagonal change of variables ``w = p * v`` (the objective is unchanged),
 ``p_j = (sum_i c_i x_ij^2 / n + 1/(C n))^(-1/2)`` with ``c_i`` the softmax curvature of row ``i``
@@ -235,11 +237,13 @@ def _solve(
     cols = torch.arange(C, device=dev)  # and which regularisation values
     theta_out, gnorm_out = theta.clone(), torch.zeros(F, C, dtype=torch.float64, device=dev)
     n_iter, n_iter_out = torch.zeros(F, C, dtype=torch.int64, device=dev), torch.zeros(F, C, dtype=torch.int64, device=dev)
+    stalled = torch.zeros(F, C, dtype=torch.int64, device=dev)  # iterations since ||grad|| last halved
     slack = 8 * torch.finfo(dtype).eps  # relative noise of f in this precision
 
     f, g = obj.value_grad(theta)
     gnorm = torch.linalg.vector_norm(g.double(), dim=(2, 3))
     active = gnorm > tol
+    best = gnorm.clone()
     done_iter = 0
     while done_iter < max_iter and bool(active.any()):
         # (re)start: preconditioner fitted at the current point, empty memory
@@ -260,7 +264,8 @@ def _solve(
                 mem.keep((kr[:, None] * C + kc).reshape(-1))
                 C = len(cols)
                 sub = lambda t: t[kr][:, kc]  # noqa: E731
-                theta, f, g, v, gv, pre, gnorm, active, n_iter = map(sub, (theta, f, g, v, gv, pre, gnorm, active, n_iter))
+                theta, f, g, v, gv, pre, gnorm, active, n_iter, stalled, best = map(
+                    sub, (theta, f, g, v, gv, pre, gnorm, active, n_iter, stalled, best))
             B = len(rows)
             d = -mem.hg(gv.view(B * C, P), active.view(-1).to(dtype)).view(B, C, K, D + 1)
             gd = (gv * d).sum((2, 3))
@@ -299,7 +304,11 @@ def _solve(
             theta = v * pre
             gnorm = torch.linalg.vector_norm(g.double(), dim=(2, 3))
             n_iter += active.long()
-            active = active & ~failed & (gnorm > tol)
+            # also at float precision: ||grad|| has not halved its best value in 50 iterations (rounding
+            # of f lets the line search accept steps that no longer make progress)
+            better = gnorm < 0.5 * best
+            best, stalled = torch.where(better, gnorm, best), torch.where(better, 0, stalled + 1)
+            active = active & ~failed & (stalled < 50) & (gnorm > tol)
             done_iter += 1
     theta_out[rows[:, None], cols], gnorm_out[rows[:, None], cols], n_iter_out[rows[:, None], cols] = theta, gnorm, n_iter
     coef = theta_out[..., :D].transpose(2, 3).contiguous()
