@@ -241,7 +241,7 @@ def _solve(
     slack = 8 * torch.finfo(dtype).eps  # relative noise of f in this precision
 
     f, g = obj.value_grad(theta)
-    gnorm = torch.linalg.vector_norm(g.double(), dim=(2, 3))
+    gnorm = torch.linalg.vector_norm(g, dim=(2, 3)).double()
     active = gnorm > tol
     best = gnorm.clone()
     done_iter = 0
@@ -276,7 +276,7 @@ def _solve(
             # batched Armijo backtracking; after the first trial only feature sets with a rejected step are re-evaluated
             t = torch.ones(B, C, dtype=dtype, device=dev)
             accepted = ~active
-            v_new, f_new, g_new = v.clone(), f.clone(), g.clone()
+            v_new, f_new, g_new = v, f, g  # replaced, not written into, by the first (full-batch) trial
             idx = None
             for _ls in range(40):
                 sel = (lambda a: a) if idx is None else (lambda a: a[idx])  # noqa: E731
@@ -302,7 +302,7 @@ def _solve(
             mem.push((v_new - v).view(B * C, P), (gv_new - gv).view(B * C, P), gv_new.view(B * C, P))
             v, f, g, gv = v_new, f_new, g_new, gv_new
             theta = v * pre
-            gnorm = torch.linalg.vector_norm(g.double(), dim=(2, 3))
+            gnorm = torch.linalg.vector_norm(g, dim=(2, 3)).double()
             n_iter += active.long()
             # also at float precision: ||grad|| has not halved its best value in 50 iterations (rounding
             # of f lets the line search accept steps that no longer make progress)
