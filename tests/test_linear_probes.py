@@ -84,6 +84,6 @@ def test_unconverged_probes_are_reported_with_their_reason(stores) -> None:
     common = dict(depth=2, keys=["embed/mean"], Cs=[100.0], val_fraction=0, n_boot=0, progress=False)
     with pytest.warns(UserWarning, match="max_iter=3"):
         fit_linear_probes(train, ytr, test, yte, max_iter=3, **common)
-    # float32 cannot resolve a gradient of 1e-10: the solve stops at its precision and says how to go further
-    with pytest.warns(UserWarning, match="dtype=torch.float64"):
-        fit_linear_probes(train, ytr, test, yte, tol=1e-10, **common)
+    # no float resolves a gradient of 1e-30: the solve stops at float64's precision (float32's first) and says so
+    with pytest.warns(UserWarning, match="limit of float64 precision"):
+        fit_linear_probes(train, ytr, test, yte, tol=1e-30, **common)

@@ -82,3 +82,13 @@ def test_row_space_is_an_exact_rotation(digits, n_train: int) -> None:
     # the rotated columns are orthogonal (what the diagonal preconditioner relies on)
     gram = (ztr.transpose(1, 2) @ ztr)[0]
     assert float((gram - torch.diag(torch.diag(gram))).abs().max()) <= 1e-4 * scale
+
+
+def test_float32_solve_is_finished_in_float64(digits) -> None:
+    x, y = digits
+    (xs,) = prepare(torch.tensor(x[:700], dtype=torch.float32)[None])
+    # 1e-8 is below what float32 resolves here: those probes stop short and are finished in float64
+    fit = fit_softmax(xs, torch.tensor(y[:700]), torch.tensor([0.01, 100.0]), 10, tol=1e-8)
+    ref = fit_softmax(xs, torch.tensor(y[:700]), torch.tensor([0.01, 100.0]), 10, tol=1e-8, dtype=torch.float64)
+    assert bool(fit.converged.all()) and fit.coef.dtype == torch.float32
+    torch.testing.assert_close(fit.coef, ref.coef.float(), atol=1e-3 * float(ref.coef.abs().max()), rtol=0)

@@ -244,8 +244,8 @@ def fit_linear_probes(
         warnings.warn(f"{stopped['max_iter']} probe fits stopped at max_iter={max_iter} before ||grad|| <= {tol}; "
                       "raise max_iter for exact agreement with scikit-learn", stacklevel=2)  # fmt: skip
     if stopped["precision"]:
-        warnings.warn(f"{stopped['precision']} probe fits stopped before ||grad|| <= {tol} because {dtype} could not "
-                      "decrease the objective further; pass dtype=torch.float64 or a larger tol", stacklevel=2)  # fmt: skip
+        warnings.warn(f"{stopped['precision']} probe fits stopped at the limit of float64 precision before "
+                      f"||grad|| <= {tol}; pass a larger tol", stacklevel=2)  # fmt: skip
     return pd.DataFrame(rows, columns=list(COLUMNS) + [c for c in rows[0] if c not in COLUMNS])
 
 

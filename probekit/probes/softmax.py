@@ -29,9 +29,10 @@ optimum's by several points. With the default ``tol=1e-5`` (DINOv2-S/14 features
 within 0.1 point of the optimum's and every probe within 0.5 point at C <= 100 (2 points at
 C = 1000, where the optimum is flattest). ``dtype=float32`` (the default, about twice as fast)
 resolves gradients down to about ``1e-6`` on standardised features; for a smaller ``tol`` ask
-for ``float64``. A probe whose precision runs out first stops unconverged (``converged``
-false, ``n_iter < max_iter``): when no step decreases the objective any more, or when
-``||grad||`` has not halved its best value in 50 iterations.
+for ``float64``. A probe whose precision runs out first stops (no step decreases the objective
+any more, or ``||grad||`` has not halved its best value in 50 iterations); in a float32 solve
+such probes (a few in a thousand) are then finished in float64 from where they stopped, and a
+probe that still stops short is returned unconverged with ``n_iter < max_iter``.
 
 Preconditioning: a diagonal change of variables ``w = p * v`` (the objective is unchanged),
 ``p_j = (sum_i c_i x_ij^2 / n + 1/(C n))^(-1/2)`` with ``c_i`` the softmax curvature of row ``i``
@@ -213,7 +214,16 @@ def fit_softmax(
     for i in range(0, len(x), batch):
         part = slice(i, i + batch)
         start = None if init is None else (init.coef[part], init.intercept[part])
-        fits.append(_solve(x[part], y, Cs[part] if Cs.ndim == 2 else Cs, n_classes, start, **kw))
+        cs = Cs[part] if Cs.ndim == 2 else Cs
+        fit = _solve(x[part], y, cs, n_classes, start, **kw)
+        short = (~fit.converged & (fit.n_iter < max_iter)).any(1).nonzero().squeeze(1)
+        if dtype != torch.float64 and len(short):  # finish what float32 could not, in float64
+            again = _solve(x[part][short], y, cs[short] if cs.ndim == 2 else cs, n_classes,
+                           (fit.coef[short], fit.intercept[short]), **(kw | {"dtype": torch.float64}))  # fmt: skip
+            fit.coef[short], fit.intercept[short] = again.coef.to(fit.coef), again.intercept.to(fit.intercept)
+            fit.n_iter[short] += again.n_iter
+            fit.converged[short] = again.converged
+        fits.append(fit)
     if len(fits) == 1:
         return fits[0]
     return SoftmaxFit(*(torch.cat([getattr(f, a) for f in fits]) for a in ("coef", "intercept", "n_iter", "converged")))
