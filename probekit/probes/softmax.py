@@ -29,10 +29,11 @@ optimum's by several points. With the default ``tol=1e-5`` (DINOv2-S/14 features
 within 0.1 point of the optimum's and every probe within 0.5 point at C <= 100 (2 points at
 C = 1000, where the optimum is flattest). ``dtype=float32`` (the default, about twice as fast)
 resolves gradients down to about ``1e-6`` on standardised features; for a smaller ``tol`` ask
-for ``float64``. A probe whose precision runs out first stops (no step decreases the objective
-any more, or ``||grad||`` has not halved its best value in 50 iterations); in a float32 solve
-such probes (a few in a thousand) are then finished in float64 from where they stopped, and a
-probe that still stops short is returned unconverged with ``n_iter < max_iter``.
+for ``float64``. In float32 a probe stops early when no step decreases the objective any more or
+``||grad||`` has not halved its best value in 50 iterations (rounding of the objective lets
+steps pass that no longer make progress); such probes, a few in a thousand, are then finished in
+float64 from where they stopped. A float64 probe stops short only when no step decreases the
+objective (its precision is spent) and is returned unconverged with ``n_iter < max_iter``.
 
 Preconditioning: a diagonal change of variables ``w = p * v`` (the objective is unchanged),
 ``p_j = (sum_i c_i x_ij^2 / n + 1/(C n))^(-1/2)`` with ``c_i`` the softmax curvature of row ``i``
@@ -314,11 +315,11 @@ def _solve(
             theta = v * pre
             gnorm = torch.linalg.vector_norm(g, dim=(2, 3)).double()
             n_iter += active.long()
-            # also at float precision: ||grad|| has not halved its best value in 50 iterations (rounding
-            # of f lets the line search accept steps that no longer make progress)
+            # in float32 also: ||grad|| has not halved its best value in 50 iterations (rounding of f lets
+            # the line search accept steps that no longer make progress); float64 then takes over
             better = gnorm < 0.5 * best
             best, stalled = torch.where(better, gnorm, best), torch.where(better, 0, stalled + 1)
-            active = active & ~failed & (stalled < 50) & (gnorm > tol)
+            active = active & ~failed & ((stalled < 50) | (dtype == torch.float64)) & (gnorm > tol)
             done_iter += 1
     theta_out[rows[:, None], cols], gnorm_out[rows[:, None], cols], n_iter_out[rows[:, None], cols] = theta, gnorm, n_iter
     coef = theta_out[..., :D].transpose(2, 3).contiguous()
