@@ -255,6 +255,7 @@ def _solve(
     gnorm = torch.linalg.vector_norm(g, dim=(2, 3)).double()
     active = gnorm > tol
     best = gnorm.clone()
+    stall_limit = max_iter + 1 if dtype == torch.float64 else 50  # the stall rule is float32's (see below)
     done_iter = 0
     while done_iter < max_iter and bool(active.any()):
         # (re)start: preconditioner fitted at the current point, empty memory
@@ -319,7 +320,7 @@ def _solve(
             # the line search accept steps that no longer make progress); float64 then takes over
             better = gnorm < 0.5 * best
             best, stalled = torch.where(better, gnorm, best), torch.where(better, 0, stalled + 1)
-            active = active & ~failed & ((stalled < 50) | (dtype == torch.float64)) & (gnorm > tol)
+            active = active & ~failed & (stalled < stall_limit) & (gnorm > tol)
             done_iter += 1
     theta_out[rows[:, None], cols], gnorm_out[rows[:, None], cols], n_iter_out[rows[:, None], cols] = theta, gnorm, n_iter
     coef = theta_out[..., :D].transpose(2, 3).contiguous()
