@@ -315,8 +315,20 @@ class FeatureStore(Mapping[str, np.ndarray]):
             raise KeyError(f"{key!r} is not in store {self.path.name}; it has {len(self.meta['keys'])} keys")
         if key not in self:
             raise StoreError(f"{key!r} in {self.path} is not fully extracted yet; resume the extraction")
-        arr = np.load(self.path / self.meta["keys"][key]["file"], mmap_mode="r")
+        entry = self.meta["keys"][key]
+        path = self.path / entry["file"]
+        if "offset" in entry:  # header already parsed at creation
+            arr = np.memmap(path, dtype=np.dtype(entry["dtype"]), mode="r", offset=entry["offset"],
+                            shape=tuple(entry["shape"]))  # fmt: skip
+        else:
+            arr = np.load(path, mmap_mode="r")
         return arr if mmap else np.asarray(arr, dtype=np.float32)
+
+    def shape(self, key: str) -> tuple[int, ...]:
+        """Shape of ``key``'s array, from the store's metadata (nothing is read)."""
+        if key not in self.meta["keys"]:
+            raise KeyError(f"{key!r} is not in store {self.path.name}; it has {len(self.meta['keys'])} keys")
+        return tuple(self.meta["keys"][key]["shape"])
 
     @property
     def labels(self) -> np.ndarray:

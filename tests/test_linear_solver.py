@@ -11,7 +11,7 @@ from sklearn.preprocessing import StandardScaler
 
 from probekit.metrics import bootstrap_ci
 from probekit.probes.linear import row_space
-from probekit.probes.softmax import fit_softmax
+from probekit.probes.softmax import SoftmaxFit, fit_softmax
 from probekit.probes.standardize import l2_normalize, prepare
 from probekit.probes.table import bootstrap_balanced_accuracy
 
@@ -45,6 +45,20 @@ def test_same_objective_same_solution_as_sklearn(digits, C: float) -> None:
     np.testing.assert_allclose(
         b - b.mean(), ref.intercept_ - ref.intercept_.mean(), atol=2e-3 * np.abs(ref.coef_).max()
     )
+
+
+def test_weights_sum_to_zero_over_classes_from_any_start(digits) -> None:
+    # adding one vector to every class's weights changes no prediction, only the penalty: the
+    # optimum is class-centred, and a start that is not (a user's init) must still reach it
+    x, y = digits
+    (xs,) = prepare(torch.tensor(x)[None])
+    f64 = {"tol": 1e-8, "dtype": torch.float64, "max_iter": 2000}
+    fit = fit_softmax(xs, torch.tensor(y), torch.tensor([1.0]), 10, **f64)
+    assert fit.coef.sum(-1).abs().max() < 1e-8 * fit.coef.abs().max()
+    off = SoftmaxFit(fit.coef + torch.randn(1, 1, 64, 1, dtype=torch.float64), fit.intercept + 3.0, None, None)
+    again = fit_softmax(xs, torch.tensor(y), torch.tensor([1.0]), 10, init=off, **f64)
+    assert bool(again.converged.all()) and int(again.n_iter.max()) <= 2
+    assert torch.allclose(again.coef, fit.coef, atol=1e-6 * fit.coef.abs().max())
 
 
 def test_probes_in_a_batch_are_independent(digits) -> None:

@@ -12,6 +12,7 @@ import pytest
 from probekit.store import (
     FeatureStore,
     StoreError,
+    _map,
     content_hash,
     key_filename,
     ranges_to_set,
@@ -58,6 +59,20 @@ def test_progress_lists_keys_only_when_complete(tmp_path: Path) -> None:
     assert reopened["blocks.0.act/ap"].shape == (10, 5) and reopened["norm/cls"].dtype == np.float32
     assert reopened.load("norm/cls", mmap=True).dtype == np.float16
     assert dict(reopened).keys() == {"norm/cls", "blocks.0.act/ap"}
+
+
+def test_reads_through_the_recorded_offset_match_numpy(tmp_path: Path) -> None:
+    store = make_store(tmp_path / "s")
+    rows = np.arange(50, dtype=np.float16).reshape(10, 5)
+    _map(store.path / key_filename("blocks.0.act/ap"), store.meta["keys"]["blocks.0.act/ap"])[:] = rows
+    store.record_done(0, {0, 1, 2})
+    reopened = FeatureStore.open(store.path)
+    assert reopened.shape("blocks.0.act/ap") == (10, 5)
+    via_npy = np.load(store.path / key_filename("blocks.0.act/ap"), mmap_mode="r")
+    np.testing.assert_array_equal(reopened.load("blocks.0.act/ap", mmap=True), via_npy)
+    np.testing.assert_array_equal(reopened["blocks.0.act/ap"], rows.astype(np.float32))
+    with pytest.raises(KeyError, match="not in store"):
+        reopened.shape("embed/cls")
 
 
 def test_rank_progress_files_merge_into_meta(tmp_path: Path) -> None:

@@ -108,8 +108,8 @@ def _rotated(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Preprocessed (:func:`prepare`) and rotated (:func:`row_space`) features of ``chunk``, fitted on ``a``."""  # fmt: skip
     outs_a, outs_b = [], []
-    for d in sorted({np.shape(a[k])[1] for k in chunk}):
-        sub = [k for k in chunk if np.shape(a[k])[1] == d]
+    for d in sorted({_shape(a, k)[1] for k in chunk}):
+        sub = [k for k in chunk if _shape(a, k)[1] == d]
         xa, xb = row_space(*prepare(_stack(a, sub, rows_a, dev), _stack(b, sub, rows_b, dev)))
         outs_a.append(xa)
         outs_b.append(xb)
@@ -144,6 +144,11 @@ def row_space(train: torch.Tensor, *others: torch.Tensor) -> list[torch.Tensor]:
         return [z] + [torch.bmm(torch.bmm(o, xt), proj).float() for o in others]
     v = torch.linalg.eigh(torch.bmm(train.transpose(1, 2), train).double())[1].to(train.dtype)
     return [torch.bmm(x, v).float() for x in (train, *others)]
+
+
+def _shape(feats: Mapping[str, np.ndarray], key: str) -> tuple[int, ...]:
+    """Shape of one key's features; a feature store answers from its metadata without reading."""
+    return feats.shape(key) if isinstance(feats, FeatureStore) else np.shape(feats[key])
 
 
 def _stack(
@@ -195,14 +200,15 @@ def fit_linear_probes(
     Cs = [float(c) for c in Cs]
     select = val_fraction > 0 and len(Cs) > 1
     for k in keys:
-        if len(train[k]) != len(y_train) or len(test[k]) != len(y_test):
-            raise ValueError(f"{k!r}: {len(train[k])}/{len(test[k])} feature rows but "
+        n_tr, n_te = _shape(train, k)[0], _shape(test, k)[0]
+        if n_tr != len(y_train) or n_te != len(y_test):
+            raise ValueError(f"{k!r}: {n_tr}/{n_te} feature rows but "
                              f"{len(y_train)}/{len(y_test)} labels (train/test)")  # fmt: skip
     if select:
         fit_idx, val_idx = stratified_split(y_train, val_fraction, seed)
     if memory_budget is None:
         memory_budget = 2**30 if dev.type == "cpu" else 0.3 * torch.cuda.mem_get_info(dev)[0]
-    dims = {k: int(np.shape(train[k])[1]) for k in keys}
+    dims = {k: int(_shape(train, k)[1]) for k in keys}
     chunks = _chunks(keys, dims, len(y_train), len(y_test), len(Cs), n_cls, memory_budget)
     if progress:
         from probekit.progress import progress_bar

@@ -36,9 +36,13 @@ float64 from where they stopped. A float64 probe stops short only when no step d
 objective (its precision is spent) and is returned unconverged with ``n_iter < max_iter``.
 
 Preconditioning: a diagonal change of variables ``w = p * v`` (the objective is unchanged),
-``p_j = (sum_i c_i x_ij^2 / n + 1/(C n))^(-1/2)`` with ``c_i`` the softmax curvature of row ``i``
-at the (re)start point. In the orthogonal-column basis of ``row_space`` this is close to the
-inverse Hessian's diagonal. The solve restarts every ``restart`` iterations from where it
+``p_kj = (sum_i p_ik (1 - p_ik) x_ij^2 / n + 1/(C n))^(-1/2)`` for class ``k`` and column ``j``,
+with ``p_ik`` the probabilities at the (re)start point: the Hessian's diagonal, which in the
+orthogonal-column basis of ``row_space`` is close to its inverse. Adding one vector to every
+class's weights leaves the softmax unchanged and only adds penalty, so the optimum has weights
+summing to zero over classes; a class-dependent ``p`` would put steps along that flat direction,
+so every step is projected back onto it (the gradient has no component along it, so the
+projection keeps descent). The solve restarts every ``restart`` iterations from where it
 stands, which re-fits ``p`` to the current curvature (at large C the rows a probe separates stop
 contributing curvature) and clears the memory. Runs on any torch device.
 """
@@ -112,13 +116,14 @@ class _Objective:
         return f, g
 
     def scale(self, theta: torch.Tensor) -> torch.Tensor:
-        """The diagonal preconditioner ``p`` at ``theta`` (module docstring), shape ``(B, C, 1, D+1)``."""
+        """The diagonal preconditioner ``p`` at ``theta`` (module docstring), shape of ``theta``."""
         B, C, K, D, n = theta.shape[0], self.C, self.K, self.D, self.n
         prob = torch.softmax(self.logits(theta, self.x), 2)
-        curv = (prob * (1 - prob)).mean(2) * (K / max(K - 1, 1))  # (B, C, n)
-        pre = torch.empty(B, C, 1, D + 1, dtype=theta.dtype, device=theta.device)
-        pre[:, :, 0, :D] = torch.baddbmm(self.mu[:, :, None], curv, self.x_n * self.x).rsqrt()
-        pre[:, :, 0, D] = curv.mean(2).clamp_min(1e-12).rsqrt()
+        curv = prob * (1 - prob)  # (B, C, K, n)
+        pre = torch.empty(B, C, K, D + 1, dtype=theta.dtype, device=theta.device)
+        mu = self.mu.repeat_interleave(K, 1)[:, :, None]
+        pre[..., :D] = torch.baddbmm(mu, curv.view(B, C * K, n), self.x_n * self.x).view(B, C, K, D).rsqrt()
+        pre[..., D] = curv.mean(3).clamp_min(1e-12).rsqrt()
         return pre
 
 
@@ -180,6 +185,11 @@ class _Memory:
         self.valid[:, slot] = ok
         self.gamma = torch.where(ok, sy / yy.clamp_min(1e-30), self.gamma)
         self.count += 1
+
+
+def _class_centred(theta: torch.Tensor) -> torch.Tensor:
+    """``theta`` (class axis 2) minus its mean over classes: the same softmax, the least penalty."""
+    return theta - theta.mean(2, keepdim=True)
 
 
 def fit_softmax(
@@ -244,6 +254,7 @@ def _solve(
     if init is not None:
         theta[..., :D] = init[0].transpose(2, 3).to(theta)
         theta[..., D] = init[1].to(theta)
+        theta = _class_centred(theta)  # the same probes, with less penalty
     rows = torch.arange(F, device=dev)  # which original feature sets are still in the batch
     cols = torch.arange(C, device=dev)  # and which regularisation values
     theta_out, gnorm_out = theta.clone(), torch.zeros(F, C, dtype=torch.float64, device=dev)
@@ -284,7 +295,8 @@ def _solve(
             bad = gd >= 0  # not a descent direction: fall back to scaled steepest descent
             if bool(bad.any()):
                 d = torch.where(bad[:, :, None, None], -gv * mem.gamma.view(B, C, 1, 1), d)
-                gd = (gv * d).sum((2, 3))
+            d = _class_centred(d * pre) / pre  # no step along the class-common direction
+            gd = (gv * d).sum((2, 3))
             # batched Armijo backtracking; after the first trial only feature sets with a rejected step are re-evaluated
             t = torch.ones(B, C, dtype=dtype, device=dev)
             accepted = ~active
