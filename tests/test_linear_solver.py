@@ -106,3 +106,25 @@ def test_float32_solve_is_finished_in_float64(digits) -> None:
     ref = fit_softmax(xs, torch.tensor(y[:700]), torch.tensor([0.01, 100.0]), 10, tol=1e-8, dtype=torch.float64)
     assert bool(fit.converged.all()) and fit.coef.dtype == torch.float32
     torch.testing.assert_close(fit.coef, ref.coef.float(), atol=1e-3 * float(ref.coef.abs().max()), rtol=0)
+
+
+def test_memory_rescaled_equals_memory_of_rescaled_pairs() -> None:
+    # a preconditioner re-fit divides the variables by `ratio`: the carried-over L-BFGS memory must
+    # act exactly like one built from the pairs expressed in the new variables
+    from probekit.probes.softmax import _Memory
+
+    gen = torch.Generator().manual_seed(0)
+    N, P, m = 3, 12, 4
+    a = torch.randn(N, P, P, generator=gen, dtype=torch.float64)
+    hess = a @ a.transpose(1, 2) + torch.eye(P, dtype=torch.float64)  # positive definite
+    ratio = torch.rand(N, P, generator=gen, dtype=torch.float64) + 0.5
+    steps = [torch.randn(N, P, generator=gen, dtype=torch.float64) for _ in range(6)]  # more pairs than m: the ring wraps
+    g = torch.randn(N, P, generator=gen, dtype=torch.float64)
+    carried, fresh = (_Memory(N, m, P, torch.float64, torch.device("cpu")) for _ in range(2))
+    for s in steps:
+        y = (hess @ s[:, :, None])[:, :, 0]
+        carried.push(s, y, g)
+        fresh.push(s / ratio, y * ratio, g * ratio)
+    carried.rescale(ratio, g * ratio)
+    on = torch.ones(N, dtype=torch.float64)
+    assert torch.allclose(carried.hg(g * ratio, on), fresh.hg(g * ratio, on), rtol=1e-10, atol=1e-12)

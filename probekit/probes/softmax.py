@@ -37,14 +37,17 @@ objective (its precision is spent) and is returned unconverged with ``n_iter < m
 
 Preconditioning: a diagonal change of variables ``w = p * v`` (the objective is unchanged),
 ``p_kj = (sum_i p_ik (1 - p_ik) x_ij^2 / n + 1/(C n))^(-1/2)`` for class ``k`` and column ``j``,
-with ``p_ik`` the probabilities at the (re)start point: the Hessian's diagonal, which in the
-orthogonal-column basis of ``row_space`` is close to its inverse. Adding one vector to every
-class's weights leaves the softmax unchanged and only adds penalty, so the optimum has weights
-summing to zero over classes; a class-dependent ``p`` would put steps along that flat direction,
-so every step is projected back onto it (the gradient has no component along it, so the
-projection keeps descent). The solve restarts every ``restart`` iterations from where it
-stands, which re-fits ``p`` to the current curvature (at large C the rows a probe separates stop
-contributing curvature) and clears the memory. Runs on any torch device.
+with ``p_ik`` the probabilities where ``p`` was fitted: ``p^-2`` is the Hessian's diagonal there,
+and in the orthogonal-column basis of ``row_space`` the diagonal is most of the Hessian. Adding
+one vector to every class's weights leaves the softmax unchanged and only adds penalty, so the
+optimum's weights sum to zero over classes; a class-dependent ``p`` would let steps drift along
+that flat direction, so every step is projected onto the class-centred subspace (the gradient
+lies in it, so the projection keeps descent). Every ``refit`` iterations ``p`` is re-fitted to
+the current point (at large C the rows a probe separates stop contributing curvature) and the
+L-BFGS memory is carried over into the new variables (its pairs rescaled, their inner products
+recomputed), not cleared. On DINOv2-S/14 features of digits (2304 probes) that took the mean number of iterations
+from 42.5 (class-averaged ``p`` re-fitted by restarting every 20 iterations) to 31.4, the slowest
+probe's from 294 to 133. Runs on any torch device.
 """
 
 from __future__ import annotations
@@ -168,6 +171,21 @@ class _Memory:
         coef[:, self.m + o] = -(gamma[:, None] * p[:, :, 0])
         return torch.baddbmm((g * gamma[:, None])[:, None], coef[:, None], self.pairs).squeeze(1)
 
+    def rescale(self, ratio: torch.Tensor, g: torch.Tensor) -> None:
+        """Re-express the pairs after the variables were divided by ``ratio`` (``(N, P)``); ``g``: the gradient now."""
+        m, j = self.m, min(self.count, self.m)
+        if j == 0:
+            return
+        self.pairs[:, :m].div_(ratio[:, None])
+        self.pairs[:, m:].mul_(ratio[:, None])
+        gram = torch.bmm(self.pairs, self.pairs.transpose(1, 2))
+        self.sy = gram[:, :m, m:].contiguous()
+        self.yy = gram[:, m:, m:].contiguous()
+        self.ab = torch.bmm(self.pairs, g[:, :, None])[:, :, 0]
+        last = (self.count - 1) % m
+        sy, yy = self.sy[:, last, last], self.yy[:, last, last]
+        self.gamma = torch.where(self.valid[:, last], sy / yy.clamp_min(1e-30), self.gamma)
+
     def push(self, s: torch.Tensor, y: torch.Tensor, g: torch.Tensor) -> None:
         """Store the pair ``(s, y)`` (each ``(N, P)``) and the inner products with the new gradient ``g``."""
         m, slot = self.m, self.count % self.m
@@ -201,7 +219,7 @@ def fit_softmax(
     max_iter: int = 1000,
     tol: float = 1e-5,
     history: int = 5,
-    restart: int = 20,
+    refit: int = 5,
     dtype: torch.dtype = torch.float32,
     init: SoftmaxFit | None = None,
     batch: int | None = None,
@@ -220,7 +238,7 @@ def fit_softmax(
     """
     Cs = torch.as_tensor(Cs)
     batch = batch or (16 if x.device.type == "cpu" else len(x))
-    kw = dict(max_iter=max_iter, tol=tol, history=history, restart=restart, dtype=dtype)
+    kw = dict(max_iter=max_iter, tol=tol, history=history, refit=refit, dtype=dtype)
     fits = []
     for i in range(0, len(x), batch):
         part = slice(i, i + batch)
@@ -242,7 +260,7 @@ def fit_softmax(
 
 def _solve(
     x: torch.Tensor, y: torch.Tensor, Cs: torch.Tensor, n_classes: int,
-    init: tuple[torch.Tensor, torch.Tensor] | None, *, max_iter: int, tol: float, history: int, restart: int,
+    init: tuple[torch.Tensor, torch.Tensor] | None, *, max_iter: int, tol: float, history: int, refit: int,
     dtype: torch.dtype,
 ) -> SoftmaxFit:
     """One batch of :func:`fit_softmax`."""  # fmt: skip
@@ -267,73 +285,73 @@ def _solve(
     active = gnorm > tol
     best = gnorm.clone()
     stall_limit = max_iter + 1 if dtype == torch.float64 else 50  # the stall rule is float32's (see below)
-    done_iter = 0
-    while done_iter < max_iter and bool(active.any()):
-        # (re)start: preconditioner fitted at the current point, empty memory
-        pre = obj.scale(theta)
-        v, gv = theta / pre, g * pre
-        mem = _Memory(len(rows) * C, history, P, dtype, dev)
-        for _ in range(min(restart, max_iter - done_iter)):
-            if not bool(active.any()):
+    pre = obj.scale(theta)  # preconditioner fitted at the start point
+    v, gv = theta / pre, g * pre
+    mem = _Memory(F * C, history, P, dtype, dev)
+    for it in range(max_iter):
+        if not bool(active.any()):
+            break
+        if it and it % refit == 0:  # re-fit the preconditioner to the current curvature, keep the memory
+            new = obj.scale(theta)
+            mem.rescale((new / pre).view(len(rows) * C, P), (g * new).view(len(rows) * C, P))
+            pre, v, gv = new, theta / new, g * new
+        live, live_c = active.any(1), active.any(0)
+        if int(live.sum()) <= 0.75 * len(rows) or int(live_c.sum()) <= 0.75 * len(cols):
+            # drop feature sets whose probes have all stopped, and C values stopped in every set
+            theta_out[rows[:, None], cols], gnorm_out[rows[:, None], cols] = theta, gnorm
+            n_iter_out[rows[:, None], cols] = n_iter
+            kr, kc = live.nonzero().squeeze(1), live_c.nonzero().squeeze(1)
+            rows, cols = rows[kr], cols[kc]
+            obj.keep(kr, kc)
+            mem.keep((kr[:, None] * C + kc).reshape(-1))
+            C = len(cols)
+            sub = lambda t: t[kr][:, kc]  # noqa: E731
+            theta, f, g, v, gv, pre, gnorm, active, n_iter, stalled, best = map(
+                sub, (theta, f, g, v, gv, pre, gnorm, active, n_iter, stalled, best))
+        B = len(rows)
+        d = -mem.hg(gv.view(B * C, P), active.view(-1).to(dtype)).view(B, C, K, D + 1)
+        gd = (gv * d).sum((2, 3))
+        bad = gd >= 0  # not a descent direction: fall back to scaled steepest descent
+        if bool(bad.any()):
+            d = torch.where(bad[:, :, None, None], -gv * mem.gamma.view(B, C, 1, 1), d)
+        d = _class_centred(d * pre) / pre  # no step along the class-common direction
+        gd = (gv * d).sum((2, 3))
+        # batched Armijo backtracking; after the first trial only feature sets with a rejected step are re-evaluated
+        t = torch.ones(B, C, dtype=dtype, device=dev)
+        accepted = ~active
+        v_new, f_new, g_new = v, f, g  # replaced, not written into, by the first (full-batch) trial
+        idx = None
+        for _ls in range(40):
+            sel = (lambda a: a) if idx is None else (lambda a: a[idx])  # noqa: E731
+            ts = sel(t)
+            trial = sel(v) + ts[:, :, None, None] * sel(d)
+            ft, gt = obj.value_grad(trial * sel(pre), idx)
+            ok = (ft <= sel(f) + 1e-4 * ts * sel(gd) + slack * sel(f).abs()) & torch.isfinite(ft) & ~sel(accepted)
+            okb = ok[:, :, None, None]
+            if idx is None:
+                v_new, g_new, f_new = torch.where(okb, trial, v_new), torch.where(okb, gt, g_new), torch.where(ok, ft, f_new)
+            else:
+                v_new[idx] = torch.where(okb, trial, v_new[idx])
+                g_new[idx] = torch.where(okb, gt, g_new[idx])
+                f_new[idx] = torch.where(ok, ft, f_new[idx])
+            accepted = accepted | (ok if idx is None else torch.zeros_like(accepted).index_put_((idx,), ok))
+            need = ~accepted
+            if not bool(need.any()):
                 break
-            live, live_c = active.any(1), active.any(0)
-            if int(live.sum()) <= 0.75 * len(rows) or int(live_c.sum()) <= 0.75 * len(cols):
-                # drop feature sets whose probes have all stopped, and C values stopped in every set
-                theta_out[rows[:, None], cols], gnorm_out[rows[:, None], cols] = theta, gnorm
-                n_iter_out[rows[:, None], cols] = n_iter
-                kr, kc = live.nonzero().squeeze(1), live_c.nonzero().squeeze(1)
-                rows, cols = rows[kr], cols[kc]
-                obj.keep(kr, kc)
-                mem.keep((kr[:, None] * C + kc).reshape(-1))
-                C = len(cols)
-                sub = lambda t: t[kr][:, kc]  # noqa: E731
-                theta, f, g, v, gv, pre, gnorm, active, n_iter, stalled, best = map(
-                    sub, (theta, f, g, v, gv, pre, gnorm, active, n_iter, stalled, best))
-            B = len(rows)
-            d = -mem.hg(gv.view(B * C, P), active.view(-1).to(dtype)).view(B, C, K, D + 1)
-            gd = (gv * d).sum((2, 3))
-            bad = gd >= 0  # not a descent direction: fall back to scaled steepest descent
-            if bool(bad.any()):
-                d = torch.where(bad[:, :, None, None], -gv * mem.gamma.view(B, C, 1, 1), d)
-            d = _class_centred(d * pre) / pre  # no step along the class-common direction
-            gd = (gv * d).sum((2, 3))
-            # batched Armijo backtracking; after the first trial only feature sets with a rejected step are re-evaluated
-            t = torch.ones(B, C, dtype=dtype, device=dev)
-            accepted = ~active
-            v_new, f_new, g_new = v, f, g  # replaced, not written into, by the first (full-batch) trial
-            idx = None
-            for _ls in range(40):
-                sel = (lambda a: a) if idx is None else (lambda a: a[idx])  # noqa: E731
-                ts = sel(t)
-                trial = sel(v) + ts[:, :, None, None] * sel(d)
-                ft, gt = obj.value_grad(trial * sel(pre), idx)
-                ok = (ft <= sel(f) + 1e-4 * ts * sel(gd) + slack * sel(f).abs()) & torch.isfinite(ft) & ~sel(accepted)
-                okb = ok[:, :, None, None]
-                if idx is None:
-                    v_new, g_new, f_new = torch.where(okb, trial, v_new), torch.where(okb, gt, g_new), torch.where(ok, ft, f_new)
-                else:
-                    v_new[idx] = torch.where(okb, trial, v_new[idx])
-                    g_new[idx] = torch.where(okb, gt, g_new[idx])
-                    f_new[idx] = torch.where(ok, ft, f_new[idx])
-                accepted = accepted | (ok if idx is None else torch.zeros_like(accepted).index_put_((idx,), ok))
-                need = ~accepted
-                if not bool(need.any()):
-                    break
-                t = torch.where(need, 0.5 * t, t)
-                idx = need.any(1).nonzero().squeeze(1)
-            failed = ~accepted  # no decrease found: the probe is at float precision, stop it there
-            gv_new = g_new * pre
-            mem.push((v_new - v).view(B * C, P), (gv_new - gv).view(B * C, P), gv_new.view(B * C, P))
-            v, f, g, gv = v_new, f_new, g_new, gv_new
-            theta = v * pre
-            gnorm = torch.linalg.vector_norm(g, dim=(2, 3)).double()
-            n_iter += active.long()
-            # in float32 also: ||grad|| has not halved its best value in 50 iterations (rounding of f lets
-            # the line search accept steps that no longer make progress); float64 then takes over
-            better = gnorm < 0.5 * best
-            best, stalled = torch.where(better, gnorm, best), torch.where(better, 0, stalled + 1)
-            active = active & ~failed & (stalled < stall_limit) & (gnorm > tol)
-            done_iter += 1
+            t = torch.where(need, 0.5 * t, t)
+            idx = need.any(1).nonzero().squeeze(1)
+        failed = ~accepted  # no decrease found: the probe is at float precision, stop it there
+        gv_new = g_new * pre
+        mem.push((v_new - v).view(B * C, P), (gv_new - gv).view(B * C, P), gv_new.view(B * C, P))
+        v, f, g, gv = v_new, f_new, g_new, gv_new
+        theta = v * pre
+        gnorm = torch.linalg.vector_norm(g, dim=(2, 3)).double()
+        n_iter += active.long()
+        # in float32 also: ||grad|| has not halved its best value in 50 iterations (rounding of f lets
+        # the line search accept steps that no longer make progress); float64 then takes over
+        better = gnorm < 0.5 * best
+        best, stalled = torch.where(better, gnorm, best), torch.where(better, 0, stalled + 1)
+        active = active & ~failed & (stalled < stall_limit) & (gnorm > tol)
     theta_out[rows[:, None], cols], gnorm_out[rows[:, None], cols], n_iter_out[rows[:, None], cols] = theta, gnorm, n_iter
     coef = theta_out[..., :D].transpose(2, 3).contiguous()
     return SoftmaxFit(coef, theta_out[..., D].contiguous(), n_iter_out, gnorm_out <= tol)
