@@ -50,6 +50,7 @@ def main() -> None:
     p.add_argument("--reference-probes", type=int, default=48, help="0: fit every probe with sklearn")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--tol", type=float, default=1e-5, help="batched trainer's ||grad|| tolerance")
+    p.add_argument("--rtol", type=float, default=0.03, help="batched trainer's ||grad|| tolerance relative to the penalty's gradient (<= 0: none)")
     p.add_argument("--dtype", choices=("float32", "float64"), default="float32", help="batched trainer's precision")
     p.add_argument("--threads", type=int, default=torch.get_num_threads(), help="torch threads (batched trainer)")
     a = p.parse_args()
@@ -70,11 +71,11 @@ def main() -> None:
     common = dict(depth=bb.depth, metrics=("accuracy",), n_boot=0, progress=False)
     t0 = time.perf_counter()
     ours = fit_linear_probes(train, train.labels, test, test.labels, Cs=DEFAULT_CS, val_fraction=0,
-                             device=a.device, tol=a.tol, dtype=getattr(torch, a.dtype), **common)  # fmt: skip
+                             device=a.device, tol=a.tol, rtol=a.rtol if a.rtol > 0 else None, dtype=getattr(torch, a.dtype), **common)  # fmt: skip
     if torch.cuda.is_available():
         torch.cuda.synchronize()
     t_batched = time.perf_counter() - t0
-    print(f"batched ({a.dtype}, tol {a.tol:g}, {a.threads} threads): {n_probes} probes in {t_batched:.2f} s "
+    print(f"batched ({a.dtype}, tol {a.tol:g}, rtol {a.rtol:g}, {a.threads} threads): {n_probes} probes in {t_batched:.2f} s "
           f"({ours.value.mean():.4f} mean test accuracy)")  # fmt: skip
 
     rng = np.random.default_rng(a.seed)

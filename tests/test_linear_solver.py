@@ -108,6 +108,22 @@ def test_float32_solve_is_finished_in_float64(digits) -> None:
     torch.testing.assert_close(fit.coef, ref.coef.float(), atol=1e-3 * float(ref.coef.abs().max()), rtol=0)
 
 
+def test_relative_stopping_test_pins_flat_optima(digits) -> None:
+    # 120 separable rows at large C: the optimum is flat, and ||grad|| <= tol alone stops far from
+    # it; asking ||grad|| <= rtol ||W|| / (C n) puts the weights within about rtol of it
+    x, y = digits
+    (xs,) = prepare(torch.tensor(x[:120], dtype=torch.float32)[None])
+    Cs = torch.tensor([1000.0, 1e4])
+    opt = fit_softmax(xs, torch.tensor(y[:120]), Cs, 10, tol=1e-10, rtol=None, dtype=torch.float64, max_iter=20000)
+    assert bool(opt.converged.all())
+
+    def rel_err(fit):
+        return (fit.coef.double() - opt.coef).flatten(2).norm(dim=2) / opt.coef.flatten(2).norm(dim=2)
+
+    assert float(rel_err(fit_softmax(xs, torch.tensor(y[:120]), Cs, 10)).max()) <= 0.03
+    assert float(rel_err(fit_softmax(xs, torch.tensor(y[:120]), Cs, 10, rtol=None))[0, 1]) > 0.1
+
+
 def test_memory_rescaled_equals_memory_of_rescaled_pairs() -> None:
     # a preconditioner re-fit divides the variables by `ratio`: the carried-over L-BFGS memory must
     # act exactly like one built from the pairs expressed in the new variables

@@ -17,7 +17,7 @@ Public API::
     DEFAULT_CS                      # 8 values, 10**-4 ... 10**3, one per decade (C=1 included)
     fit_linear_probes(train, y_train, test, y_test, *, depth, keys=None, Cs=DEFAULT_CS,
                       val_fraction=0.2, seed=0, device=None, labels=None, metrics=..., n_boot=1000,
-                      max_iter=1000, tol=1e-5, dtype=torch.float32, memory_budget=None,
+                      max_iter=1000, tol=1e-5, rtol=0.03, dtype=torch.float32, memory_budget=None,
                       progress=True) -> pandas.DataFrame
 
 The result is the tidy table of :mod:`probekit.probes.table` with ``trainer="batched"``:
@@ -180,6 +180,7 @@ def fit_linear_probes(
     n_boot: int = 1000,
     max_iter: int = 1000,
     tol: float = 1e-5,
+    rtol: float | None = 0.03,
     dtype: torch.dtype = torch.float32,
     memory_budget: float | None = None,
     progress: bool = True,
@@ -217,7 +218,7 @@ def fit_linear_probes(
     rows: list[dict] = []
     stopped = {"max_iter": 0, "precision": 0}  # probes that ended before ||grad|| <= tol, by reason
     common = {"depth": depth, "labels": labels, "trainer": "batched", "n_boot": n_boot}
-    solver = {"max_iter": max_iter, "tol": tol, "dtype": dtype}
+    solver = {"max_iter": max_iter, "tol": tol, "rtol": rtol, "dtype": dtype}
     for chunk in chunks:
         if select:
             xf, xv = _rotated(train, fit_idx, train, val_idx, chunk, dev)
@@ -247,11 +248,12 @@ def fit_linear_probes(
                                    y_pred=pred[i, j], metrics=metrics)  # fmt: skip
         del xtr, xte, fit
     if stopped["max_iter"]:
-        warnings.warn(f"{stopped['max_iter']} probe fits stopped at max_iter={max_iter} before ||grad|| <= {tol}; "
-                      "raise max_iter for exact agreement with scikit-learn", stacklevel=2)  # fmt: skip
+        warnings.warn(f"{stopped['max_iter']} probe fits stopped at max_iter={max_iter} before their stopping test "
+                      f"(tol={tol}, rtol={rtol}); raise max_iter for exact agreement with scikit-learn",
+                      stacklevel=2)  # fmt: skip
     if stopped["precision"]:
         warnings.warn(f"{stopped['precision']} probe fits stopped at the limit of float64 precision before "
-                      f"||grad|| <= {tol}; pass a larger tol", stacklevel=2)  # fmt: skip
+                      f"their stopping test (tol={tol}, rtol={rtol}); pass a larger tol or rtol", stacklevel=2)  # fmt: skip
     return pd.DataFrame(rows, columns=list(COLUMNS) + [c for c in rows[0] if c not in COLUMNS])
 
 
