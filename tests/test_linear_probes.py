@@ -9,6 +9,7 @@ from sklearn.datasets import load_digits
 from probekit.probes.linear import DEFAULT_CS, fit_linear_probes
 from probekit.probes.reference import reference_probes
 from probekit.probes.table import COLUMNS
+from probekit.studies.probing import protocol_settings
 
 
 @pytest.fixture(scope="module")
@@ -77,6 +78,15 @@ def test_reference_pool_filter_and_errors(stores) -> None:
         fit_linear_probes(train, ytr, test, yte, depth=2, keys=["blocks.0.act/tokens"], progress=False)
     with pytest.raises(ValueError, match="labels"):
         fit_linear_probes(train, ytr[:-1], test, yte, depth=2, progress=False)
+    for grid in ([], [1.0, 0.0], [-1.0], ["a lot"], [float("inf")]):
+        with pytest.raises(ValueError, match="Cs must be"):
+            fit_linear_probes(train, ytr, test, yte, depth=2, Cs=grid, progress=False)
+    with pytest.raises(ValueError, match=r"val_fraction must be in \[0, 1\)"):
+        fit_linear_probes(train, ytr, test, yte, depth=2, val_fraction=1.5, progress=False)
+    # the studies check the grid before extracting anything
+    with pytest.raises(ValueError, match="Cs must be"):
+        protocol_settings("validated", [0.1, -1.0], 0.2)
+    assert protocol_settings("paper1", [-1.0], 0.2) == ((1.0,), 0.0)  # paper1 fixes both
 
 
 def test_unconverged_probes_are_reported(stores) -> None:

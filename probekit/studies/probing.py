@@ -22,7 +22,7 @@ from ..keys import make_key
 from ..metrics import paired_bootstrap_diff, spearman_ci
 from ..models import Backbone
 from ..pipeline import split_features
-from ..probes.linear import DEFAULT_CS, fit_linear_probes
+from ..probes.linear import DEFAULT_CS, check_grid, fit_linear_probes
 from ..sites import resolve_sites
 from .datasets import check_inputs
 from .shift import SCORE_POOL, SCORE_SITE
@@ -43,7 +43,9 @@ def protocol_settings(protocol: str, Cs: Sequence[float], val_fraction: float) -
     if protocol not in PROTOCOLS:
         raise ValueError(f"unknown protocol {protocol!r}; choose from {list(PROTOCOLS)}")
     fixed = PROTOCOLS[protocol]
-    return (tuple(fixed["Cs"]), fixed["val_fraction"]) if fixed else (tuple(Cs), val_fraction)
+    if fixed:
+        return tuple(fixed["Cs"]), fixed["val_fraction"]
+    return tuple(check_grid(Cs, val_fraction)), val_fraction
 
 
 @dataclass
