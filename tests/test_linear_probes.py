@@ -78,11 +78,13 @@ def test_reference_pool_filter_and_errors(stores) -> None:
         fit_linear_probes(train, ytr, test, yte, depth=2, keys=["blocks.0.act/tokens"], progress=False)
     with pytest.raises(ValueError, match="labels"):
         fit_linear_probes(train, ytr[:-1], test, yte, depth=2, progress=False)
-    for grid in ([], [1.0, 0.0], [-1.0], ["a lot"], [float("inf")]):
+    for grid in ([], [1.0, 0.0], [-1.0], ["a lot"], [float("inf")], "5"):
         with pytest.raises(ValueError, match="Cs must be"):
             fit_linear_probes(train, ytr, test, yte, depth=2, Cs=grid, progress=False)
-    with pytest.raises(ValueError, match=r"val_fraction must be in \[0, 1\)"):
+    with pytest.raises(ValueError, match=r"val_fraction must be a number in \[0, 1\)"):
         fit_linear_probes(train, ytr, test, yte, depth=2, val_fraction=1.5, progress=False)
+    with pytest.raises(ValueError, match="val_fraction must be"):
+        fit_linear_probes(train, ytr, test, yte, depth=2, val_fraction="0.2", progress=False)
     # the studies check the grid before extracting anything
     with pytest.raises(ValueError, match="Cs must be"):
         protocol_settings("validated", [0.1, -1.0], 0.2)

@@ -124,9 +124,25 @@ def test_relative_stopping_test_pins_flat_optima(digits) -> None:
     assert float(rel_err(fit_softmax(xs, torch.tensor(y[:120]), Cs, 10, rtol=None))[0, 1]) > 0.1
 
 
-def test_memory_rescaled_equals_memory_of_rescaled_pairs() -> None:
+def test_float64_finish_keeps_the_iteration_budget(digits) -> None:
+    # the float64 finish continues each probe's count: no probe reports more than max_iter
+    x, y = digits
+    (xs,) = row_space(*prepare(torch.tensor(np.stack([x[:60], np.sqrt(x[:60])]), dtype=torch.float32)))
+    for max_iter in (20, 28, 29):
+        fit = fit_softmax(xs, torch.tensor(y[:60]), torch.tensor([1e2, 1e4]), 10, max_iter=max_iter)
+        assert int(fit.n_iter.max()) <= max_iter
+        assert bool((fit.converged | (fit.n_iter == max_iter)).all())  # short of the target only by the budget
+    fit = fit_softmax(xs, torch.tensor(y[:60]), torch.tensor([1e2, 1e4]), 10, max_iter=1000)
+    assert bool(fit.converged.all())
+    with pytest.raises(ValueError, match="refit"):
+        fit_softmax(xs, torch.tensor(y[:60]), torch.tensor([1.0]), 10, refit=0)
+
+
+@pytest.mark.parametrize("masked_last", [False, True])
+def test_memory_rescaled_equals_memory_of_rescaled_pairs(masked_last: bool) -> None:
     # a preconditioner re-fit divides the variables by `ratio`: the carried-over L-BFGS memory must
-    # act exactly like one built from the pairs expressed in the new variables
+    # act exactly like one built from the pairs expressed in the new variables, also when the newest
+    # pair has no curvature (masked) and the scale comes from an older one
     from probekit.probes.softmax import _Memory
 
     gen = torch.Generator().manual_seed(0)
@@ -137,8 +153,10 @@ def test_memory_rescaled_equals_memory_of_rescaled_pairs() -> None:
     steps = [torch.randn(N, P, generator=gen, dtype=torch.float64) for _ in range(6)]  # more pairs than m: the ring wraps
     g = torch.randn(N, P, generator=gen, dtype=torch.float64)
     carried, fresh = (_Memory(N, m, P, torch.float64, torch.device("cpu")) for _ in range(2))
-    for s in steps:
+    for i, s in enumerate(steps):
         y = (hess @ s[:, :, None])[:, :, 0]
+        if masked_last and i == len(steps) - 1:
+            y = -y  # s . y < 0: stored but masked
         carried.push(s, y, g)
         fresh.push(s / ratio, y * ratio, g * ratio)
     carried.rescale(ratio, g * ratio)

@@ -45,20 +45,25 @@ DEFAULT_CS: tuple[float, ...] = tuple(float(c) for c in np.logspace(-4, 3, 8))
 DEFAULT_METRICS = ("accuracy", "balanced_accuracy")
 
 
-def check_grid(Cs: Sequence[float], val_fraction: float) -> list[float]:
-    """The regularisation grid as floats, after checking it and the validation share; errors say what to pass."""
+def check_grid(Cs: Sequence[float], val_fraction: float) -> tuple[list[float], float]:
+    """The regularisation grid and the validation share as floats, after checking them; errors say what to pass."""
     try:
+        if isinstance(Cs, (str, bytes)):
+            raise TypeError
         cs = [float(c) for c in Cs]
     except (TypeError, ValueError):
         raise ValueError(f"Cs must be a list of numbers (inverse regularisation strengths), got {Cs!r}") from None
-    bad = [c for c in cs if not (np.isfinite(c) and c > 0)]
-    if not cs or bad:
+    if not cs or not all(np.isfinite(c) and c > 0 for c in cs):
         raise ValueError(f"Cs must be a non-empty list of positive, finite numbers (C = 1 / regularisation), "
                          f"got {list(Cs)!r}; for example {list(DEFAULT_CS)}")  # fmt: skip
-    if not 0.0 <= float(val_fraction) < 1.0:
-        raise ValueError(f"val_fraction must be in [0, 1) (the share of the training split used to choose C; "
-                         f"0 fits every C on all training rows), got {val_fraction!r}")  # fmt: skip
-    return cs
+    try:
+        vf = float(val_fraction) if not isinstance(val_fraction, (str, bytes)) else float("nan")
+    except (TypeError, ValueError):
+        vf = float("nan")
+    if not 0.0 <= vf < 1.0:
+        raise ValueError(f"val_fraction must be a number in [0, 1) (the share of the training split used to "
+                         f"choose C; 0 fits every C on all training rows), got {val_fraction!r}")  # fmt: skip
+    return cs, vf
 
 
 def probe_keys(
@@ -214,7 +219,7 @@ def fit_linear_probes(
     y_train, y_test = np.asarray(y_train), np.asarray(y_test)
     classes, ytr, _yte = encode_labels(y_train, y_test)
     n_cls = len(classes)
-    Cs = check_grid(Cs, val_fraction)
+    Cs, val_fraction = check_grid(Cs, val_fraction)
     select = val_fraction > 0 and len(Cs) > 1
     for k in keys:
         n_tr, n_te = _shape(train, k)[0], _shape(test, k)[0]

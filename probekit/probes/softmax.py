@@ -191,9 +191,13 @@ class _Memory:
         self.sy = gram[:, :m, m:].contiguous()
         self.yy = gram[:, m:, m:].contiguous()
         self.ab = torch.bmm(self.pairs, g[:, :, None])[:, :, 0]
-        last = (self.count - 1) % m
-        sy, yy = self.sy[:, last, last], self.yy[:, last, last]
-        self.gamma = torch.where(self.valid[:, last], sy / yy.clamp_min(1e-30), self.gamma)
+        # gamma = s.y / y.y of the newest valid pair, now in the new variables (unchanged where none is valid)
+        o = torch.tensor([(self.count - 1 - i) % m for i in range(min(self.count, m))], device=g.device)  # newest first
+        val = self.valid[:, o]
+        newest = o[val.to(torch.int8).argmax(1)]
+        rows = torch.arange(len(newest), device=g.device)
+        sy, yy = self.sy[rows, newest, newest], self.yy[rows, newest, newest]
+        self.gamma = torch.where(val.any(1), sy / yy.clamp_min(1e-30), self.gamma)
 
     def push(self, s: torch.Tensor, y: torch.Tensor, g: torch.Tensor) -> None:
         """Store the pair ``(s, y)`` (each ``(N, P)``) and the inner products with the new gradient ``g``."""
@@ -248,6 +252,8 @@ def fit_softmax(
     feature set, are dropped from the batch as the solve goes on, so the last, slowest probes
     (large ``C``) do not pay for the finished ones.
     """
+    if refit < 1 or history < 1:
+        raise ValueError(f"refit and history must be at least 1, got refit={refit}, history={history}")
     Cs = torch.as_tensor(Cs)
     batch = batch or (16 if x.device.type == "cpu" else len(x))
     kw = dict(max_iter=max_iter, tol=tol, rtol=rtol, history=history, refit=refit, dtype=dtype)
@@ -257,12 +263,14 @@ def fit_softmax(
         start = None if init is None else (init.coef[part], init.intercept[part])
         cs = Cs[part] if Cs.ndim == 2 else Cs
         fit = _solve(x[part], y, cs, n_classes, start, **kw)
+        # stopped short of the target with iterations left (float32's resolution, a stall, no decrease)
         short = (~fit.converged & (fit.n_iter < max_iter)).any(1).nonzero().squeeze(1)
         if dtype != torch.float64 and len(short):  # finish what float32 could not, in float64
             again = _solve(x[part][short], y, cs[short] if cs.ndim == 2 else cs, n_classes,
-                           (fit.coef[short], fit.intercept[short]), **(kw | {"dtype": torch.float64}))  # fmt: skip
+                           (fit.coef[short], fit.intercept[short]), **(kw | {"dtype": torch.float64}),
+                           n_done=fit.n_iter[short])  # fmt: skip
             fit.coef[short], fit.intercept[short] = again.coef.to(fit.coef), again.intercept.to(fit.intercept)
-            fit.n_iter[short] += again.n_iter
+            fit.n_iter[short] = again.n_iter
             fit.converged[short] = again.converged
         fits.append(fit)
     if len(fits) == 1:
@@ -273,9 +281,10 @@ def fit_softmax(
 def _solve(
     x: torch.Tensor, y: torch.Tensor, Cs: torch.Tensor, n_classes: int,
     init: tuple[torch.Tensor, torch.Tensor] | None, *, max_iter: int, tol: float, rtol: float | None, history: int, refit: int,
-    dtype: torch.dtype,
+    dtype: torch.dtype, n_done: torch.Tensor | None = None,
 ) -> SoftmaxFit:
-    """One batch of :func:`fit_softmax`."""  # fmt: skip
+    """One batch of :func:`fit_softmax`; ``n_done``: ``(F, C)`` iterations already spent (each probe
+    stops at ``max_iter`` in all, and ``n_iter`` counts them)."""  # fmt: skip
     F, n, D = x.shape
     K, dev = n_classes, x.device
     obj = _Objective(x, y, Cs, K, dtype)
@@ -288,7 +297,8 @@ def _solve(
     rows = torch.arange(F, device=dev)  # which original feature sets are still in the batch
     cols = torch.arange(C, device=dev)  # and which regularisation values
     theta_out, conv_out = theta.clone(), torch.zeros(F, C, dtype=torch.bool, device=dev)
-    n_iter, n_iter_out = torch.zeros(F, C, dtype=torch.int64, device=dev), torch.zeros(F, C, dtype=torch.int64, device=dev)
+    n_iter = torch.zeros(F, C, dtype=torch.int64, device=dev) if n_done is None else n_done.to(dev, torch.int64).clone()
+    n_iter_out = n_iter.clone()
     stalled = torch.zeros(F, C, dtype=torch.int64, device=dev)  # iterations since ||grad|| last halved
     slack = 8 * torch.finfo(dtype).eps  # relative noise of f in this precision
 
@@ -305,7 +315,7 @@ def _solve(
     f, g = obj.value_grad(theta)
     gnorm = torch.linalg.vector_norm(g, dim=(2, 3)).double()
     target = targets(theta)
-    conv, active = gnorm <= target, gnorm > stop_at(target)
+    conv, active = gnorm <= target, (gnorm > stop_at(target)) & (n_iter < max_iter)
     best = gnorm.clone()
     stall_limit = max_iter + 1 if dtype == torch.float64 else 50  # the stall rule is float32's (see below)
     pre = obj.scale(theta)  # preconditioner fitted at the start point
@@ -376,7 +386,7 @@ def _solve(
         best, stalled = torch.where(better, gnorm, best), torch.where(better, 0, stalled + 1)
         target = targets(theta)
         conv = gnorm <= target
-        active = active & ~failed & (stalled < stall_limit) & (gnorm > stop_at(target))
+        active = active & ~failed & (stalled < stall_limit) & (gnorm > stop_at(target)) & (n_iter < max_iter)
     theta_out[rows[:, None], cols], conv_out[rows[:, None], cols], n_iter_out[rows[:, None], cols] = theta, conv, n_iter
     coef = theta_out[..., :D].transpose(2, 3).contiguous()
     return SoftmaxFit(coef, theta_out[..., D].contiguous(), n_iter_out, conv_out)

@@ -45,7 +45,8 @@ def protocol_settings(protocol: str, Cs: Sequence[float], val_fraction: float) -
     fixed = PROTOCOLS[protocol]
     if fixed:
         return tuple(fixed["Cs"]), fixed["val_fraction"]
-    return tuple(check_grid(Cs, val_fraction)), val_fraction
+    cs, val_fraction = check_grid(Cs, val_fraction)
+    return tuple(cs), val_fraction
 
 
 @dataclass
