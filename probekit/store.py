@@ -26,11 +26,13 @@ Reading::
 
 from __future__ import annotations
 
+import errno
 import fcntl
 import hashlib
 import json
 import os
 import re
+import shutil
 import sys
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -110,25 +112,61 @@ def set_to_ranges(items: set[int] | Sequence[int]) -> list[list[int]]:
 def _write_json(path: Path, obj: Any, fsync: bool = False) -> None:
     """Atomic replace: a reader sees the old or the new file, never a torn one."""
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with open(tmp, "w") as f:
-        # dumps without indent uses json's C encoder (~10x faster than dump): meta.json of a
-        # 600-key store is rewritten at every checkpoint (read it with `python -m json.tool`)
-        f.write(json.dumps(obj, separators=(",", ":"), default=str))
-        if fsync:
-            f.flush()
-            os.fsync(f.fileno())
-    os.replace(tmp, path)
+    try:
+        with open(tmp, "w") as f:
+            # dumps without indent uses json's C encoder (~10x faster than dump): meta.json of a
+            # 600-key store is rewritten at every checkpoint (read it with `python -m json.tool`)
+            f.write(json.dumps(obj, separators=(",", ":"), default=str))
+            if fsync:
+                f.flush()
+                os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)  # a full disk or an interrupt leaves the old file, and no debris
+        raise
 
 
 def preallocate(path: Path, dtype: np.dtype, shape: tuple[int, ...]) -> int:
-    """An ``.npy`` file of ``shape`` zeros (sparse on disk), without mapping it; returns the byte
-    offset of its data (so writers can map it without parsing the header again)."""
+    """An ``.npy`` file of ``shape`` zeros, without mapping it; returns the byte offset of its data
+    (so writers can map it without parsing the header again).
+
+    The data blocks are reserved on disk (``posix_fallocate``) where the file system can: rows are
+    later written through memory maps, and a map that runs out of disk kills the process (SIGBUS)
+    instead of raising. A full disk therefore fails here, as :class:`OSError` ``ENOSPC``; where the
+    file system cannot reserve, the file stays sparse.
+    """
     header = {"descr": np.lib.format.dtype_to_descr(np.dtype(dtype)), "fortran_order": False, "shape": shape}
     with open(path, "wb") as f:
         np.lib.format.write_array_header_1_0(f, header)
         offset = f.tell()
-        f.truncate(offset + int(np.prod(shape)) * np.dtype(dtype).itemsize)
+        size = offset + int(np.prod(shape)) * np.dtype(dtype).itemsize
+        f.truncate(size)
+        f.flush()
+        try:
+            os.posix_fallocate(f.fileno(), 0, size)
+        except OSError as err:
+            if err.errno == errno.ENOSPC:
+                raise
+        except AttributeError:  # no posix_fallocate on this platform
+            pass
     return offset
+
+
+def disk_error(path: Path, needed: int, err: OSError) -> StoreError:
+    """The message for a store that does not fit on its disk: sizes, and what to do."""
+    free = shutil.disk_usage(path).free
+    return StoreError(
+        f"not enough disk space for the feature store in {path}: the features being added need {_size(needed)}, "
+        f"{_size(free)} are free ({err.strerror}). Free space there, extract fewer sites or pools, "
+        "or point PROBEKIT_DATA at a larger disk; features already extracted are kept."
+    )
+
+
+def _size(nbytes: float) -> str:
+    for unit, scale in (("GiB", 2**30), ("MiB", 2**20)):
+        if nbytes >= scale:
+            return f"{nbytes / scale:.1f} {unit}"
+    return f"{nbytes / 2**10:.0f} KiB"
 
 
 def _map(path: Path, entry: dict[str, Any]) -> np.memmap:
@@ -190,15 +228,24 @@ class FeatureStore(Mapping[str, np.ndarray]):
             "runs": [],
             **(info or {}),
         }
-        labels = np.lib.format.open_memmap(path / LABELS, mode="w+", dtype=np.int64, shape=(n,))
-        labels[:] = -1
-        del labels
-        store = cls(path, meta)
-        store.save()
+        try:  # a plain write (not a map), so a full disk raises instead of killing the process
+            np.save(path / LABELS, np.full(n, -1, dtype=np.int64))
+            store = cls(path, meta)
+            store.save()
+        except OSError as err:
+            if err.errno != errno.ENOSPC:
+                raise
+            raise disk_error(path, 8 * n, err) from None
         return store
 
     def save(self, fsync: bool = False) -> None:
-        _write_json(self.path / META, self.meta, fsync=fsync)
+        """Write ``meta.json`` atomically; on a full disk the previous one (and its progress) stays."""
+        try:
+            _write_json(self.path / META, self.meta, fsync=fsync)
+        except OSError as err:
+            if err.errno != errno.ENOSPC:
+                raise
+            raise disk_error(self.path, len(json.dumps(self.meta, default=str)), err) from None
 
     def reload(self) -> None:
         self.meta = json.loads((self.path / META).read_text())
@@ -228,14 +275,20 @@ class FeatureStore(Mapping[str, np.ndarray]):
         for key in keys:
             if key in self.meta["keys"]:
                 raise StoreError(f"key {key!r} is already in {self.path}")
-            shape = (self.n, *shapes[key])
-            offset = preallocate(self.path / key_filename(key), dtype, shape)
-            self.meta["keys"][key] = {
-                "shape": list(shape),
-                "dtype": dtype.name,
-                "file": key_filename(key),
-                "offset": offset,
-            }
+        entries = {}
+        try:
+            for key in keys:
+                shape = (self.n, *shapes[key])
+                offset = preallocate(self.path / key_filename(key), dtype, shape)
+                entries[key] = {"shape": list(shape), "dtype": dtype.name, "file": key_filename(key), "offset": offset}
+        except OSError as err:
+            if err.errno != errno.ENOSPC:
+                raise
+            for key in keys:  # nothing of this pass stays; earlier passes are untouched
+                (self.path / key_filename(key)).unlink(missing_ok=True)
+            needed = sum(self.n * int(np.prod(shapes[k])) * dtype.itemsize for k in keys)
+            raise disk_error(self.path, needed, err) from None
+        self.meta["keys"].update(entries)
         self.meta["passes"].append({"keys": list(keys), "done": [], "complete": False})
         self.save()
         return len(self.meta["passes"]) - 1

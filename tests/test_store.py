@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+import errno
+import os
+import shutil
+import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
@@ -108,3 +113,50 @@ def test_store_lock_makes_a_second_extraction_wait(tmp_path: Path) -> None:
         order.append("first")
     t.join(timeout=10)
     assert order == ["first", "second"]
+
+
+def _fill_keys(n: int) -> dict[str, tuple[int, ...]]:
+    return {f"blocks.{i}.act/mean": (1000,) for i in range(n)}
+
+
+def test_full_disk_fails_before_any_write_and_keeps_the_store(tmp_path: Path, monkeypatch) -> None:
+    # the disk refuses the reservation (as posix_fallocate does on a full disk): a clear StoreError,
+    # no file of the refused pass left behind, and the store still takes a pass that fits
+    store = FeatureStore.create(tmp_path / "s", inputs={"n": 100}, n=100, chunk_rows=10)
+    store.add_pass(["norm/cls"], {"norm/cls": (3,)}, "float16")
+    real = os.posix_fallocate
+
+    def full(fd: int, offset: int, size: int) -> None:
+        if size > 10_000:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        real(fd, offset, size)
+
+    monkeypatch.setattr(os, "posix_fallocate", full)
+    with pytest.raises(StoreError, match="not enough disk space.*PROBEKIT_DATA"):
+        store.add_pass(list(_fill_keys(3)), _fill_keys(3), "float16")
+    assert sorted(p.name for p in store.path.glob("*.npy")) == ["labels.npy", key_filename("norm/cls")]
+    reopened = FeatureStore.open(store.path)
+    assert list(reopened.meta["keys"]) == ["norm/cls"] and len(reopened.meta["passes"]) == 1
+    reopened.add_pass(["embed/cls"], {"embed/cls": (3,)}, "float16")
+
+
+@pytest.mark.skipif(os.geteuid() != 0 or sys.platform != "linux", reason="mounting a small tmpfs needs root on Linux")
+def test_a_really_full_disk(tmp_path: Path) -> None:
+    mnt = tmp_path / "small"
+    mnt.mkdir()
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=256k", "tmpfs", str(mnt)]).returncode:
+        pytest.skip("tmpfs mount refused (no mount privilege in this container)")
+    try:
+        store = FeatureStore.create(mnt / "s", inputs={"n": 100}, n=100, chunk_rows=10)
+        with pytest.raises(StoreError, match=r"need 586 KiB, \d+ KiB are free"):  # 600 kB of float16 on a 256 kB disk
+            store.add_pass(list(_fill_keys(3)), _fill_keys(3), "float16")
+        assert [p.name for p in store.path.glob("*.npy")] == ["labels.npy"]
+        store.add_pass(list(_fill_keys(1)), _fill_keys(1), "float16")  # 200 kB still fits
+        (mnt / "ballast").write_bytes(b"\0" * (shutil.disk_usage(mnt).free - 4096))  # what is left, but a block
+        store.meta["runs"].append({"note": "x" * 20_000})  # a meta.json that no longer fits
+        with pytest.raises(StoreError, match="not enough disk space"):
+            store.save()
+        assert list(FeatureStore.open(store.path).meta["keys"]) == list(_fill_keys(1))  # the old meta.json
+        assert not list(store.path.glob(".*.tmp"))
+    finally:
+        subprocess.run(["umount", str(mnt)])
