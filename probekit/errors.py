@@ -33,3 +33,7 @@ class UnknownDatasetError(ProbekitError, KeyError):
 
     def __str__(self) -> str:
         return str(self.args[0])
+
+
+class NonFiniteFeaturesError(ProbekitError, ValueError):
+    """Stored features with inf or NaN values (float16 overflow at extraction, or a broken model)."""

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 from sklearn.datasets import load_digits
 
+from probekit.errors import NonFiniteFeaturesError
 from probekit.probes.linear import DEFAULT_CS, fit_linear_probes
 from probekit.probes.reference import reference_probes
 from probekit.probes.table import COLUMNS
@@ -85,6 +86,11 @@ def test_reference_pool_filter_and_errors(stores) -> None:
         fit_linear_probes(train, ytr, test, yte, depth=2, val_fraction=1.5, progress=False)
     with pytest.raises(ValueError, match="val_fraction must be"):
         fit_linear_probes(train, ytr, test, yte, depth=2, val_fraction="0.2", progress=False)
+    with np.errstate(over="ignore"):  # what a float16 store of too-large activations holds
+        big = train["blocks.0.ln2/mean"].astype(np.float16) * np.float16(6e4)
+    overflowed = dict(train) | {"blocks.0.ln2/mean": big}
+    with pytest.raises(NonFiniteFeaturesError, match=r"blocks.0.ln2/mean.*storage_dtype='float32'"):
+        fit_linear_probes(overflowed, ytr, test, yte, depth=2, progress=False)
     # the studies check the grid before extracting anything
     with pytest.raises(ValueError, match="Cs must be"):
         protocol_settings("validated", [0.1, -1.0], 0.2)

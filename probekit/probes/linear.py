@@ -34,6 +34,7 @@ import numpy as np
 import pandas as pd
 import torch
 
+from probekit.errors import NonFiniteFeaturesError
 from probekit.keys import parse_key
 from probekit.probes.softmax import SoftmaxFit, fit_softmax
 from probekit.probes.standardize import prepare
@@ -181,7 +182,16 @@ def _stack(
     x = np.stack([a if rows is None else a[rows] for a in arrs])
     if x.dtype not in (np.float16, np.float32):
         x = x.astype(np.float32)
-    return torch.from_numpy(x).to(dev).float()
+    out = torch.from_numpy(x).to(dev).float()
+    finite = torch.isfinite(out).flatten(1).all(1)
+    if not bool(finite.all()):
+        bad = [k for k, ok in zip(keys, finite.tolist()) if not ok]
+        raise NonFiniteFeaturesError(
+            f"{len(bad)} feature key(s) hold inf or NaN values, e.g. {bad[:3]}: the activations exceed the "
+            "float16 range they were stored in (extraction warned), or the model produced NaN. Re-extract with "
+            "storage_dtype='float32' (probekit extract --storage-dtype float32) or leave these keys out."
+        )
+    return out
 
 
 def fit_linear_probes(
