@@ -1,5 +1,7 @@
 """Errors a user can act on: each message says what was wrong and what to do next."""
 
+from __future__ import annotations
+
 
 class ProbekitError(Exception):
     """Base class for every error probekit raises on purpose."""
@@ -37,3 +39,11 @@ class UnknownDatasetError(ProbekitError, KeyError):
 
 class NonFiniteFeaturesError(ProbekitError, ValueError):
     """Stored features with inf or NaN values (float16 overflow at extraction, or a broken model)."""
+
+    @classmethod
+    def for_keys(cls, bad: list[str]) -> NonFiniteFeaturesError:
+        return cls(
+            f"{len(bad)} feature key(s) hold inf or NaN values, e.g. {bad[:3]}: the activations exceed the "
+            "float16 range they were stored in (extraction warned), or the model produced NaN. Re-extract with "
+            "storage_dtype='float32' (probekit extract --storage-dtype float32) or leave these keys out."
+        )

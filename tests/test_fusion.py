@@ -12,7 +12,7 @@ import pandas as pd
 import pytest
 from sklearn.datasets import load_digits
 
-from probekit.errors import ProbekitError
+from probekit.errors import NonFiniteFeaturesError, ProbekitError
 from probekit.probes.fusion import (
     METHODS,
     attention_matrix,
@@ -102,6 +102,9 @@ def test_missing_keys_say_what_to_extract(digits_stores) -> None:
     train, *_ = digits_stores
     with pytest.raises(ProbekitError, match="lacks 4 key"):
         fusion_tokens(train, depth=DEPTH, sites=("fc1", "ln2"), blocks=(1, 2))
+    overflowed = dict(train) | {"blocks.2.ln2/ap": np.full_like(train["blocks.2.ln2/ap"], np.inf)}
+    with pytest.raises(NonFiniteFeaturesError, match=r"blocks.2.ln2/ap.*--storage-dtype float32"):
+        fusion_tokens(overflowed, depth=DEPTH)
 
 
 def test_paired_gain_interval_is_zero_for_identical_predictions() -> None:

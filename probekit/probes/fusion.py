@@ -29,7 +29,7 @@ import pandas as pd
 import torch
 from torch import nn
 
-from probekit.errors import ProbekitError
+from probekit.errors import NonFiniteFeaturesError, ProbekitError
 from probekit.keys import make_key
 from probekit.metrics import paired_bootstrap_diff
 from probekit.probes.attentive import AttentiveProbe
@@ -125,10 +125,19 @@ def _require(features: Mapping[str, np.ndarray], keys: Sequence[str]) -> None:
         )
 
 
+def _normalised(features: Mapping[str, np.ndarray], keys: Sequence[str]) -> list[np.ndarray]:
+    """Each key's features L2-normalised (float32), after checking they are all finite."""
+    _require(features, keys)
+    arrays = [np.asarray(features[k]) for k in keys]
+    bad = [k for k, a in zip(keys, arrays) if not np.isfinite(a).all()]
+    if bad:
+        raise NonFiniteFeaturesError.for_keys(bad)
+    return [l2_normalise(a) for a in arrays]
+
+
 def stack_tokens(features: Mapping[str, np.ndarray], keys: Sequence[str]) -> np.ndarray:
     """``(N, T, D)``: each key's ``(N, D_k)`` features L2-normalised and zero-padded to the widest."""
-    _require(features, keys)
-    arrays = [l2_normalise(features[k]) for k in keys]
+    arrays = _normalised(features, keys)
     n, width = arrays[0].shape[0], max(a.shape[1] for a in arrays)
     if any(a.ndim != 2 or a.shape[0] != n for a in arrays):
         raise FusionInputError(f"fusion keys {list(keys)} must all be (N, D) arrays with the same N")
@@ -140,8 +149,7 @@ def stack_tokens(features: Mapping[str, np.ndarray], keys: Sequence[str]) -> np.
 
 def concat_features(features: Mapping[str, np.ndarray], keys: Sequence[str]) -> np.ndarray:
     """``(N, sum D_k)``: each key's features L2-normalised, then concatenated (paper 2's linear input)."""
-    _require(features, keys)
-    return np.concatenate([l2_normalise(features[k]) for k in keys], axis=1)
+    return np.concatenate(_normalised(features, keys), axis=1)
 
 
 def fusion_tokens(

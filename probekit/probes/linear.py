@@ -186,11 +186,7 @@ def _stack(
     finite = torch.isfinite(out).flatten(1).all(1)
     if not bool(finite.all()):
         bad = [k for k, ok in zip(keys, finite.tolist()) if not ok]
-        raise NonFiniteFeaturesError(
-            f"{len(bad)} feature key(s) hold inf or NaN values, e.g. {bad[:3]}: the activations exceed the "
-            "float16 range they were stored in (extraction warned), or the model produced NaN. Re-extract with "
-            "storage_dtype='float32' (probekit extract --storage-dtype float32) or leave these keys out."
-        )
+        raise NonFiniteFeaturesError.for_keys(bad)
     return out
 
 
