@@ -285,7 +285,7 @@ def _solve(
 ) -> SoftmaxFit:
     """One batch of :func:`fit_softmax`; ``n_done``: ``(F, C)`` iterations already spent (each probe
     stops at ``max_iter`` in all, and ``n_iter`` counts them)."""  # fmt: skip
-    F, n, D = x.shape
+    F, _, D = x.shape
     K, dev = n_classes, x.device
     obj = _Objective(x, y, Cs, K, dtype)
     C, P = obj.C, (D + 1) * K
