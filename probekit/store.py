@@ -34,7 +34,7 @@ import os
 import re
 import shutil
 import sys
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -152,14 +152,23 @@ def preallocate(path: Path, dtype: np.dtype, shape: tuple[int, ...]) -> int:
     return offset
 
 
-def disk_error(path: Path, needed: int, err: OSError) -> StoreError:
-    """The message for a store that does not fit on its disk: sizes, and what to do."""
-    free = shutil.disk_usage(path).free
-    return StoreError(
-        f"not enough disk space for the feature store in {path}: the features being added need {_size(needed)}, "
-        f"{_size(free)} are free ({err.strerror}). Free space there, extract fewer sites or pools, "
-        "or point PROBEKIT_DATA at a larger disk; features already extracted are kept."
-    )
+@contextmanager
+def full_disk_as_store_error(path: Path, needed: int | None = None, undo: Callable[[], None] | None = None) -> Iterator[None]:
+    """A full disk (``ENOSPC``) inside the block becomes a :class:`StoreError` that gives the sizes and
+    what to do; ``undo`` runs first (to remove what the block had half written)."""
+    try:
+        yield
+    except OSError as err:
+        if err.errno != errno.ENOSPC:
+            raise
+        if undo is not None:
+            undo()
+        wanted = "" if needed is None else f"the features being added need {_size(needed)}, "
+        raise StoreError(
+            f"not enough disk space for the feature store in {path}: {wanted}"
+            f"{_size(shutil.disk_usage(path).free)} are free ({err.strerror}). Free space there, extract fewer "
+            "sites or pools, or point PROBEKIT_DATA at a larger disk; features already extracted are kept."
+        ) from None
 
 
 def _size(nbytes: float) -> str:
@@ -228,24 +237,16 @@ class FeatureStore(Mapping[str, np.ndarray]):
             "runs": [],
             **(info or {}),
         }
-        try:  # a plain write (not a map), so a full disk raises instead of killing the process
+        with full_disk_as_store_error(path):  # a plain write (not a map): a full disk raises, not SIGBUS
             np.save(path / LABELS, np.full(n, -1, dtype=np.int64))
-            store = cls(path, meta)
-            store.save()
-        except OSError as err:
-            if err.errno != errno.ENOSPC:
-                raise
-            raise disk_error(path, 8 * n, err) from None
+        store = cls(path, meta)
+        store.save()
         return store
 
     def save(self, fsync: bool = False) -> None:
         """Write ``meta.json`` atomically; on a full disk the previous one (and its progress) stays."""
-        try:
+        with full_disk_as_store_error(self.path):
             _write_json(self.path / META, self.meta, fsync=fsync)
-        except OSError as err:
-            if err.errno != errno.ENOSPC:
-                raise
-            raise disk_error(self.path, len(json.dumps(self.meta, default=str)), err) from None
 
     def reload(self) -> None:
         self.meta = json.loads((self.path / META).read_text())
@@ -276,18 +277,17 @@ class FeatureStore(Mapping[str, np.ndarray]):
             if key in self.meta["keys"]:
                 raise StoreError(f"key {key!r} is already in {self.path}")
         entries = {}
-        try:
+        needed = sum(self.n * int(np.prod(shapes[k])) * dtype.itemsize for k in keys)
+
+        def undo() -> None:  # nothing of this pass stays; earlier passes are untouched
+            for key in keys:
+                (self.path / key_filename(key)).unlink(missing_ok=True)
+
+        with full_disk_as_store_error(self.path, needed, undo):
             for key in keys:
                 shape = (self.n, *shapes[key])
                 offset = preallocate(self.path / key_filename(key), dtype, shape)
                 entries[key] = {"shape": list(shape), "dtype": dtype.name, "file": key_filename(key), "offset": offset}
-        except OSError as err:
-            if err.errno != errno.ENOSPC:
-                raise
-            for key in keys:  # nothing of this pass stays; earlier passes are untouched
-                (self.path / key_filename(key)).unlink(missing_ok=True)
-            needed = sum(self.n * int(np.prod(shapes[k])) * dtype.itemsize for k in keys)
-            raise disk_error(self.path, needed, err) from None
         self.meta["keys"].update(entries)
         self.meta["passes"].append({"keys": list(keys), "done": [], "complete": False})
         self.save()

@@ -48,23 +48,25 @@ DEFAULT_METRICS = ("accuracy", "balanced_accuracy")
 
 def check_grid(Cs: Sequence[float], val_fraction: float) -> tuple[list[float], float]:
     """The regularisation grid and the validation share as floats, after checking them; errors say what to pass."""
-    try:
-        if isinstance(Cs, (str, bytes)):
-            raise TypeError
-        cs = [float(c) for c in Cs]
-    except (TypeError, ValueError):
-        raise ValueError(f"Cs must be a list of numbers (inverse regularisation strengths), got {Cs!r}") from None
+    cs = [_number(c) for c in Cs] if not isinstance(Cs, (str, bytes)) and np.iterable(Cs) else []
     if not cs or not all(np.isfinite(c) and c > 0 for c in cs):
         raise ValueError(f"Cs must be a non-empty list of positive, finite numbers (C = 1 / regularisation), "
-                         f"got {list(Cs)!r}; for example {list(DEFAULT_CS)}")  # fmt: skip
-    try:
-        vf = float(val_fraction) if not isinstance(val_fraction, (str, bytes)) else float("nan")
-    except (TypeError, ValueError):
-        vf = float("nan")
+                         f"got {Cs!r}; for example {list(DEFAULT_CS)}")  # fmt: skip
+    vf = _number(val_fraction)
     if not 0.0 <= vf < 1.0:
         raise ValueError(f"val_fraction must be a number in [0, 1) (the share of the training split used to "
                          f"choose C; 0 fits every C on all training rows), got {val_fraction!r}")  # fmt: skip
     return cs, vf
+
+
+def _number(value: object) -> float:
+    """``value`` as a float; NaN for anything that is not a number (strings included)."""
+    if isinstance(value, (str, bytes)):
+        return float("nan")
+    try:
+        return float(value)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        return float("nan")
 
 
 def probe_keys(

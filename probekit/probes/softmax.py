@@ -158,13 +158,18 @@ class _Memory:
         for name in ("pairs", "sy", "yy", "ab", "valid", "gamma", "new"):
             setattr(self, name, getattr(self, name)[idx])
 
+    def _slots(self, device: torch.device) -> torch.Tensor:
+        """Ring slots of the stored pairs, oldest first."""
+        j = min(self.count, self.m)
+        return torch.tensor([(self.count - j + i) % self.m for i in range(j)], device=device)
+
     def hg(self, g: torch.Tensor, on: torch.Tensor) -> torch.Tensor:
         """``H g`` for ``g: (N, P)``; zero for probes with ``on`` false."""
         gamma = self.gamma * on
         j = min(self.count, self.m)
         if j == 0:
             return g * gamma[:, None]
-        o = torch.tensor([(self.count - j + i) % self.m for i in range(j)], device=g.device)  # oldest first
+        o = self._slots(g.device)
         val = self.valid[:, o]
         both = val[:, :, None] & val[:, None, :]
         sy = self.sy[:, o][:, :, o]
@@ -192,7 +197,7 @@ class _Memory:
         self.yy = gram[:, m:, m:].contiguous()
         self.ab = torch.bmm(self.pairs, g[:, :, None])[:, :, 0]
         # gamma = s.y / y.y of the newest valid pair, now in the new variables (unchanged where none is valid)
-        o = torch.tensor([(self.count - 1 - i) % m for i in range(min(self.count, m))], device=g.device)  # newest first
+        o = self._slots(g.device).flip(0)  # newest first
         val = self.valid[:, o]
         newest = o[val.to(torch.int8).argmax(1)]
         rows = torch.arange(len(newest), device=g.device)

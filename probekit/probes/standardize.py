@@ -22,34 +22,17 @@ def l2_normalize(x: torch.Tensor, eps: float = 1e-12) -> torch.Tensor:
     return x / x.norm(dim=-1, keepdim=True).clamp_min(eps)
 
 
-def fit_standardizer(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Mean and scale over samples (dim -2) of ``x``: shapes ``(..., 1, D)``, like ``StandardScaler``.
-
-    Computed in the precision of ``x`` (two passes: the mean, then the centred second moment); a
-    feature whose spread is within rounding of its mean (``10 eps |mean|``) counts as constant.
-    """
-    mean = x.mean(dim=-2, keepdim=True)
-    std = (x - mean).square_().mean(dim=-2, keepdim=True).sqrt_()
-    return mean, _constant_as_one(std, mean)
-
-
-def _constant_as_one(std: torch.Tensor, mean: torch.Tensor) -> torch.Tensor:
-    return torch.where(std < 10 * torch.finfo(std.dtype).eps * mean.abs().clamp_min(1.0), 1.0, std)
-
-
-def standardize(x: torch.Tensor, mean: torch.Tensor, std: torch.Tensor) -> torch.Tensor:
-    """Apply a fitted standardiser."""
-    return (x - mean) / std
-
-
 def prepare(train: torch.Tensor, *others: torch.Tensor) -> list[torch.Tensor]:
     """L2-normalise rows of every array, standardise all with statistics fitted on ``train``.
 
-    The same arithmetic as :func:`fit_standardizer` and :func:`standardize`, done in place on new
-    tensors (the inputs are left alone): about 5x faster on large stacks.
+    Statistics over samples (dim -2) in the precision of ``train``, two passes (the mean, then the
+    centred second moment), like ``StandardScaler``; a feature whose spread is within rounding of
+    its mean (``10 eps |mean|``) counts as constant and gets scale 1. Done in place on new tensors
+    (the inputs are left alone): about 5x faster on large stacks than out-of-place arithmetic.
     """
     train = l2_normalize(train)
     mean = train.mean(dim=-2, keepdim=True)
     train -= mean
-    std = _constant_as_one(train.square().mean(dim=-2, keepdim=True).sqrt_(), mean)
+    std = train.square().mean(dim=-2, keepdim=True).sqrt_()
+    std = torch.where(std < 10 * torch.finfo(std.dtype).eps * mean.abs().clamp_min(1.0), 1.0, std)
     return [train.div_(std)] + [(l2_normalize(o) - mean).div_(std) for o in others]
