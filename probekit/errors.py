@@ -22,6 +22,10 @@ class WeightsMismatchError(ProbekitError, ValueError):
     """Weights that do not fit the architecture they are loaded into."""
 
 
+class WeightsFileError(ProbekitError, ValueError):
+    """A weights file that cannot be read, or holds no state dict."""
+
+
 class AssetMissingError(ProbekitError, FileNotFoundError):
     """An offline asset (package, file) that has not been provisioned yet."""
 

@@ -134,5 +134,64 @@ def test_hub_model_offline_names_the_way_out():
         "except Exception as e:\n print(type(e).__name__, e)\n"
     )
     env = {"HF_HUB_OFFLINE": "1", "PATH": "/usr/bin:/bin", "HOME": "/tmp"}
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120).stdout
+    out = subprocess.run([sys.executable, "-c", code], check=False, capture_output=True, text=True, env=env,
+                         timeout=120).stdout
     assert out.startswith("HubUnavailableError") and "weights=PATH" in out and "dinov2_vits14" in out
+    assert "--weights PATH" in out and "`probekit extract`" in out and "--random-init" in out
+
+
+# ---- weights files: layouts accepted, anything that does not fit refused ---------------------------
+
+
+def _tiny_state(seed: int = 5) -> tuple[dict, str]:
+    tiny = load_model("vit_tiny_patch16_224", pretrained=False, image_size=32, seed=seed, device="cpu")
+    return {k: v.contiguous() for k, v in tiny.model.state_dict().items()}, tiny.weights_digest
+
+
+def test_common_checkpoint_layouts_load_to_the_same_weights(tmp_path):
+    sd, digest = _tiny_state()
+    head = {"head.weight": torch.zeros(1000, 192), "head.bias": torch.zeros(1000)}
+    layouts = {
+        "plain.pth": sd,
+        "nested.pth": {"model": sd, "epoch": 3, "optimizer": {"lr": 0.1}},
+        "lightning.ckpt": {"state_dict": {f"module.{k}": v for k, v in sd.items()}, "global_step": 10},
+        "ddp.bin": {f"module.{k}": v for k, v in sd.items()},
+        "with_head.pth": {**sd, **head},
+    }
+    for name, obj in layouts.items():
+        torch.save(obj, tmp_path / name)
+    save_file({**sd, **head}, str(tmp_path / "with_head.safetensors"))
+    for name in [*layouts, "with_head.safetensors"]:
+        bb = load_model("vit_tiny_patch16_224", weights=tmp_path / name, image_size=32, device="cpu")
+        assert bb.weights_digest == digest, name
+
+
+def test_a_resnet_state_dict_is_refused_naming_the_tensors(tmp_path):
+    import timm
+
+    torch.save(timm.create_model("resnet18", pretrained=False).state_dict(), tmp_path / "resnet18.pth")
+    with pytest.raises(WeightsMismatchError, match=r"150 of the model's 150 tensors are missing.*cls_token.*"
+                       r"not in the model \(conv1.weight.*different architecture.*--model"):
+        load_model("vit_tiny_patch16_224", weights=tmp_path / "resnet18.pth", image_size=32, device="cpu")
+
+
+def test_a_file_missing_one_tensor_is_refused(tmp_path):
+    sd, _ = _tiny_state()
+    del sd["blocks.11.attn.qkv.weight"]
+    save_file(sd, str(tmp_path / "missing.safetensors"))
+    with pytest.raises(WeightsMismatchError, match=r"1 of the model's 150 tensors are missing from the file "
+                       r"\(blocks.11.attn.qkv.weight\)"):
+        load_model("vit_tiny_patch16_224", weights=tmp_path / "missing.safetensors", image_size=32, device="cpu")
+
+
+def test_unreadable_weights_files_name_the_file_and_the_formats(tmp_path):
+    from probekit.errors import WeightsFileError
+
+    (tmp_path / "garbage.safetensors").write_bytes(b"\xff" * 1000)
+    (tmp_path / "garbage.pth").write_bytes(b"not a zip, not a pickle")
+    torch.save({"epoch": 3, "lr": 0.1}, tmp_path / "no_state.pth")
+    cases = {"garbage.safetensors": "not a readable safetensors file", "garbage.pth": "could not be read as a torch",
+             "no_state.pth": "without a state dict of tensors.*found: 'epoch' \\(int\\)", "absent.pth": "does not exist"}
+    for name, what in cases.items():
+        with pytest.raises(WeightsFileError, match=f"{name}.*{what}.*--weights takes a .safetensors file"):
+            load_model("vit_tiny_patch16_224", weights=tmp_path / name, image_size=32, device="cpu")

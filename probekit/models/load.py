@@ -109,15 +109,16 @@ def _go_offline_if_unreachable() -> None:
 def _create(arch_or_name: str, *, pretrained: bool, image_size: int | None, weights: Path | None, kwargs: dict):
     import timm
 
+    from .weights import load_weights_file
+
     extra = dict(num_classes=0, **kwargs)
     if image_size is not None:
         extra["img_size"] = image_size
     if weights is not None:
-        if not Path(weights).is_file():
-            raise FileNotFoundError(f"weights file {weights} does not exist")
-        extra["pretrained_cfg_overlay"] = dict(file=str(weights))
-        pretrained = True
-    if pretrained and weights is None:
+        model = timm.create_model(arch_or_name, pretrained=False, **extra)
+        load_weights_file(model, weights, arch_or_name)
+        return model
+    if pretrained:
         _go_offline_if_unreachable()
     try:
         return timm.create_model(arch_or_name, pretrained=pretrained, **extra)
@@ -125,17 +126,19 @@ def _create(arch_or_name: str, *, pretrained: bool, image_size: int | None, weig
         if "size mismatch" in str(exc) or "Missing key" in str(exc) or "Unexpected key" in str(exc):
             lines = [ln.strip() for ln in str(exc).splitlines() if ln.strip()][:6]
             raise WeightsMismatchError(
-                f"the weights {'in ' + str(weights) if weights else ''} do not fit {arch_or_name}: "
-                + " | ".join(lines)
-                + ". Check that the file was saved from this exact architecture (name, width, depth, patch size)."
+                f"the hub weights do not fit {arch_or_name}: " + " | ".join(lines)
+                + ". Check the model name and its pretrained tag (`probekit models --all`)."
             ) from exc
         raise
     except (OSError, ValueError) as exc:
-        if pretrained and weights is None:
+        if pretrained:
             raise HubUnavailableError(
                 f"could not fetch pretrained weights for {arch_or_name} from the hub ({type(exc).__name__}: "
-                f"{str(exc).splitlines()[0][:200]}). Offline? Pass weights=PATH (a local .safetensors/.pth "
-                f"saved from this architecture), or use the embedded default {embedded.NAME!r}."
+                f"{str(exc).splitlines()[0][:200]}). Offline? Give a local weights file saved from this "
+                "architecture (.safetensors, or .pth/.bin with a state dict): `--weights PATH` on "
+                "`probekit extract` and `probekit layers`, `weights: PATH` in a suite config's defaults or a "
+                "notebook's parameters, load_model(..., weights=PATH) in Python; or use the embedded offline "
+                f"default {embedded.NAME!r} (`--model {embedded.NAME}`), or `--random-init` for a control."
             ) from exc
         raise
 
@@ -160,7 +163,9 @@ def load_model(
             on a CPU and 224 on a GPU for the embedded model, the model's own size otherwise.
         pretrained: load pretrained weights (hub, or ``weights``); False gives a random
             initialisation seeded by ``seed`` (for controls and tests).
-        weights: a local weights file (safetensors or torch) saved from this architecture.
+        weights: a local weights file saved from this architecture (``.safetensors``, or a torch
+            ``.pth``/``.bin`` state dict, possibly nested under ``model``/``state_dict``), loaded
+            strictly: only the classifier head may be absent (:mod:`probekit.models.weights`).
         device: where to put the model (default: CUDA when available).
         model_kwargs: passed to ``timm.create_model`` (e.g. ``depth=2`` for tiny test models).
     """
@@ -169,7 +174,7 @@ def load_model(
     arch = _check_known(name)
     device = torch.device(device) if device is not None else torch.device("cuda" if torch.cuda.is_available() else "cpu")
     image_size = image_size or default_image_size(name, device)
-    weights = Path(weights) if weights is not None else None
+    weights = Path(weights).expanduser() if weights else None  # "" (a notebook's default) means none
 
     if name == embedded.NAME:
         if weights is None:
