@@ -30,7 +30,19 @@ from torch.utils.data import DataLoader, Dataset
 from . import distributed
 from .errors import ProbekitError
 from .sites import DEFAULT_POOLS, capture, key_dims, resolve_sites
-from .store import FeatureStore, StoreError, StoreWriter, content_hash, store_dirname, store_lock
+from .store import (
+    INPUTS,
+    META,
+    DamagedStoreError,
+    FeatureStore,
+    StoreError,
+    StoreWriter,
+    content_hash,
+    recorded_inputs,
+    repair,
+    store_dirname,
+    store_lock,
+)
 
 _DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
@@ -155,6 +167,7 @@ def extract(
     num_workers: int | None = None,
     checkpoint_s: float = 5.0,
     durable: bool = False,
+    command: str | None = None,
 ) -> FeatureStore:
     """Extract pooled features at every requested site into a (resumable) feature store.
 
@@ -186,8 +199,9 @@ def extract(
     model = model.to(device).eval()
     with store_lock(path) if info.is_main else contextlib.nullcontext():
         if info.is_main:
-            store = _open_or_create(path, inputs, n, batch_size)
+            store, damaged = _open_or_create(path, inputs, n, batch_size, dataset, command)
             missing = [k for k in keys if k not in store.meta["keys"]]
+            missing += [k for k in damaged if k not in missing and k not in store.meta["keys"]]
             if missing:
                 image_size = getattr(backbone, "image_size", None) or _image_size_of(model)
                 store.add_pass(missing, key_dims(model, missing, image_size), storage_dtype)
@@ -223,16 +237,50 @@ def _image_size_of(model: torch.nn.Module) -> tuple[int, int]:
     return tuple(size) if isinstance(size, tuple | list) else (size, size)
 
 
-def _open_or_create(path: Path, inputs: dict[str, Any], n: int, batch_size: int) -> FeatureStore:
-    if (path / "meta.json").is_file():
-        store = FeatureStore.open(path)
-        if store.meta["inputs"] != _jsonable(inputs) or store.n != n:
-            raise StoreError(
-                f"{path} holds a store for different inputs (hash collision or edited meta.json); "
-                "delete the directory to re-extract"
-            )
-        return store
-    return FeatureStore.create(path, inputs=_jsonable(inputs), n=n, chunk_rows=batch_size, info={"versions": _versions()})
+def _open_or_create(
+    path: Path, inputs: dict[str, Any], n: int, batch_size: int, dataset: Any, command: str | None
+) -> tuple[FeatureStore, list[str]]:
+    """The store at ``path`` (created, or opened and repaired) and the damaged keys to re-extract."""
+    inputs = _jsonable(inputs)
+    info = {"versions": _versions(), **_skipped_info(dataset)}
+    damaged: list[str] = []
+    if (path / META).is_file() or (path / INPUTS).is_file() or any(path.glob("*.npy")):
+        try:
+            store = FeatureStore.open(path)
+        except DamagedStoreError as err:
+            recorded = recorded_inputs(path)
+            if recorded is not None and recorded != inputs:
+                raise _different_inputs(path) from None
+            print(f"repairing {path.name}: {'; '.join(f'{k}: {v}' for k, v in err.damaged.items())}; "
+                  "re-extracting only what is damaged", file=sys.stderr, flush=True)
+            store, damaged = repair(path, inputs, n, batch_size, lambda: _labels_of(dataset, n), command, info)
+        if store.meta["inputs"] != inputs or store.n != n:
+            raise _different_inputs(path)
+        store.meta.update(_skipped_info(dataset))
+        return store, damaged
+    return FeatureStore.create(path, inputs=inputs, n=n, chunk_rows=batch_size, info=info, command=command), []
+
+
+def _different_inputs(path: Path) -> StoreError:
+    return StoreError(
+        f"{path} holds a store for different inputs (hash collision or edited meta.json); "
+        "delete the directory to re-extract"
+    )
+
+
+def _skipped_info(dataset: Any) -> dict[str, Any]:
+    """Broken or unreadable files the dataset left out, for meta.json (counted, a few listed)."""
+    skipped = int(getattr(dataset, "skipped", 0) or 0)
+    examples = (getattr(dataset, "provenance", None) or {}).get("skipped_examples", [])
+    return {"skipped_files": skipped, "skipped_examples": list(examples)[:20]}
+
+
+def _labels_of(dataset: Any, n: int) -> np.ndarray:
+    """The first ``n`` labels of ``dataset`` (its ``labels`` array, else read row by row)."""
+    labels = getattr(dataset, "labels", None)
+    if labels is not None and len(labels) >= n:
+        return np.asarray(labels[:n], dtype=np.int64)
+    return np.asarray([int(dataset[i][1]) for i in range(n)], dtype=np.int64)
 
 
 def _jsonable(obj: Any) -> Any:

@@ -5,7 +5,9 @@ weights digest, dataset, split, transform, image size, compute and storage dtype
 changed input never reuses stale features. Inside::
 
     meta.json                   inputs, hash, row count, keys with shapes, passes and progress,
-                                provenance, versions, timings
+                                provenance, versions, timings, skipped files
+    inputs.json                 the inputs and the command that made the store (written once: the
+                                way back when meta.json is damaged)
     labels.npy                  (N,) int64
     blocks.7.act__cls.npy       (N, D) float16 (or float32), one file per feature key
     progress/rank<r>.json       per-rank progress of a multi-process run, merged at its end
@@ -16,6 +18,12 @@ pages: what a process wrote survives its being killed); a chunk is recorded as d
 first chunk not recorded and never counts a half-written row. With ``durable=True`` every record
 is preceded by an msync of the maps and followed by an fsync, which also covers an OS crash. Keys are added in
 *passes*: asking an existing store for new keys runs one more pass over the images for them.
+
+Every :meth:`FeatureStore.open` checks each file's size against the metadata (one ``stat`` per
+file); a damaged store (truncated or deleted ``.npy``, unreadable ``meta.json``) raises
+:class:`DamagedStoreError` naming the damaged files and the command that repairs it, and
+:func:`repair` (which :func:`probekit.extract.extract` calls by itself) drops only what is damaged so
+the next pass re-extracts it.
 
 Reading::
 
@@ -33,7 +41,9 @@ import json
 import os
 import re
 import shutil
+import socket
 import sys
+import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -46,12 +56,35 @@ from .keys import parse_key
 
 FORMAT = 1
 META = "meta.json"
+INPUTS = "inputs.json"
 LABELS = "labels.npy"
 PROGRESS_DIR = "progress"
+LOCK = ".lock"
 
 
 class StoreError(ProbekitError, RuntimeError):
     """A feature store that is missing, incomplete or does not match what was asked for."""
+
+
+class DamagedStoreError(StoreError):
+    """A store whose files disagree with its metadata (truncated, deleted, unreadable)."""
+
+    def __init__(self, path: Path, damaged: dict[str, str], command: str | None = None) -> None:
+        self.path = Path(path)
+        self.damaged = dict(damaged)
+        self.command = command
+        listed = "; ".join(f"{name}: {why}" for name, why in list(damaged.items())[:8])
+        more = f"; and {len(damaged) - 8} more" if len(damaged) > 8 else ""
+        how = (
+            f"Repair it with `{command}`, which re-extracts only the damaged files"
+            if command else
+            "Repair it by running the extraction that made it again (the same `probekit extract` command, "
+            "notebook or features() call), which re-extracts only the damaged files"
+        )
+        super().__init__(
+            f"feature store {path} is damaged ({len(damaged)} file(s)): {listed}{more}. {how}; or delete "
+            f"{path} to start it afresh."
+        )
 
 
 def content_hash(inputs: Mapping[str, Any]) -> str:
@@ -76,20 +109,66 @@ def key_filename(key: str) -> str:
 
 
 @contextmanager
-def store_lock(path: Path) -> Iterator[None]:
+def store_lock(path: Path, poll_s: float = 1.0, report_s: float = 20.0) -> Iterator[None]:
     """Exclusive advisory lock on a store directory for one extraction (released by the kernel if
-    the process dies). A second extraction of the same store waits, then finds the work done."""
+    the process dies). A second extraction of the same store waits, saying which process holds the
+    lock and how far it got (every ``report_s`` seconds), then finds the work done."""
     path.mkdir(parents=True, exist_ok=True)
-    with open(path / ".lock", "w") as f:
+    with open(path / LOCK, "a+") as f:  # "a+": a waiting process must not wipe the holder's record
         try:
             fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
-            print(f"waiting for another extraction of {path.name} to finish", file=sys.stderr)
-            fcntl.flock(f, fcntl.LOCK_EX)
+            print(f"waiting for another extraction of {path.name}: {lock_holder(path)}; {progress_line(path)}",
+                  file=sys.stderr, flush=True)
+            last = time.monotonic()
+            while True:
+                try:
+                    fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                    break
+                except BlockingIOError:
+                    time.sleep(poll_s)
+                if time.monotonic() - last >= report_s:
+                    print(f"still waiting for {lock_holder(path)}: {progress_line(path)}", file=sys.stderr, flush=True)
+                    last = time.monotonic()
+        f.seek(0)
+        f.truncate()
+        f.write(json.dumps({"pid": os.getpid(), "host": socket.gethostname(), "command": " ".join(sys.argv)[:300],
+                            "since": time.strftime("%Y-%m-%dT%H:%M:%S%z")}))
+        f.flush()
         try:
             yield
         finally:
+            f.seek(0)
+            f.truncate()
             fcntl.flock(f, fcntl.LOCK_UN)
+
+
+def lock_holder(path: Path) -> str:
+    """Who holds a store's lock, as its lock file records it (process id, host, command, since)."""
+    try:
+        rec = json.loads((Path(path) / LOCK).read_text() or "{}")
+    except (OSError, ValueError):
+        rec = {}
+    if not rec:
+        return "a process that has not recorded itself yet"
+    return f"process {rec.get('pid')} on {rec.get('host')} since {rec.get('since')} ({rec.get('command', '')[:120]})"
+
+
+def progress_line(path: Path) -> str:
+    """How far an extraction of the store at ``path`` got, from its checkpoint counter in meta.json."""
+    try:
+        meta = json.loads((Path(path) / META).read_text())
+        n, chunk_rows = int(meta["n"]), int(meta["chunk_rows"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return "no progress recorded yet"
+    chunks = -(-n // chunk_rows)
+    open_passes = [(i, p) for i, p in enumerate(meta.get("passes", [])) if not p.get("complete")]
+    if not open_passes:
+        return "all passes recorded complete"
+    i, p = open_passes[0]
+    done = len(ranges_to_set(p.get("done", [])) & set(range(chunks)))
+    return (f"pass {i + 1} of {len(meta['passes'])} ({len(p['keys'])} keys): {done}/{chunks} chunks recorded "
+            f"(about {min(done * chunk_rows, n)}/{n} images)")
 
 
 # ---- chunk ranges: sorted disjoint [start, stop) lists ----------------------------------------
@@ -186,6 +265,115 @@ def _map(path: Path, entry: dict[str, Any]) -> np.memmap:
     return np.load(path, mmap_mode="r+")
 
 
+def read_meta(path: Path) -> dict[str, Any]:
+    """``meta.json`` of the store at ``path``; a missing or unreadable one raises :class:`StoreError`
+    (:class:`DamagedStoreError` when the folder holds a store whose metadata is damaged)."""
+    meta_path = path / META
+    if not meta_path.is_file():
+        if (path / INPUTS).is_file() or any(path.glob("*.npy")):
+            raise DamagedStoreError(path, {META: "deleted"}, repair_command(path))
+        raise StoreError(f"{path} is not a feature store (no {META}); run `probekit extract` first")
+    try:
+        text = meta_path.read_text()
+        meta = json.loads(text)
+    except json.JSONDecodeError as err:
+        why = "empty" if not text.strip() else f"truncated or not JSON ({err.msg} at line {err.lineno}, column {err.colno})"
+        raise DamagedStoreError(path, {META: why}, repair_command(path)) from None
+    except (OSError, UnicodeDecodeError) as err:
+        raise DamagedStoreError(path, {META: f"unreadable ({err})"}, repair_command(path)) from None
+    required = {"format", "n", "chunk_rows", "keys", "passes"}
+    if not isinstance(meta, dict) or not required <= set(meta):
+        missing = sorted(required - set(meta)) if isinstance(meta, dict) else sorted(required)
+        raise DamagedStoreError(path, {META: f"lacks {', '.join(missing)}"}, repair_command(path))
+    return meta
+
+
+def repair_command(path: Path) -> str | None:
+    """The command that made the store at ``path`` (recorded at creation), if it was a command."""
+    try:
+        return json.loads((Path(path) / INPUTS).read_text()).get("command") or None
+    except (OSError, ValueError, AttributeError):
+        return None
+
+
+def recorded_inputs(path: Path) -> dict[str, Any] | None:
+    """The inputs recorded in ``inputs.json`` at creation (None when absent or unreadable)."""
+    try:
+        return json.loads((Path(path) / INPUTS).read_text()).get("inputs")
+    except (OSError, ValueError, AttributeError):
+        return None
+
+
+def _npy_damage(path: Path, shape: tuple[int, ...], dtype: np.dtype, offset: int | None) -> str | None:
+    """Why the ``.npy`` file at ``path`` cannot hold ``shape`` of ``dtype`` (None when it can)."""
+    try:
+        size = path.stat().st_size
+    except FileNotFoundError:
+        return "deleted"
+    if offset is None:
+        try:
+            with open(path, "rb") as f:
+                version = np.lib.format.read_magic(f)
+                read = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+                header = read(f)  # (shape, fortran order, dtype)
+                offset = f.tell()
+        except (OSError, ValueError, EOFError):
+            return f"unreadable .npy header ({size} bytes)"
+        if tuple(header[0]) != tuple(shape) or np.dtype(header[2]) != dtype:
+            return f"holds {tuple(header[0])} {np.dtype(header[2]).name}, the metadata says {tuple(shape)} {dtype.name}"
+    expected = int(offset) + int(np.prod(shape)) * dtype.itemsize
+    if size != expected:
+        return f"{'truncated' if size < expected else 'too long'}: {size} bytes, {expected} expected"
+    return None
+
+
+def key_of_file(name: str) -> str | None:
+    """``blocks.7.act__cls.npy`` -> ``blocks.7.act/cls`` (None for files that are not keys)."""
+    if not name.endswith(".npy") or name == LABELS:
+        return None
+    key = name[: -len(".npy")].replace("__", "/")
+    try:
+        parse_key(key)
+    except Exception:  # noqa: BLE001 - not a key file
+        return None
+    return key
+
+
+def repair(path: Path, inputs: dict[str, Any], n: int, chunk_rows: int, labels: Callable[[], np.ndarray],
+           command: str | None = None, info: dict[str, Any] | None = None) -> tuple[FeatureStore, list[str]]:
+    """Drop exactly what is damaged in the store at ``path`` and return it with the keys to re-extract.
+
+    A damaged key file is deleted and its key removed from the metadata (its pass keeps the others);
+    a damaged ``labels.npy`` is rewritten from ``labels()``; a damaged ``meta.json`` cannot be trusted
+    for any progress, so the store is made afresh and every key whose file was there is re-extracted.
+    """
+    path = Path(path)
+    try:
+        meta = read_meta(path)
+    except DamagedStoreError:
+        keys = sorted({k for f in path.glob("*.npy") if (k := key_of_file(f.name))})
+        for f in path.glob("*.npy"):
+            f.unlink()
+        (path / META).unlink(missing_ok=True)
+        command = command or repair_command(path)
+        return FeatureStore.create(path, inputs=inputs, n=n, chunk_rows=chunk_rows, info=info, command=command), keys
+    store = FeatureStore(path, meta)
+    store._merge_rank_progress(write=False)
+    damaged = store.damage()
+    if LABELS in damaged:
+        with full_disk_as_store_error(path):
+            np.save(path / LABELS, np.asarray(labels(), dtype=np.int64)[:n])
+    gone = [k for k, e in meta["keys"].items() if e["file"] in damaged]
+    for key in gone:
+        (path / meta["keys"].pop(key)["file"]).unlink(missing_ok=True)
+    for p in meta["passes"]:
+        p["keys"] = [k for k in p["keys"] if k not in gone]
+        if not p["keys"]:
+            p["complete"] = True  # an emptied pass: nothing left to do
+    store.save()
+    return store, gone
+
+
 class FeatureStore(Mapping[str, np.ndarray]):
     """A feature store directory, read as a mapping ``key -> (N, D) float32 array``.
 
@@ -200,18 +388,36 @@ class FeatureStore(Mapping[str, np.ndarray]):
     # ---- opening and creating ----------------------------------------------------------------
 
     @classmethod
-    def open(cls, path: str | os.PathLike) -> FeatureStore:
-        """Open an existing store (complete or not); merges progress left by per-rank files."""
+    def open(cls, path: str | os.PathLike, *, verify: bool = True) -> FeatureStore:
+        """Open an existing store (complete or not); merges progress left by per-rank files.
+
+        ``verify`` (default) checks every file's size against the metadata and raises
+        :class:`DamagedStoreError` naming the damaged files and the command that repairs them.
+        """
         path = Path(path)
-        meta_path = path / META
-        if not meta_path.is_file():
-            raise StoreError(f"{path} is not a feature store (no {META}); run `probekit extract` first")
-        meta = json.loads(meta_path.read_text())
+        meta = read_meta(path)
         if meta.get("format") != FORMAT:
-            raise StoreError(f"{path}: store format {meta.get('format')} is not {FORMAT}; re-extract it")
+            raise StoreError(f"{path}: store format {meta.get('format')} is not {FORMAT}; delete it and re-extract")
         store = cls(path, meta)
         store._merge_rank_progress(write=False)
+        if verify:
+            damaged = store.damage()
+            if damaged:
+                raise DamagedStoreError(path, damaged, repair_command(path))
         return store
+
+    def damage(self) -> dict[str, str]:
+        """Files that are missing or whose size disagrees with ``meta.json``: ``{file name: why}``."""
+        damaged: dict[str, str] = {}
+        why = _npy_damage(self.path / LABELS, (self.n,), np.dtype(np.int64), None)
+        if why:
+            damaged[LABELS] = why
+        for entry in self.meta["keys"].values():
+            why = _npy_damage(self.path / entry["file"], tuple(entry["shape"]), np.dtype(entry["dtype"]),
+                              entry.get("offset"))
+            if why:
+                damaged[entry["file"]] = why
+        return damaged
 
     @classmethod
     def create(
@@ -222,8 +428,12 @@ class FeatureStore(Mapping[str, np.ndarray]):
         n: int,
         chunk_rows: int,
         info: dict[str, Any] | None = None,
+        command: str | None = None,
     ) -> FeatureStore:
-        """Make an empty store directory (no keys yet) with ``labels.npy`` preallocated."""
+        """Make an empty store directory (no keys yet) with ``labels.npy`` preallocated.
+
+        ``command`` (the ``probekit extract`` command line that makes this store) is recorded, so a
+        damaged store can name the exact command that repairs it."""
         path = Path(path)
         path.mkdir(parents=True, exist_ok=True)
         meta = {
@@ -239,6 +449,7 @@ class FeatureStore(Mapping[str, np.ndarray]):
         }
         with full_disk_as_store_error(path):  # a plain write (not a map): a full disk raises, not SIGBUS
             np.save(path / LABELS, np.full(n, -1, dtype=np.int64))
+            _write_json(path / INPUTS, {"hash": meta["hash"], "inputs": inputs, "command": command})
         store = cls(path, meta)
         store.save()
         return store
@@ -249,7 +460,7 @@ class FeatureStore(Mapping[str, np.ndarray]):
             _write_json(self.path / META, self.meta, fsync=fsync)
 
     def reload(self) -> None:
-        self.meta = json.loads((self.path / META).read_text())
+        self.meta = read_meta(self.path)
         self._merge_rank_progress(write=False)
 
     # ---- passes and progress -----------------------------------------------------------------

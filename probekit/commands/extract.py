@@ -34,10 +34,25 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--dtype", default=None, choices=["float32", "bfloat16", "float16"],
                         help="compute precision (default: bfloat16 on CUDA, float32 on the CPU)")
     parser.add_argument("--storage-dtype", default="float16", choices=["float16", "float32"])
+    parser.add_argument("--weights", default=None, metavar="PATH",
+                        help="local weights file for --model: .safetensors, or .pth/.bin with a (nested) state dict")
     parser.add_argument("--random-init", action="store_true", help="random weights (controls, tests)")
     parser.add_argument("--root", default=None, help="feature store root (default: probekit's data dir)")
     parser.add_argument("--workers", type=int, default=None, help="DataLoader workers")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+
+def check_counts(args: argparse.Namespace) -> None:
+    """Refuse counts that cannot work before anything is loaded or created."""
+    from ..extract import ExtractError
+
+    for flag, value, least in (("--limit", args.limit, 1), ("--max-per-class", args.max_per_class, 1),
+                               ("--batch-size", args.batch_size, 1), ("--size", args.size, 1),
+                               ("--workers", args.workers, 0)):
+        if value is not None and value < least:
+            raise ExtractError(f"{flag} {value}: must be at least {least} (leave it out for the default)")
+    if args.weights and args.random_init:
+        raise ExtractError("--weights and --random-init contradict each other; give one of them")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -46,7 +61,9 @@ def run(args: argparse.Namespace) -> int:
     from ..extract import extract
     from ..models import load_model
 
-    backbone = load_model(args.model, image_size=args.size, pretrained=not args.random_init, device=args.device)
+    check_counts(args)
+    backbone = load_model(args.model, image_size=args.size, pretrained=not args.random_init, device=args.device,
+                          weights=args.weights)
     dataset = load_dataset(args.dataset, split=args.split, seed=args.seed, max_per_class=args.max_per_class)
     store = extract(
         backbone,
@@ -63,13 +80,17 @@ def run(args: argparse.Namespace) -> int:
         limit=args.limit,
         progress=not args.no_progress,
         num_workers=args.workers,
+        command=getattr(args, "command_line", None),
     )
     if env_info().rank != 0:
         return 0
     runs = store.meta.get("runs", [])
     size_mb = sum(f.stat().st_size for f in store.path.glob("*.npy")) / 1e6
     print(f"model    {backbone!r}")
-    print(f"dataset  {args.dataset} [{args.split}]: {store.n} images")
+    skipped = int(store.meta.get("skipped_files", getattr(dataset, "skipped", 0)) or 0)
+    print(f"dataset  {args.dataset} [{args.split}]: {store.n} images"
+          + (f"; {skipped} broken or unreadable files skipped (listed in {store.path.name}/meta.json)"
+             if skipped else ""))
     print(f"features {len(store)} keys, {size_mb:.1f} MB, {store.meta['inputs']['storage_dtype']}; "
           f"{'complete' if store.complete else 'INCOMPLETE'}")
     if runs:

@@ -17,6 +17,9 @@ HELP = "per-layer linear-probe accuracy of one model on one dataset (block outpu
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", default="dinov2_vits14", help="model name (default: the embedded DINOv2-S/14)")
     parser.add_argument("--dataset", default="digits", help="dataset id (`probekit datasets` lists them)")
+    parser.add_argument("--weights", default=None, metavar="PATH",
+                        help="local weights file for --model: .safetensors, or .pth/.bin with a (nested) state dict")
+    parser.add_argument("--random-init", action="store_true", help="random weights (a control)")
     parser.add_argument("--size", type=int, default=None, help="image size in px (default: 112 on CPU for the embedded model)")
     parser.add_argument("--per-class", type=int, default=50, help="images per class and split (default 50)")
     parser.add_argument("--sites", nargs="+", default=["resid_post", "norm"], help="sites to probe")
@@ -25,17 +28,23 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from ..extract import ExtractError
     from ..keys import parse_key
     from ..models import load_model
     from ..pipeline import split_features
     from ..probes.linear import fit_linear_probes
 
+    for flag, value in (("--per-class", args.per_class), ("--size", args.size)):
+        if value is not None and value < 1:
+            raise ExtractError(f"{flag} {value}: must be at least 1 (leave it out for the default)")
+    if args.weights and args.random_init:
+        raise ExtractError("--weights and --random-init contradict each other; give one of them")
     start = time.perf_counter()
-    bb = load_model(args.model, image_size=args.size)
+    bb = load_model(args.model, image_size=args.size, weights=args.weights, pretrained=not args.random_init)
     print(f"model: {bb.display_name}, {bb.image_size}px, depth {bb.depth}, on {bb.device}")
     sf = split_features(bb, args.dataset, max_per_class=args.per_class, seed=args.seed,
                         sites=args.sites, pools=args.pools)  # fmt: skip
-    n_train, n_test = len(sf.train), len(sf.test)
+    n_train, n_test = sf.train.n, sf.test.n  # images; len() of a store counts its feature keys
     print(f"dataset: {args.dataset}, {len(sf.classes)} classes, {n_train} train / {n_test} test images"
           + (f", {sf.skipped} unreadable files skipped" if sf.skipped else ""))  # fmt: skip
     table = fit_linear_probes(sf.train, sf.labels("train"), sf.test, sf.labels("test"), depth=bb.depth,

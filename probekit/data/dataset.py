@@ -62,7 +62,11 @@ class ImageDataset:
         if len(self.indices) == 0:
             raise EmptyDatasetError(
                 f"dataset {dataset_id!r} split {split!r} has no usable images "
-                f"({len(self.skipped_files)} broken files skipped). Check the data, or use split='all'."
+                f"({len(self.skipped_files)} broken files skipped"
+                + (f", e.g. {next(iter(self.skip_reasons.items()))[0]}: {next(iter(self.skip_reasons.values()))}"
+                   if self.skip_reasons else "")
+                + "). Replace or remove the broken files"
+                + ("." if split == "all" else ", or use split='all' (--split all) for more images.")
             )
         self.labels: np.ndarray = source.labels[self.indices].astype(np.int64)
         self.classes: list[str] = list(source.classes)
