@@ -20,6 +20,7 @@
 
 # %% tags=["parameters"]
 model: str = "dinov2_vits14"  # timm name, or "dinov2_vits14" for the embedded offline default
+weights: str = ""  # local weights file for the model (.safetensors or .pth); empty: hub or embedded weights
 image_size: int = 112  # input resolution in pixels
 pretrained: bool = True  # False: random initialisation (tests, controls)
 depth: int = 0  # number of blocks; 0 keeps the model's own (small values make tiny test models)
@@ -42,7 +43,7 @@ info = report.run_info(
 
 # %%
 with report.Timer("load model"):
-    backbone = load_model(model, image_size=image_size, pretrained=pretrained,
+    backbone = load_model(model, image_size=image_size, pretrained=pretrained, weights=weights,
                           **({"depth": depth} if depth else {}))
 images, labels = model_check.digits_images(n_images, seed=seed)
 with report.Timer("features and table"):

@@ -25,6 +25,7 @@
 
 # %% tags=["parameters"]
 model: str = "dinov2_vits14"  # timm name, or dinov2_vits14 for the embedded offline default
+weights: str = ""  # local weights file for the model (.safetensors or .pth); empty: hub or embedded weights
 image_size: int = 0  # input resolution in px; 0 means the model default (112 on CPU for the embedded model)
 datasets: list = ["digits", "mnist5k", "fashion_mnist", "emoji", "textiles", "faces", "textures"]  # dataset ids; corrupted ids such as emoji+snow@5 work too
 images_per_class: int = 40  # images per class in each split (train and test)
@@ -52,7 +53,7 @@ info = report.run_info(dict(model=model, image_size=image_size, datasets=dataset
 
 # %%
 with report.Timer("load model"):
-    backbone = load_model(model, image_size=image_size or None)
+    backbone = load_model(model, image_size=image_size or None, weights=weights)
 report.describe(backbone)
 
 # %%

@@ -13,16 +13,21 @@ A config (YAML) lists runs and shared defaults::
         after: []                # runs that must finish first
 
 Before anything runs, every parameter name is checked against the notebook's parameters cell
-(``papermill.inspect_notebook``); an unknown name is an error that lists the valid ones. Runs go
+(``papermill.inspect_notebook``); an unknown name is an error that lists the valid ones, and each
+value must have the type the cell declares (``image_size: int``) and, for ints, be at least 0.
+Invalid YAML is reported with its file, line and column. Runs go
 in dependency order, each in its own kernel with the notebook's folder as working directory; a
 failed run is marked failed and still rendered, and runs after it are skipped. Each executed
 notebook becomes ``<out>/<name>.html`` (inputs hidden, charts drawn offline) and the suite writes
-``<out>/index.html`` and ``<out>/runs.json``.
+``<out>/index.html`` and ``<out>/runs.json``. Pages, index and runs.json are written through a
+temporary file and a rename; a full disk stops the suite with the space needed and free, and every
+run finished before it stays rendered and listed. ``--check`` writes nothing.
 """
 
 from __future__ import annotations
 
 import json
+import math
 import os
 import time
 from collections.abc import Callable, Iterator
@@ -35,6 +40,7 @@ from typing import Any
 import nbformat
 import yaml
 
+from .atomic import DiskFullError, is_disk_full, write_text_atomic
 from .errors import ProbekitError
 from .report import RECORD_MIME
 
@@ -45,6 +51,13 @@ RUN_ENV_DEFAULTS = {"TQDM_DISABLE": "1", "MPLBACKEND": "Agg"}
 
 class SuiteConfigError(ProbekitError, ValueError):
     """A suite config that cannot run: unknown parameters, notebooks, dependencies."""
+
+
+class SuiteOutputError(ProbekitError, OSError):
+    """An output folder the suite cannot write to."""
+
+    def __str__(self) -> str:
+        return str(self.args[0])
 
 
 @dataclass
@@ -112,7 +125,10 @@ def load_config(path: str | Path) -> SuiteConfig:
     path = Path(path)
     if not path.is_file():
         raise SuiteConfigError(f"suite config {path} does not exist")
-    raw = yaml.safe_load(path.read_text()) or {}
+    raw = _read_yaml(path)
+    if not isinstance(raw, dict):
+        raise SuiteConfigError(f"{path}: a suite config is a mapping with 'runs:' (and optionally out, timeout, "
+                               f"env, defaults); this file holds a {type(raw).__name__}")
     unknown = set(raw) - {"out", "timeout", "env", "defaults", "runs"}
     if unknown:
         raise SuiteConfigError(f"{path}: unknown top-level keys {sorted(unknown)}; "
@@ -140,6 +156,28 @@ def load_config(path: str | Path) -> SuiteConfig:
                        env={str(k): str(v) for k, v in (raw.get("env") or {}).items()},
                        out=Path(out) if out else None,
                        timeout=int(raw["timeout"]) if raw.get("timeout") else None)
+
+
+def _read_yaml(path: Path) -> Any:
+    """The YAML document in ``path``; a syntax error names the file, line and column and what is wrong."""
+    try:
+        return yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except yaml.MarkedYAMLError as err:
+        mark = err.problem_mark or err.context_mark
+        where = f"line {mark.line + 1}, column {mark.column + 1}" if mark else "somewhere"
+        what = " ".join(x for x in (err.context, err.problem) if x)
+        line = ""
+        if mark is not None:
+            lines = path.read_text(encoding="utf-8").splitlines()
+            if 0 <= mark.line < len(lines):
+                line = f"\n    {lines[mark.line]}\n    {' ' * mark.column}^"
+        raise SuiteConfigError(f"{path}: invalid YAML at {where}: {what}{line}\n"
+                               "Fix the indentation or quoting there (YAML: 'key: value', lists as '- item' "
+                               "or [a, b]).") from None
+    except yaml.YAMLError as err:
+        raise SuiteConfigError(f"{path}: invalid YAML: {err}") from None
+    except UnicodeDecodeError as err:
+        raise SuiteConfigError(f"{path}: not a UTF-8 text file ({err.reason} at byte {err.start})") from None
 
 
 def order_runs(runs: list[RunSpec]) -> list[RunSpec]:
@@ -197,9 +235,13 @@ def prepare_input(nb_path: Path, work_dir: Path) -> Path:
     return target
 
 
-def resolve_parameters(config: SuiteConfig, runs: list[RunSpec], out: Path) -> dict[str, dict[str, Any]]:
-    """Final parameters per run; raises one :class:`SuiteConfigError` listing every problem."""
-    work = out / ".inputs"
+def resolve_parameters(
+    config: SuiteConfig, runs: list[RunSpec], out: Path, work: Path | None = None
+) -> dict[str, dict[str, Any]]:
+    """Final parameters per run; raises one :class:`SuiteConfigError` listing every problem (unknown
+    names, values of the wrong type or out of range). Notebooks are converted into ``work``
+    (default ``<out>/.inputs``)."""
+    work = out / ".inputs" if work is None else work
     declared = {r.name: notebook_parameters(r.notebook, work) for r in runs}
     problems: list[str] = []
     resolved: dict[str, dict[str, Any]] = {}
@@ -214,6 +256,13 @@ def resolve_parameters(config: SuiteConfig, runs: list[RunSpec], out: Path) -> d
             params["results_dir"] = str((out / "results").resolve())
         params.update(r.parameters)
         resolved[r.name] = params
+        source = {**{k: "defaults" for k in config.defaults}, **{k: f"run {r.name!r}" for k in r.parameters}}
+        for key, value in params.items():
+            if key in valid and key != "results_dir":
+                why = check_value(valid[key], value)
+                if why:
+                    problems.append(f"{source.get(key, 'run ' + repr(r.name))}: {key} = {value!r} {why} "
+                                    f"({r.notebook.name} declares {_describe(valid[key])})")
     used = {k for p in declared.values() for k in p}
     unused = [k for k in config.defaults if k not in used]
     if unused:
@@ -221,6 +270,33 @@ def resolve_parameters(config: SuiteConfig, runs: list[RunSpec], out: Path) -> d
     if problems:
         raise SuiteConfigError("invalid suite config " + str(config.path) + ":\n  " + "\n  ".join(problems))
     return resolved
+
+
+_TYPES: dict[str, tuple[type, ...]] = {
+    "int": (int,), "float": (int, float), "bool": (bool,), "str": (str,), "list": (list, tuple),
+    "dict": (dict,), "tuple": (list, tuple),
+}
+
+
+def check_value(declared: dict[str, Any], value: Any) -> str | None:
+    """Why ``value`` does not fit a parameter as its notebook declares it (None when it fits):
+    the declared type (``n: int``), and at least 0 for ints (counts, sizes, seeds; 0 means a default)."""
+    type_name = str(declared.get("inferred_type_name") or "").strip()
+    base = type_name.split("[", 1)[0].lower()
+    optional = "none" in type_name.lower() or "optional" in type_name.lower()
+    if value is None:
+        return None if optional or base in ("", "none") else f"is empty (null); give a {base}"
+    if base not in _TYPES:
+        return None  # no annotation, or a type we do not check
+    if isinstance(value, bool) and base in ("int", "float"):
+        return f"is a bool; the notebook declares {base}"
+    if not isinstance(value, _TYPES[base]):
+        return f"is a {type(value).__name__}; the notebook declares {base}"
+    if base == "int" and value < 0:
+        return "is negative; give an int >= 0"
+    if base == "float" and math.isnan(value):
+        return "is NaN"
+    return None
 
 
 def _describe(p: dict[str, Any]) -> str:
@@ -286,8 +362,6 @@ def execute_run(spec: RunSpec, params: dict[str, Any], out: Path, config: SuiteC
     """Execute one run with papermill and render it to HTML, whatever the outcome."""
     import papermill as pm
 
-    from .render import render_html
-
     result = RunResult(name=spec.name, notebook=str(spec.notebook), status="ok", parameters=params,
                        started=datetime.now(timezone.utc).astimezone().isoformat(timespec="seconds"))
     input_ipynb = prepare_input(spec.notebook, out / ".inputs")
@@ -303,8 +377,12 @@ def execute_run(spec: RunSpec, params: dict[str, Any], out: Path, config: SuiteC
                                 language="python", cwd=str(spec.notebook.parent), progress_bar=False,
                                 log_output=False, execution_timeout=config.timeout)
     except pm.PapermillExecutionError as exc:
+        if "No space left on device" in str(exc.evalue) or "Errno 28" in str(exc.evalue):
+            raise DiskFullError(out / "results", None, f"the notebook {spec.notebook.name}: {exc.evalue}") from None
         result.status, result.error = "failed", f"{exc.ename}: {exc.evalue} (cell {exc.exec_count})"
     except Exception as exc:  # noqa: BLE001  (kernel death, timeouts, missing kernels: recorded)
+        if is_disk_full(exc):
+            raise DiskFullError(executed, None, f"saving the executed notebook: {exc}") from None
         result.status, result.error = "failed", f"{type(exc).__name__}: {exc}"
     result.seconds = time.perf_counter() - t0
     nb = (nbformat.read(str(executed), as_version=4) if executed.is_file()
@@ -313,10 +391,45 @@ def execute_run(spec: RunSpec, params: dict[str, Any], out: Path, config: SuiteC
     if executed.is_file():
         result.ipynb = str(executed.relative_to(out))
     t1 = time.perf_counter()
-    html = render_html(nb, out / f"{spec.name}.html", title=spec.name)
+    html = _render_atomic(nb, out / f"{spec.name}.html", spec.name)
     result.render_seconds = time.perf_counter() - t1
     result.html = str(html.relative_to(out))
     return result
+
+
+def _render_atomic(nb: nbformat.NotebookNode, page: Path, title: str) -> Path:
+    """Render into a scratch folder, then write the page into place atomically (a full disk leaves
+    the previous page, and says how large the new one is)."""
+    import tempfile
+
+    from .render import render_html
+
+    with tempfile.TemporaryDirectory(prefix="probekit-page-") as scratch:
+        body = render_html(nb, Path(scratch) / page.name, title=title).read_text(encoding="utf-8")
+    return write_text_atomic(page, body)
+
+
+def check_writable(out: Path) -> None:
+    """Make ``out`` and check a file can be written there; a clear error otherwise."""
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        probe = out / f".probekit-write-test.{os.getpid()}"
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as err:
+        raise SuiteOutputError(
+            f"cannot write the reports to {out}: {err.strerror or err} ({err.filename or out}). Give a writable "
+            "folder with --out (or 'out:' in the config)."
+        ) from None
+
+
+def writable(out: Path) -> bool:
+    """Whether ``out`` (or, if it does not exist yet, its nearest existing parent) is writable;
+    checked without writing anything."""
+    path = Path(out)
+    while not path.exists() and path != path.parent:
+        path = path.parent
+    return os.access(path, os.W_OK)
 
 
 def run_suite(
@@ -332,7 +445,7 @@ def run_suite(
     from .suite_index import write_index
 
     out = Path(out).resolve()
-    out.mkdir(parents=True, exist_ok=True)
+    check_writable(out)
     ordered = order_runs(config.runs)
     params = resolve_parameters(config, ordered, out)  # the whole config is checked, even with --only
     if only:
@@ -352,16 +465,33 @@ def run_suite(
                             error=f"skipped: comes after failed run(s) {blocked}")
         else:
             log(f"[{i}/{len(ordered)}] {spec.name} ({spec.notebook.name}) ...")
-            res = execute_run(spec, params[spec.name], out, config)
+            try:
+                res = execute_run(spec, params[spec.name], out, config)
+            except OSError as exc:  # a full disk: stop here; the index already lists the finished runs
+                raise _stopped(exc, spec, results) from None
         if res.status != "ok":
             bad.add(spec.name)
         log(f"[{i}/{len(ordered)}] {spec.name}: {res.status} ({res.seconds:.1f} s)"
             + (f": {res.error}" if res.error else ""))
-        results.append(res)
-        done = {r.name: r for r in results}
+        done = {r.name: r for r in [*results, res]}
         listed = [done.get(r.name) or kept.get(r.name) for r in everything]
-        write_index([r for r in listed if r is not None], out, config, time.perf_counter() - t0)
+        try:
+            write_index([r for r in listed if r is not None], out, config, time.perf_counter() - t0)
+        except OSError as exc:  # the previous index and runs.json stay, complete
+            raise _stopped(exc, spec, results) from None
+        results.append(res)
     return results
+
+
+def _stopped(exc: OSError, spec: RunSpec, finished: list[RunResult]) -> Exception:
+    """The error that stops a suite at ``spec``: a full disk with space needed/free, else ``exc``."""
+    if not isinstance(exc, DiskFullError):
+        if not is_disk_full(exc):
+            return exc
+        exc = DiskFullError(Path(exc.filename or "."), None, exc.strerror or "")
+    names = ", ".join(r.name for r in finished) or "none"
+    exc.args = (f"suite stopped at run {spec.name!r}: {exc} Runs finished, rendered and listed: {names}.",)
+    return exc
 
 
 def _previous_results(out: Path) -> dict[str, RunResult]:

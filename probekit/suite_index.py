@@ -90,11 +90,11 @@ def index_html(results: list[RunResult], out: Path, config: SuiteConfig, seconds
 
 
 def write_index(results: list[RunResult], out: Path, config: SuiteConfig, seconds: float) -> Path:
-    """Write ``index.html`` and ``runs.json`` into ``out``; returns the index path."""
+    """Write ``index.html`` and ``runs.json`` into ``out`` atomically; returns the index path."""
+    from .atomic import write_text_atomic
     from .suite import results_as_dicts
 
     index = out / "index.html"
-    index.write_text(index_html(results, out, config, seconds), encoding="utf-8")
     payload = {
         "config": str(config.path),
         "written": datetime.now(timezone.utc).astimezone().isoformat(timespec="seconds"),
@@ -102,5 +102,7 @@ def write_index(results: list[RunResult], out: Path, config: SuiteConfig, second
         "ok": all(r.status == "ok" for r in results),
         "runs": results_as_dicts(results),
     }
-    (out / "runs.json").write_text(json.dumps(payload, indent=2, default=str), encoding="utf-8")
+    # both through a temporary file and a rename: a full disk keeps the previous, complete versions
+    write_text_atomic(out / "runs.json", json.dumps(payload, indent=2, default=str))
+    write_text_atomic(index, index_html(results, out, config, seconds))
     return index
