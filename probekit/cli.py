@@ -76,7 +76,8 @@ def main(argv: list[str] | None = None) -> int:
 
 def describe_os_error(exc: OSError) -> str:
     """One line for an operating-system error: which file, what happened, what to do."""
-    where = f" ({exc.filename})" if exc.filename else ""
+    target = getattr(exc, "filename2", None) or exc.filename
+    where = f" ({target})" if target else ""
     fixes = {
         errno.ENOSPC: "the disk is full: free space there or write to another disk",
         errno.EDQUOT: "the disk quota is exhausted: free space or write elsewhere",
@@ -84,6 +85,8 @@ def describe_os_error(exc: OSError) -> str:
         errno.EACCES: "permission denied: choose a folder you can write to, or fix its permissions",
         errno.EPERM: "operation not permitted: choose a folder you own",
         errno.ENOENT: "no such file or folder: check the path",
+        errno.EISDIR: "a folder is in the way of a file: remove or rename the folder",
+        errno.ENOTDIR: "a file is in the way of a folder: remove or rename the file",
     }
     fix = fixes.get(exc.errno or -1, "check the path and the disk")
     return f"{exc.strerror or exc}{where}: {fix}"

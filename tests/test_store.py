@@ -15,12 +15,14 @@ import numpy as np
 import pytest
 
 from probekit.store import (
+    DamagedStoreError,
     FeatureStore,
     StoreError,
     _map,
     content_hash,
     key_filename,
     ranges_to_set,
+    repair,
     set_to_ranges,
     store_dirname,
     store_lock,
@@ -160,3 +162,73 @@ def test_a_really_full_disk(tmp_path: Path) -> None:
         assert not list(store.path.glob(".*.tmp"))
     finally:
         subprocess.run(["umount", str(mnt)], check=True)
+
+
+# ---- damaged stores: every open checks sizes against meta.json, repair drops only what is damaged ------------
+
+
+def _finished(path: Path) -> FeatureStore:
+    store = make_store(path)
+    writer_rows = np.arange(store.n * 3, dtype=np.float32).reshape(store.n, 3)
+    _map(store.path / key_filename("norm/cls"), store.meta["keys"]["norm/cls"])[:] = writer_rows
+    np.save(store.path / "labels.npy", np.arange(store.n, dtype=np.int64) % 2)
+    store.record_done(0, set(range(store.num_chunks)))
+    return FeatureStore.open(store.path)
+
+
+@pytest.mark.parametrize(("damage", "named"), [
+    (lambda p: (p / key_filename("norm/cls")).write_bytes((p / key_filename("norm/cls")).read_bytes()[:100]),
+     r"norm__cls.npy: truncated: 100 bytes, 188 expected"),
+    (lambda p: (p / key_filename("blocks.0.act/ap")).unlink(), r"blocks.0.act__ap.npy: deleted"),
+    (lambda p: (p / "labels.npy").unlink(), r"labels.npy: deleted"),
+    (lambda p: (p / "meta.json").write_text(""), r"meta.json: empty"),
+    (lambda p: (p / "meta.json").write_text((p / "meta.json").read_text()[:40]), r"meta.json: truncated or not JSON"),
+    (lambda p: (p / "meta.json").unlink(), r"meta.json: deleted"),
+])
+def test_a_damaged_store_is_named_with_its_damaged_files(tmp_path: Path, damage, named) -> None:
+    store = _finished(tmp_path / "s")
+    damage(store.path)
+    with pytest.raises(DamagedStoreError, match=named + r".*Repair it by running the extraction that made it"):
+        FeatureStore.open(store.path)
+
+
+def test_repair_drops_only_the_damaged_key(tmp_path: Path) -> None:
+    store = _finished(tmp_path / "s")
+    before = store.load("blocks.0.act/ap", mmap=True).copy()
+    (store.path / key_filename("norm/cls")).write_bytes(b"\x93NUMPY")
+    repaired, redo = repair(store.path, store.meta["inputs"], store.n, store.chunk_rows, lambda: np.zeros(store.n))
+    assert redo == ["norm/cls"] and list(repaired.meta["keys"]) == ["blocks.0.act/ap"]
+    reopened = FeatureStore.open(store.path)  # no longer damaged, the other key untouched
+    assert list(reopened) == ["blocks.0.act/ap"] and np.array_equal(reopened.load("blocks.0.act/ap", mmap=True), before)
+    assert reopened.labels.tolist() == [i % 2 for i in range(store.n)]
+
+
+def test_repair_rewrites_damaged_labels_and_rebuilds_a_damaged_meta(tmp_path: Path) -> None:
+    store = _finished(tmp_path / "s")
+    (store.path / "labels.npy").write_bytes(b"")
+    labels = np.arange(store.n) % 3
+    _, redo = repair(store.path, store.meta["inputs"], store.n, store.chunk_rows, lambda: labels)
+    assert redo == [] and FeatureStore.open(store.path).labels.tolist() == labels.tolist()
+    (store.path / "meta.json").write_text("{")
+    fresh, redo = repair(store.path, store.meta["inputs"], store.n, store.chunk_rows, lambda: labels)
+    assert sorted(redo) == ["blocks.0.act/ap", "norm/cls"] and fresh.meta["keys"] == {}  # both re-extracted
+    assert not list(store.path.glob("blocks*.npy")) and FeatureStore.open(store.path).n == store.n
+
+
+def test_the_waiting_side_names_the_lock_holder_and_its_progress(tmp_path: Path, capsys) -> None:
+    store = make_store(tmp_path / "s")
+    store.record_done(0, {0})
+
+    def other() -> None:
+        with store_lock(store.path, poll_s=0.05, report_s=0.2):
+            pass
+
+    with store_lock(store.path):
+        t = threading.Thread(target=other)
+        t.start()
+        time.sleep(0.6)
+    t.join(timeout=10)
+    err = capsys.readouterr().err
+    assert f"waiting for another extraction of s: process {os.getpid()} on " in err
+    assert "pass 1 of 1 (2 keys): 1/3 chunks recorded (about 4/10 images)" in err
+    assert "still waiting for process" in err
