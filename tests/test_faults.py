@@ -287,6 +287,7 @@ def _suite_config(tmp_path: Path, names: list[str], **top) -> Path:
 
 def test_suite_config_faults_are_refused_by_check_which_writes_nothing(tmp_path, capsys, monkeypatch) -> None:
     monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("PROBEKIT_REPORTS", str(tmp_path / "reports"))  # the default --out: must stay absent
     config = _suite_config(tmp_path, ["one"])
     (tmp_path / "bad.yaml").write_text("runs:\n  - name: one\n    notebook: quick.py\n     parameters: {seed: 1}\n")
     rc, _, err = probekit(capsys, "suite", tmp_path / "bad.yaml", "--check")

@@ -162,3 +162,31 @@ def test_unused_default_and_dependency_errors(tmp_path):
 def test_shipped_configs_validate(tmp_path):
     for config in sorted((ROOT / "configs").glob("*.yaml")):
         assert main(["suite", str(config), "--check", "--out", str(tmp_path)]) == 0, config.name
+
+
+def test_atomic_write_on_a_full_disk_keeps_the_previous_file(tmp_path):
+    import os
+    import subprocess
+
+    from probekit.atomic import DiskFullError, write_text_atomic
+
+    if os.geteuid() != 0:
+        pytest.skip("mounting a tmpfs needs root")
+    mnt = tmp_path / "small"
+    mnt.mkdir()
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", str(mnt)], check=False).returncode:
+        pytest.skip("tmpfs mount refused")
+    try:
+        write_text_atomic(mnt / "index.html", "old, complete")
+        with pytest.raises(DiskFullError, match=r"writing index.html needed 97.7 KiB, \d+.\d KiB are free"):
+            write_text_atomic(mnt / "index.html", "x" * 100_000)
+        assert (mnt / "index.html").read_text() == "old, complete" and sorted(os.listdir(mnt)) == ["index.html"]
+    finally:
+        subprocess.run(["umount", str(mnt)], check=True)
+
+
+def test_invalid_yaml_names_file_line_and_column(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("runs:\n  - name: a\n    notebook: [x\n")
+    with pytest.raises(SuiteConfigError, match=r"bad.yaml: invalid YAML at line 4, column 1: while parsing a flow"):
+        load_config(bad)

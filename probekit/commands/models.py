@@ -21,5 +21,5 @@ def run(args: argparse.Namespace) -> int:
     print(format_table(rows))
     if not (args.all or args.pattern):
         print("\n* embedded, works offline. Any timm ViT-family name also loads (hub weights when online, "
-              "or weights=FILE); `probekit models --all` or `probekit models 'vit_base*'` lists them.")
+              "or --weights FILE); `probekit models --all` or `probekit models 'vit_base*'` lists them.")
     return 0
