@@ -151,7 +151,9 @@ def lock_holder(path: Path) -> str:
         rec = {}
     if not rec:
         return "a process that has not recorded itself yet"
-    return f"process {rec.get('pid')} on {rec.get('host')} since {rec.get('since')} ({rec.get('command', '')[:120]})"
+    command = str(rec.get("command", ""))
+    command = command if len(command) <= 240 else command[:237] + "..."
+    return f"process {rec.get('pid')} on {rec.get('host')} since {rec.get('since')} ({command})"
 
 
 def progress_line(path: Path) -> str:
