@@ -5,7 +5,9 @@ ci_high`` (see :data:`probekit.report.TABLE_COLUMNS`). Every builder aggregates 
 so a chart never carries more than :data:`MAX_ROWS` rows.
 
 Importing this module enables the ``probekit`` theme and the ``probekit`` renderer: in
-JupyterLab it emits the vega-lite mimetype (JupyterLab draws it offline); in a batch report run
+JupyterLab 4 and Notebook 7 it emits the vega-lite mimetype, which their bundled vega extension
+draws offline (it knows vega-lite v3-v5 only, hence ``altair<6``: altair 6 emits a v6 mimetype
+they show as the text ``<VegaLite chart>``; see ``notebooks/README.md``). In a batch report run
 (``PROBEKIT_REPORT=html``, set by ``probekit suite``) it emits a small HTML fragment that calls
 the page-global ``vegaEmbed`` which :mod:`probekit.render` inlines once per report page.
 """
@@ -64,8 +66,14 @@ def report_mode() -> bool:
     return os.environ.get(REPORT_ENV, "") == "html"
 
 
-def _vegalite_mime() -> str:
-    return f"application/vnd.vegalite.v{alt.SCHEMA_VERSION.split('.')[0].lstrip('v')}+json"
+def vegalite_major() -> int:
+    """Major vega-lite version of the specs altair writes (5 for altair 5.x)."""
+    return int(alt.SCHEMA_VERSION.lstrip("v").split(".")[0])
+
+
+def vegalite_mime() -> str:
+    """The mimetype JupyterLab/Notebook draw the spec under: ``application/vnd.vegalite.v5+json``."""
+    return f"application/vnd.vegalite.v{vegalite_major()}+json"
 
 
 def chart_html(spec: dict[str, Any]) -> str:
@@ -91,7 +99,7 @@ def probekit_renderer(spec: dict[str, Any], **metadata: Any) -> dict[str, Any]:
     """Altair renderer: vega-lite mimetype interactively, the vegaEmbed fragment in reports."""
     if report_mode():
         return {"text/html": chart_html(spec), "text/plain": "<probekit chart>"}
-    return {_vegalite_mime(): spec, "text/plain": "<VegaLite chart>"}
+    return {vegalite_mime(): spec, "text/plain": "<VegaLite chart>"}
 
 
 alt.renderers.register("probekit", probekit_renderer)

@@ -93,8 +93,22 @@ def test_renderer_mimetype_in_lab_and_html_in_reports(monkeypatch):
     spec = charts.depth_curve(_table()[lambda d: (d.pool == "cls") & (d.dataset == "digits")]).to_dict()
     monkeypatch.delenv(charts.REPORT_ENV, raising=False)
     lab = charts.probekit_renderer(spec)
-    assert any(k.startswith("application/vnd.vegalite.v") for k in lab) and "text/html" not in lab
+    assert charts.vegalite_mime() in lab and "text/html" not in lab
     monkeypatch.setenv(charts.REPORT_ENV, "html")
     html = charts.probekit_renderer(spec)["text/html"]
     assert f'class="{charts.CHART_CLASS}"' in html and "window.vegaEmbed(" in html
     assert "cdn" not in html.lower()
+
+
+def test_lab_mimetype_is_one_the_installed_jupyterlab_draws():
+    """JupyterLab's bundled vega extension registers renderers for some vega-lite majors only
+    (v3-v5 in JupyterLab 4): a mimetype outside them shows as the text ``<VegaLite chart>``."""
+    import re
+    import sys
+    from pathlib import Path
+
+    static = Path(sys.prefix) / "share" / "jupyter" / "lab" / "static"
+    drawn = {m for f in static.glob("*.js")
+             for m in re.findall(r"application/vnd\.vegalite\.v\d+\+json", f.read_text(errors="ignore"))}
+    assert drawn, f"no vega-lite renderer found in {static}"
+    assert charts.vegalite_mime() in drawn, (charts.vegalite_mime(), sorted(drawn))
