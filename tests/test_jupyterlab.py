@@ -62,7 +62,8 @@ def _tiny_copy(dest: Path) -> Path:
     nb = jupytext.read(NOTEBOOK)
     at = next(i for i, c in enumerate(nb.cells) if "parameters" in c.metadata.get("tags", []))
     lines = [f"{k} = {v!r}" for k, v in {**TINY, "results_dir": str(dest / "results")}.items()]
-    nb.cells.insert(at + 1, nbformat.v4.new_code_cell("\n".join(lines), metadata={"tags": ["injected-parameters"]}))
+    injected = nbformat.v4.new_code_cell("\n".join(lines), metadata={"tags": ["injected-parameters"]})
+    nb.cells.insert(at + 1, injected)
     out = dest / NOTEBOOK.name
     jupytext.write(nb, out, fmt="py:percent")
     return out
@@ -88,7 +89,8 @@ def lab(tmp_path_factory):
         "--no-browser", "--ip=127.0.0.1", f"--port={port}", "--ServerApp.port_retries=0",
         f"--IdentityProvider.token={token}", "--ServerApp.allow_root=True", f"--ServerApp.root_dir={root}",
         "--LabApp.expose_app_in_browser=True", "--LabApp.news_url=", "--LabApp.extension_manager=readonly",
-        "--LabApp.check_for_updates_class=jupyterlab.NeverCheckForUpdate", "--ServerApp.terminals_enabled=False",
+        "--LabApp.check_for_updates_class=jupyterlab.NeverCheckForUpdate",
+        "--ServerApp.terminals_enabled=False",
     ]
     with open(tmp / "lab.log", "w") as log:
         proc = subprocess.Popen([sys.executable, "-m", "jupyterlab", *args], cwd=root, env=env, stdout=log,
@@ -178,8 +180,8 @@ def test_notebook_draws_every_chart_in_jupyterlab(lab, tmp_path):
             chart_cells = [c for c in cells if c["last"].startswith("charts.")]
             assert len(chart_cells) >= 3, cells
             blind = [c for c in chart_cells if c["drawn"] == 0]
-            assert not blind, "charts not drawn in JupyterLab (cell output text shown instead):\n" + "\n".join(
-                f"  {c['last'][:70]} -> {c['text'][:120]!r}" for c in blind)
+            said = "\n".join(f"  {c['last'][:70]} -> {c['text'][:120]!r}" for c in blind)
+            assert not blind, f"charts not drawn in JupyterLab (cell output text shown instead):\n{said}"
             # The explorer: its live chart is drawn, and moving the slider redraws it.
             page.wait_for_function(f"() => ({_EXPLORER})() && ({_EXPLORER})().drawn > 0", timeout=20_000)
             before = page.evaluate(_EXPLORER)
@@ -188,7 +190,8 @@ def test_notebook_draws_every_chart_in_jupyterlab(lab, tmp_path):
             page.keyboard.press("Home")  # first layer (the explorer starts at the last)
             try:
                 page.wait_for_function(
-                    f"(old) => {{ const e = ({_EXPLORER})(); return e && e.drawn > 0 && e.picture !== old; }}",
+                    f"(old) => {{ const e = ({_EXPLORER})(); "
+                    "return e && e.drawn > 0 && e.picture !== old; }",
                     arg=before["picture"], timeout=20_000, polling=250)
             except PlaywrightTimeout:
                 pytest.fail("moving the explorer's layer slider did not change its chart")
