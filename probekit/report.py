@@ -113,8 +113,10 @@ def _show_warning(message: Warning | str, category: type[Warning], filename: str
 
 
 def _frame_html(df: pd.DataFrame) -> str:
-    """A DataFrame as a page shows it: no 0..n-1 index column, inside its own scrolling box."""
-    plain_index = isinstance(df.index, pd.RangeIndex) and df.index.name is None
+    """A DataFrame as a page shows it: no unnamed integer index column (the row numbers pandas
+    keeps through sorts and filters), inside its own scrolling box. A named index is data: kept."""
+    plain_index = (df.index.nlevels == 1 and df.index.name is None and df.index.is_unique
+                   and pd.api.types.is_integer_dtype(df.index.dtype))  # 0..n-1, perhaps sorted or filtered
     table = df.to_html(index=not plain_index, border=0, classes="dataframe probekit-table",
                        max_rows=pd.get_option("display.max_rows"), max_cols=pd.get_option("display.max_columns"))
     return f'<div class="probekit-table-box" style="overflow-x:auto;max-width:100%">{table}</div>'

@@ -154,12 +154,16 @@ class Table:
     """A pandas table (``table.dataframe``) and the first cell of each body row."""
 
     first_cells: list[tuple[str, str]] = field(default_factory=list)  # (tag, text)
+    head_rows: list[str] = field(default_factory=list)  # text of each header row's first cell
 
     @property
     def shows_range_index(self) -> bool:
-        """Every body row starts with a header cell 0, 1, 2, ...: pandas' meaningless index."""
+        """Body rows start with header cells of distinct integers under an unnamed index (one header
+        row, its first cell empty): pandas' row numbers, kept through sorts and filters."""
         cells = self.first_cells
-        return bool(cells) and all(tag == "th" and text == str(i) for i, (tag, text) in enumerate(cells))
+        unnamed = len(self.head_rows) == 1 and not self.head_rows[0]
+        ints = [text for tag, text in cells if tag == "th" and re.fullmatch(r"-?\d+", text)]
+        return unnamed and bool(cells) and len(ints) == len(cells) and len(set(ints)) == len(ints)
 
 
 class _ChartScanner(HTMLParser):
@@ -228,7 +232,7 @@ class _ChartScanner(HTMLParser):
         elif self._table is not None:
             if tag == "tbody":
                 self._in_tbody = True
-            elif tag == "tr" and self._in_tbody:
+            elif tag == "tr":
                 self._row_started = True
             elif tag in ("th", "td") and self._row_started:
                 self._row_started = False
@@ -244,7 +248,10 @@ class _ChartScanner(HTMLParser):
             self._hidden -= 1
         if self._table is not None:
             if tag in ("th", "td") and self._row_cell is not None:
-                self._table.first_cells.append((self._row_cell[0], self._row_cell[1].strip()))
+                if self._in_tbody:
+                    self._table.first_cells.append((self._row_cell[0], self._row_cell[1].strip()))
+                else:
+                    self._table.head_rows.append(self._row_cell[1].strip())
                 self._row_cell = None
             elif tag == "tbody":
                 self._in_tbody = False
@@ -364,7 +371,7 @@ def check_page(chromium: str, page: Path, budget_ms: int = 15000) -> tuple[list[
             problems.append(f"{page.name}: stacked bars in chart {title!r} (compare side by side: yOffset or stack=None)")
     shown = sum(t.shows_range_index for t in found.tables)
     if shown:
-        problems.append(f"{page.name}: {shown} table(s) show the pandas 0..n-1 index column")
+        problems.append(f"{page.name}: {shown} table(s) show the pandas row-number index column")
     layout = found.layout
     if layout is None:
         problems.append(f"{page.name}: the layout probe did not report (page scripts did not finish?)")

@@ -121,8 +121,8 @@ def test_report_run_shows_each_warning_once_as_a_note_without_paths(monkeypatch,
 
 
 def test_tables_on_a_page_drop_the_range_index_and_scroll_in_their_box():
-    html = report._frame_html(pd.DataFrame({"a": [1, 2], "b": ["x", "y"]}))
-    assert "<th>0</th>" not in html and 'class="probekit-table-box"' in html and "overflow-x:auto" in html
+    html = report._frame_html(pd.DataFrame({"a": [1, 2], "b": ["x", "y"]}).sort_values("a", ascending=False))
+    assert "<th>0</th>" not in html and "<th>1</th>" not in html and 'class="probekit-table-box"' in html and "overflow-x:auto" in html
     keyed = report._frame_html(pd.DataFrame({"a": [1, 2]}, index=pd.Index(["d1", "d2"], name="dataset")))
     assert "d1" in keyed  # a meaningful index stays
 
@@ -144,7 +144,10 @@ def _defect_notebook(monkeypatch) -> nbformat.NotebookNode:
         out("stream", name="stderr", text="/tmp/ipykernel_1/2.py:3: UserWarning: careful\n  x = f()\n"),
         out("execute_result", data={"text/plain": "PosixPath('/home/me/reports/results/x.csv')"},
             execution_count=1),
-        out("display_data", data={"text/html": pd.DataFrame({"a": [1, 2]}).to_html()}),
+        out("display_data", data={"text/html": pd.DataFrame({"a": [1, 2, 3]}).sort_values("a", ascending=False)
+                                   .to_html()}),
+        out("display_data", data={"text/html": pd.DataFrame({"a": [1, 2]}, index=pd.Index([0, 1], name="layer"))
+                                   .to_html()}),  # a named index is data: not a defect
     ]
     nb = nbformat.v4.new_notebook()  # outputs and markdown scroll in their own box; this escapes it
     nb.cells.append(nbformat.v4.new_markdown_cell('<div style="position:absolute;width:2400px">wide</div>'))
@@ -164,7 +167,7 @@ def test_checker_fails_on_each_defect_a_reader_would_see(tmp_path, monkeypatch):
     problems, _ = check.check_page(chromium, page)
     said = "\n".join(problems)
     for expected in ("stacked bars", "absolute local path", "'/tmp/ipykernel_1/2.py:3:'", "PosixPath(",
-                     "stderr block", "pandas 0..n-1 index", "printed over each other", "page wider than"):
+                     "stderr block", "1 table(s) show the pandas row-number index", "printed over each other", "page wider than"):
         assert expected in said, (expected, said)
     # and the same outputs made fit to publish pass
     good = _chart_notebook(monkeypatch)
