@@ -181,6 +181,7 @@ class _ChartScanner(HTMLParser):
         self._stack: list[tuple[str, Chart | None, bool]] = []  # (tag, chart, opens a mark group)
         self._hidden = 0  # inside <script>/<style>
         self._stderr_depth: int | None = None
+        self._error_depth: int | None = None
         self._layout = False
         self._table: Table | None = None
         self._in_tbody = False
@@ -200,7 +201,9 @@ class _ChartScanner(HTMLParser):
             self.links.append(a["href"] or "")
         if tag in ("script", "style"):
             self._hidden += 1
-        if a.get("data-mime-type") == STDERR_MIME and self._stderr_depth is None:
+        if "probekit-error" in classes and self._error_depth is None:
+            self._error_depth = len(self._stack)  # a failed run's traceback: reported by the suite
+        elif a.get("data-mime-type") == STDERR_MIME and self._stderr_depth is None and self._error_depth is None:
             self._stderr_depth = len(self._stack)
             self.stderr.append("")
         if a.get("id") == LAYOUT_ID:
@@ -264,6 +267,8 @@ class _ChartScanner(HTMLParser):
                 del self._stack[i:]
                 if self._stderr_depth is not None and len(self._stack) <= self._stderr_depth:
                     self._stderr_depth = None
+                if self._error_depth is not None and len(self._stack) <= self._error_depth:
+                    self._error_depth = None
                 return
 
     def handle_data(self, data: str) -> None:
@@ -277,7 +282,7 @@ class _ChartScanner(HTMLParser):
             return
         if self._row_cell is not None:
             self._row_cell[1] += data
-        if data.strip():
+        if data.strip() and self._error_depth is None:
             self.text.append(data.strip())
             if self._stderr_depth is not None:
                 self.stderr[-1] += data
