@@ -6,7 +6,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.probekit-installed
 
-.PHONY: demo test venv assets system-deps check-reports clean-features clean-reports
+.PHONY: demo test venv assets system-deps jupyter-settings check-reports clean-features clean-reports
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -21,13 +21,19 @@ venv: $(STAMP)
 system-deps:
 	@bash scripts/system_deps.sh
 
+# JupyterLab opens the project's jupytext .py notebooks as notebooks on double-click: the
+# jupytext default-viewer setting shipped in jupyter/labconfig, installed into the venv.
+jupyter-settings: venv
+	install -D -m 644 jupyter/labconfig/default_setting_overrides.json \
+		$(VENV)/etc/jupyter/labconfig/default_setting_overrides.json
+
 assets: venv
 	$(VENV)/bin/probekit assets
 
-test: venv system-deps assets
+test: venv system-deps jupyter-settings assets
 	$(PY) -m pytest
 
-demo: venv system-deps assets
+demo: venv system-deps jupyter-settings assets
 	$(VENV)/bin/probekit suite configs/demo.yaml --out reports
 	@echo 'reports written: open reports/index.html'
 

@@ -5,7 +5,9 @@ ci_high`` (see :data:`probekit.report.TABLE_COLUMNS`). Every builder aggregates 
 so a chart never carries more than :data:`MAX_ROWS` rows.
 
 Importing this module enables the ``probekit`` theme and the ``probekit`` renderer: in
-JupyterLab it emits the vega-lite mimetype (JupyterLab draws it offline); in a batch report run
+JupyterLab 4 and Notebook 7 it emits the vega-lite mimetype, which their bundled vega extension
+draws offline (it knows vega-lite v3-v5 only, hence ``altair<6``: altair 6 emits a v6 mimetype
+they show as the text ``<VegaLite chart>``; see ``notebooks/README.md``). In a batch report run
 (``PROBEKIT_REPORT=html``, set by ``probekit suite``) it emits a small HTML fragment that calls
 the page-global ``vegaEmbed`` which :mod:`probekit.render` inlines once per report page.
 """
@@ -64,8 +66,14 @@ def report_mode() -> bool:
     return os.environ.get(REPORT_ENV, "") == "html"
 
 
-def _vegalite_mime() -> str:
-    return f"application/vnd.vegalite.v{alt.SCHEMA_VERSION.split('.')[0].lstrip('v')}+json"
+def vegalite_major() -> int:
+    """Major vega-lite version of the specs altair writes (5 for altair 5.x)."""
+    return int(alt.SCHEMA_VERSION.lstrip("v").split(".")[0])
+
+
+def vegalite_mime() -> str:
+    """The mimetype JupyterLab/Notebook draw the spec under: ``application/vnd.vegalite.v5+json``."""
+    return f"application/vnd.vegalite.v{vegalite_major()}+json"
 
 
 def chart_html(spec: dict[str, Any]) -> str:
@@ -91,7 +99,7 @@ def probekit_renderer(spec: dict[str, Any], **metadata: Any) -> dict[str, Any]:
     """Altair renderer: vega-lite mimetype interactively, the vegaEmbed fragment in reports."""
     if report_mode():
         return {"text/html": chart_html(spec), "text/plain": "<probekit chart>"}
-    return {_vegalite_mime(): spec, "text/plain": "<VegaLite chart>"}
+    return {vegalite_mime(): spec, "text/plain": "<VegaLite chart>"}
 
 
 alt.renderers.register("probekit", probekit_renderer)
@@ -198,6 +206,15 @@ def depth_curve(
     return chart.properties(title=title or f"{ytitle} by {x}")
 
 
+LABEL_CELL_PX = 30  # narrowest heatmap cell that shows its value ("0.72" at 10 px) with room to spare
+PANEL_PX = {False: 640, True: 240}  # widest heatmap panel alone / as one of FACET_COLUMNS small multiples
+
+
+def heatmap_cell_width(n_columns: int, *, faceted: bool) -> int:
+    """Pixels per heatmap column: up to 36, shrunk so the panel stays within :data:`PANEL_PX`."""
+    return int(max(8, min(36, PANEL_PX[faceted] // max(1, n_columns))))
+
+
 def site_layer_heatmap(
     df: pd.DataFrame,
     *,
@@ -215,6 +232,7 @@ def site_layer_heatmap(
     data = aggregate(data, [facet, y, x])
     group = data.groupby(facet, sort=False)["value"] if facet else data["value"]
     data["best"] = data["value"] == (group.transform("max") if facet else group.max())
+    cell = heatmap_cell_width(data[x].nunique(), faceted=bool(facet))
     base = alt.Chart(data).encode(
         x=alt.X(f"{x}:O", title=x),
         y=alt.Y(f"{y}:N", sort=_order(data, y), title=y),
@@ -226,13 +244,14 @@ def site_layer_heatmap(
                                 tooltip=tooltip),
         base.transform_filter("datum.best").mark_rect(fill=None, stroke="#d62728", strokeWidth=2),
     ]
-    if annotate and data[x].nunique() <= 16:
+    if annotate and cell >= LABEL_CELL_PX:  # numbers only where "0.72" fits; tooltips always carry them
         mid = float((data["value"].min() + data["value"].max()) / 2)
-        layers.append(base.mark_text(fontSize=9).encode(
+        layers.append(base.mark_text(fontSize=10).encode(
             text=alt.Text("value:Q", format=".2f"),
             color=alt.condition(f"datum.value > {mid!r}", alt.value("black"), alt.value("white")),
+            tooltip=tooltip,
         ))
-    chart = alt.layer(*layers, data=data)
+    chart = alt.layer(*layers, data=data).properties(width=alt.Step(cell))
     if facet:
         chart = _facet(chart, data, facet)
     return chart.properties(title=title or f"{ctitle}: {y} × {x}")
@@ -258,14 +277,23 @@ def ranked_bars_with_ci(
     ycat = alt.Y(f"{category}:N", sort=sort, title=category)
     tooltip = [alt.Tooltip(f"{c}:N") for c in [category, color] if c]
     tooltip += [alt.Tooltip(f"{c}:Q", format=".3f") for c in _VALUE_COLS if c in data.columns]
+    # With ``color`` every (category, color) pair gets its own bar and whisker side by side
+    # (yOffset): values such as gains over a baseline are compared, never stacked into a sum.
+    group: dict[str, Any] = {}
+    if color:
+        order = _order(data, color)
+        group = {"color": alt.Color(f"{color}:N", sort=order, title=color),
+                 "yOffset": alt.YOffset(f"{color}:N", sort=order)}
     bars = alt.Chart(data).mark_bar().encode(
-        y=ycat, x=alt.X("value:Q", title=xtitle), tooltip=tooltip,
-        **({"color": alt.Color(f"{color}:N")} if color else {}),
-    )
+        y=ycat, x=alt.X("value:Q", title=xtitle, stack=None), tooltip=tooltip, **group)
     layers = [bars]
     if {"ci_low", "ci_high"} <= set(data.columns) and data["ci_low"].notna().any():
-        layers.append(alt.Chart(data).mark_rule(color="#333").encode(y=ycat, x="ci_low:Q", x2="ci_high:Q"))
-    return alt.layer(*layers).properties(title=title or f"{xtitle} by {category}")
+        layers.append(alt.Chart(data).mark_rule(color="#333").encode(
+            y=ycat, x="ci_low:Q", x2="ci_high:Q", **({"yOffset": group["yOffset"]} if color else {})))
+    chart = alt.layer(*layers)
+    if color:
+        chart = chart.properties(height=alt.Step(12))  # the step of the offset scale: 12 px per bar
+    return chart.properties(title=title or f"{xtitle} by {category}")
 
 
 def scatter_with_fit(
@@ -280,7 +308,8 @@ def scatter_with_fit(
 ) -> alt.Chart:
     """``y`` against ``x``, one point per row, a least-squares line and Spearman rho with its CI.
 
-    ``df`` is wide here (one row per dataset, say): ``x`` and ``y`` are column names.
+    ``df`` is wide here (one row per dataset, say): ``x`` and ``y`` are column names. ``label``
+    names the points by colour and shape with a legend (up to ten names; always in the tooltip).
     """
     _require(df, [x, y, label, color], "scatter_with_fit")
     keep = [c for c in dict.fromkeys([x, y, label, color]) if c]
@@ -296,15 +325,17 @@ def scatter_with_fit(
     tooltip += [alt.Tooltip(f"{x}:Q", format=".3f"), alt.Tooltip(f"{y}:Q", format=".3f")]
     enc: dict[str, Any] = {"x": alt.X(f"{x}:Q", scale=alt.Scale(zero=False)),
                            "y": alt.Y(f"{y}:Q", scale=alt.Scale(zero=False)), "tooltip": tooltip}
-    if color:
-        enc["color"] = alt.Color(f"{color}:N")
-    layers = [base.mark_point(size=70).encode(**enc)]
+    # Points are named by colour and legend, not by text beside them: datasets with similar values
+    # sit close together and their labels would overprint. Beyond the palette, names are in tooltips.
+    key = color or (label if label and data[label].nunique() <= len(PALETTE) else None)
+    if key:
+        enc["color"] = alt.Color(f"{key}:N", title=key)
+        if label and key == label:
+            enc["shape"] = alt.Shape(f"{key}:N", title=key)  # same field and title: one merged legend
+    layers = [base.mark_point(size=70, filled=True, opacity=0.9).encode(**enc)]
     if len(data) >= 2:
         layers.append(base.transform_regression(x, y).mark_line(color="#888", strokeDash=[4, 3])
                       .encode(x=f"{x}:Q", y=f"{y}:Q"))
-    if label:
-        layers.append(base.mark_text(align="left", dx=6, dy=-6, fontSize=10, color="#555")
-                      .encode(x=f"{x}:Q", y=f"{y}:Q", text=f"{label}:N"))
     return alt.layer(*layers).properties(
         title=alt.TitleParams(title or f"{y} against {x}", subtitle=[note]))
 

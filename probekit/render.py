@@ -24,21 +24,34 @@ WIDGET_VIEW = "application/vnd.jupyter.widget-view+json"
 _EXTERNAL_SCRIPT = re.compile(r"<script\b[^>]*\bsrc\s*=\s*[\"']?(https?:)?//[^\"' >]+", re.IGNORECASE)
 
 
+def bundle_vegalite_version() -> str | None:
+    """The vega-lite version (``"5.20"``) of altair's specs, when vl-convert can bundle it."""
+    import altair
+    import vl_convert
+
+    major_minor = ".".join(altair.SCHEMA_VERSION.lstrip("v").split(".")[:2])
+    versions = getattr(vl_convert, "get_vegalite_versions", list)()
+    return major_minor if major_minor in versions else None
+
+
 @functools.lru_cache(maxsize=1)
 def vega_bundle() -> str:
     """The vega-embed + vega-lite + vega JavaScript bundle (~0.9 MB); sets ``window.vegaEmbed``.
 
-    Building it takes seconds, so it is cached per vl-convert version under the data directory.
+    Its vega-lite is the version altair writes specs for (:func:`bundle_vegalite_version`).
+    Building it takes seconds, so it is cached per vl-convert and vega-lite version under the
+    data directory.
     """
     import vl_convert
 
     from .paths import data_dir
 
+    vl_version = bundle_vegalite_version()
     version = re.sub(r"[^A-Za-z0-9.]", "_", str(getattr(vl_convert, "__version__", "unknown")))
-    cache = data_dir() / "cache" / f"vega-bundle-vl-convert-{version}.js"
+    cache = data_dir() / "cache" / f"vega-bundle-vl-convert-{version}-vl{vl_version or 'default'}.js"
     if cache.is_file():
         return cache.read_text(encoding="utf-8")
-    bundle = vl_convert.javascript_bundle()
+    bundle = vl_convert.javascript_bundle(vl_version=vl_version)
     cache.parent.mkdir(parents=True, exist_ok=True)
     tmp = cache.with_suffix(f".{os.getpid()}.tmp")
     tmp.write_text(bundle, encoding="utf-8")

@@ -17,8 +17,10 @@ from __future__ import annotations
 import html
 import json
 import math
+import os
 import re
 import time
+import warnings
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -37,6 +39,8 @@ _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 
 _TIMINGS: list[dict[str, Any]] = []
 _HEADLINES: dict[str, Any] = {}
+_WARNED: set[tuple[str, str]] = set()
+_ABS_PATH = re.compile(r"(?<![\w:/.~-])/(?:[^\s/'\"<>()`]+/)+([^\s/'\"<>()`]+)")
 
 
 class TableError(ProbekitError, ValueError):
@@ -61,6 +65,76 @@ def _emit(kind: str, payload: dict[str, Any], text: str, html_text: str | None =
     else:
         bundle["text/markdown"] = text
     display(bundle, raw=True)
+
+
+def report_mode() -> bool:
+    """True inside a ``probekit suite`` run (``PROBEKIT_REPORT=html``): the page will be published."""
+    return os.environ.get("PROBEKIT_REPORT", "") == "html"
+
+
+def scrub_paths(text: str) -> str:
+    """``text`` with absolute local paths cut to their last part (``/tmp/ipykernel_1/2.py`` -> ``2.py``)."""
+    return _ABS_PATH.sub(r"\1", text)
+
+
+def shown_path(path: str | Path) -> str:
+    """How a file is named on a page: relative to the report in a suite run, else as given.
+
+    In a suite run the report lies beside ``$PROBEKIT_RESULTS_DIR``, so a results table shows as
+    ``results/<name>.csv``; a page copied to a web server carries no local path.
+    """
+    if not report_mode():
+        return str(path)
+    results = os.environ.get("PROBEKIT_RESULTS_DIR")
+    base = Path(results).resolve().parent if results else Path.cwd()
+    rel = os.path.relpath(Path(path).resolve(), base)
+    return Path(path).name if rel.startswith("..") else Path(rel).as_posix()
+
+
+class SavedPath(type(Path())):  # type: ignore[misc]
+    """The path :func:`save_table` returns: a plain path that displays nothing as a cell's value
+    (the saved-table note already names it), so no ``PosixPath('/abs/...')`` reaches a page."""
+
+    def _ipython_display_(self) -> None:
+        return None
+
+
+def _show_warning(message: Warning | str, category: type[Warning], filename: str, lineno: int,
+                  file: Any = None, line: str | None = None) -> None:
+    """``warnings.showwarning`` for report runs: each warning once, as a note without source lines."""
+    text = scrub_paths(str(message))
+    key = (category.__name__, text)
+    if key in _WARNED:
+        return
+    _WARNED.add(key)
+    _emit("warning", {"category": category.__name__, "message": text},
+          f"Warning ({category.__name__}): {text}",
+          f'<div class="probekit-note"><b>Note</b> ({html.escape(category.__name__)}): {html.escape(text)}</div>')
+
+
+def _frame_html(df: pd.DataFrame) -> str:
+    """A DataFrame as a page shows it: no unnamed integer index column (the row numbers pandas
+    keeps through sorts and filters), inside its own scrolling box. A named index is data: kept."""
+    plain_index = (df.index.nlevels == 1 and df.index.name is None and df.index.is_unique
+                   and pd.api.types.is_integer_dtype(df.index.dtype))  # 0..n-1, perhaps sorted or filtered
+    table = df.to_html(index=not plain_index, border=0, classes="dataframe probekit-table",
+                       max_rows=pd.get_option("display.max_rows"), max_cols=pd.get_option("display.max_columns"))
+    return f'<div class="probekit-table-box" style="overflow-x:auto;max-width:100%">{table}</div>'
+
+
+def _publishable_display() -> None:
+    """In a report run: warnings become one-time notes and DataFrames drop the RangeIndex column."""
+    _WARNED.clear()
+    if not report_mode():
+        return
+    warnings.showwarning = _show_warning
+    try:
+        from IPython import get_ipython
+    except ImportError:
+        return
+    shell = get_ipython()
+    if shell is not None:
+        shell.display_formatter.formatters["text/html"].for_type(pd.DataFrame, _frame_html)
 
 
 def _jsonable(value: Any) -> Any:
@@ -97,6 +171,7 @@ def run_info(params: dict[str, Any], seed: int | None = None) -> pd.DataFrame:
     """
     if seed is not None:
         seed_everything(seed)
+    _publishable_display()
     _TIMINGS.clear()
     _HEADLINES.clear()
     env = environment_info()
@@ -126,7 +201,8 @@ def save_table(
 
     With ``strict`` (the default) the table must have the shared tidy columns
     :data:`TABLE_COLUMNS`; extra columns are kept. ``results_dir`` defaults to
-    ``reports/results``. Returns the CSV path.
+    ``reports/results``. Returns the CSV path (shown on the page relative to the report, see
+    :func:`shown_path`).
     """
     if not _NAME.match(name):
         raise TableError(f"table name {name!r} must be letters, digits, '_', '-' or '.'")
@@ -145,8 +221,10 @@ def save_table(
     df[ordered].to_csv(path, index=False)
     payload = {"name": name, "path": str(path.resolve()), "rows": len(df),
                "columns": [str(c) for c in ordered]}
-    _emit("table", payload, f"Saved table `{name}` ({len(df)} rows) to `{path}`")
-    return path
+    shown = shown_path(path)
+    where = f"[`{shown}`]({shown})" if report_mode() and not Path(shown).is_absolute() else f"`{shown}`"
+    _emit("table", payload, f"Saved table `{name}` ({len(df)} rows) to {where}")
+    return SavedPath(path)
 
 
 def headline(name: str, value: Any, *, label: str | None = None, fmt: str | None = None) -> Any:

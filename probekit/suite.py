@@ -45,6 +45,9 @@ from .errors import ProbekitError
 from .report import RECORD_MIME
 
 KERNEL = "python3"
+# The kernel's own log (not cell output) says "WARNING | Kernel is running over TCP without encryption"
+# (local loopback only) and "ERROR | KeyboardInterrupt caught in kernel" at shutdown: noise, not failures.
+KERNEL_ARGS = ["--IPKernelApp.log_level=CRITICAL"]
 RUN_ENV = {"PROBEKIT_REPORT": "html"}
 RUN_ENV_DEFAULTS = {"TQDM_DISABLE": "1", "MPLBACKEND": "Agg"}
 
@@ -375,7 +378,8 @@ def execute_run(spec: RunSpec, params: dict[str, Any], out: Path, config: SuiteC
         with _environment(env):
             pm.execute_notebook(str(input_ipynb), str(executed), parameters=params, kernel_name=KERNEL,
                                 language="python", cwd=str(spec.notebook.parent), progress_bar=False,
-                                log_output=False, execution_timeout=config.timeout)
+                                log_output=False, execution_timeout=config.timeout,
+                                extra_arguments=KERNEL_ARGS)
     except pm.PapermillExecutionError as exc:
         if "No space left on device" in str(exc.evalue) or "Errno 28" in str(exc.evalue):
             raise DiskFullError(out / "results", None, f"the notebook {spec.notebook.name}: {exc.evalue}") from None

@@ -93,8 +93,66 @@ def test_renderer_mimetype_in_lab_and_html_in_reports(monkeypatch):
     spec = charts.depth_curve(_table()[lambda d: (d.pool == "cls") & (d.dataset == "digits")]).to_dict()
     monkeypatch.delenv(charts.REPORT_ENV, raising=False)
     lab = charts.probekit_renderer(spec)
-    assert any(k.startswith("application/vnd.vegalite.v") for k in lab) and "text/html" not in lab
+    assert charts.vegalite_mime() in lab and "text/html" not in lab
     monkeypatch.setenv(charts.REPORT_ENV, "html")
     html = charts.probekit_renderer(spec)["text/html"]
     assert f'class="{charts.CHART_CLASS}"' in html and "window.vegaEmbed(" in html
     assert "cdn" not in html.lower()
+
+
+def test_lab_mimetype_is_one_the_installed_jupyterlab_draws():
+    """JupyterLab's bundled vega extension registers renderers for some vega-lite majors only
+    (v3-v5 in JupyterLab 4): a mimetype outside them shows as the text ``<VegaLite chart>``."""
+    import re
+    import sys
+    from pathlib import Path
+
+    static = Path(sys.prefix) / "share" / "jupyter" / "lab" / "static"
+    drawn = {m for f in static.glob("*.js")
+             for m in re.findall(r"application/vnd\.vegalite\.v\d+\+json", f.read_text(errors="ignore"))}
+    assert drawn, f"no vega-lite renderer found in {static}"
+    assert charts.vegalite_mime() in drawn, (charts.vegalite_mime(), sorted(drawn))
+
+
+def _layers(spec: dict) -> list[dict]:
+    out = [spec]
+    for key in ("layer", "hconcat", "vconcat", "concat"):
+        for sub in spec.get(key, []):
+            out += _layers(sub)
+    if "spec" in spec:
+        out += _layers(spec["spec"])
+    return out
+
+
+def _mark(spec: dict) -> str | None:
+    mark = spec.get("mark")
+    return mark.get("type") if isinstance(mark, dict) else mark
+
+
+def test_bars_with_color_are_grouped_with_own_whiskers_never_stacked():
+    gains = pd.DataFrame({"dataset": ["a", "a", "b", "b"], "method": ["alf", "mean"] * 2, "metric": "gain",
+                          "value": [0.6, 0.9, 0.2, 0.4], "ci_low": [0.5, 0.8, 0.1, 0.3],
+                          "ci_high": [0.7, 1.0, 0.3, 0.5]})
+    spec = charts.ranked_bars_with_ci(gains, category="dataset", color="method").to_dict()
+    bars = [s for s in _layers(spec) if _mark(s) == "bar"]
+    assert bars and all(b["encoding"]["x"].get("stack", "zero") is None for b in bars)
+    assert all("yOffset" in s["encoding"] for s in _layers(spec) if "encoding" in s)  # bars and whiskers
+    svg = vl_convert.vegalite_to_svg(spec)
+    assert svg.count("<path") >= 4
+
+
+def test_heatmap_numbers_only_where_they_fit():
+    df = _table(n_layers=6)
+    narrow = charts.site_layer_heatmap(_table(n_layers=24)[lambda d: d.pool == "cls"], facet="dataset").to_dict()
+    wide = charts.site_layer_heatmap(df[(df.pool == "cls") & (df.dataset == "mnist")]).to_dict()
+    has_text = [any(_mark(s) == "text" for s in _layers(x)) for x in (narrow, wide)]
+    assert has_text == [False, True]
+    assert charts.heatmap_cell_width(6, faceted=False) >= charts.LABEL_CELL_PX
+    assert charts.heatmap_cell_width(13, faceted=True) < charts.LABEL_CELL_PX
+
+
+def test_scatter_names_points_by_legend_not_overprinting_text():
+    wide = pd.DataFrame({"dataset": ["a", "b", "c"], "shift": [1.0, 1.01, 3.0], "gain": [0.1, 0.1, 0.3]})
+    spec = charts.scatter_with_fit(wide, "shift", "gain").to_dict()
+    assert not any(_mark(s) == "text" for s in _layers(spec))
+    assert any(s.get("encoding", {}).get("color", {}).get("field") == "dataset" for s in _layers(spec))

@@ -76,7 +76,7 @@ def test_rendered_report_is_offline_and_charts_draw(tmp_path, monkeypatch):
     check = _check_module()
     chromium = check.find_chromium()
     if chromium is None:
-        pytest.skip("Debian chromium is not installed (apt-get install -y chromium); CI installs it")
+        pytest.fail("Chromium is not installed: run `bash scripts/system_deps.sh` as root (Debian package chromium)")
     problems, found = check.check_page(chromium, page)
     assert problems == [] and len(found.charts) == 2 and all(c.drawn for c in found.charts)
     # the same page without the inlined bundle: the check must notice the charts are not drawn
@@ -91,3 +91,85 @@ def test_page_without_charts_skips_the_bundle(tmp_path):
     nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_markdown_cell("# no charts")])
     html = render_html(nb, tmp_path / "plain.html").read_text()
     assert "vegaEmbed" not in html and len(html) < 400_000 and external_scripts(html) == []
+
+
+def test_save_table_names_the_file_relative_to_the_report_in_a_suite_run(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("PROBEKIT_REPORT", "html")
+    monkeypatch.setenv("PROBEKIT_RESULTS_DIR", str(tmp_path / "results"))
+    path = report.save_table(_tidy(), "probe", tmp_path / "results")
+    said = capsys.readouterr().out
+    assert "[`results/probe.csv`](results/probe.csv)" in said and str(tmp_path) not in said
+    assert path == tmp_path / "results" / "probe.csv" and path._ipython_display_() is None  # no PosixPath(...)
+    monkeypatch.delenv("PROBEKIT_REPORT")
+    assert report.shown_path(path) == str(path)  # interactive: as given
+
+
+def test_report_run_shows_each_warning_once_as_a_note_without_paths(monkeypatch, capsys):
+    import warnings
+
+    monkeypatch.setenv("PROBEKIT_REPORT", "html")
+    monkeypatch.setattr(warnings, "showwarning", warnings.showwarning)  # restored after the test
+    report.run_info({}, 0)
+    capsys.readouterr()
+    with warnings.catch_warnings():
+        warnings.simplefilter("always")
+        warnings.showwarning = report._show_warning
+        for _ in range(3):
+            warnings.warn("image /tmp/data/x/big.png is large", UserWarning, stacklevel=1)
+    said = capsys.readouterr().out
+    assert said.count("Warning (UserWarning): image big.png is large") == 1 and "/tmp" not in said
+
+
+def test_tables_on_a_page_drop_the_range_index_and_scroll_in_their_box():
+    html = report._frame_html(pd.DataFrame({"a": [1, 2], "b": ["x", "y"]}).sort_values("a", ascending=False))
+    assert "<th>0</th>" not in html and "<th>1</th>" not in html and 'class="probekit-table-box"' in html and "overflow-x:auto" in html
+    keyed = report._frame_html(pd.DataFrame({"a": [1, 2]}, index=pd.Index(["d1", "d2"], name="dataset")))
+    assert "d1" in keyed  # a meaningful index stays
+
+
+def _defect_notebook(monkeypatch) -> nbformat.NotebookNode:
+    """One cell per defect a published page must not have (see scripts/check_reports.py)."""
+    import altair as alt
+
+    monkeypatch.setenv(charts.REPORT_ENV, "html")
+    gains = pd.DataFrame({"dataset": ["a", "a", "b", "b"], "method": ["alf", "mean"] * 2, "value": [1, 2, 3, 4]})
+    stacked = alt.Chart(gains).mark_bar().encode(y="dataset:N", x="value:Q", color="method:N")
+    crowded = alt.Chart(pd.DataFrame({"x": range(30), "v": [0.72] * 30})).mark_text(fontSize=12).encode(
+        x=alt.X("x:O", scale=alt.Scale(paddingInner=0)), text=alt.Text("v:Q", format=".2f")).properties(
+        width=alt.Step(12))
+    out = nbformat.v4.new_output
+    outputs = [
+        out("display_data", data=charts.probekit_renderer(stacked.to_dict())),
+        out("display_data", data=charts.probekit_renderer(crowded.to_dict())),
+        out("stream", name="stderr", text="/tmp/ipykernel_1/2.py:3: UserWarning: careful\n  x = f()\n"),
+        out("execute_result", data={"text/plain": "PosixPath('/home/me/reports/results/x.csv')"},
+            execution_count=1),
+        out("display_data", data={"text/html": pd.DataFrame({"a": [1, 2, 3]}).sort_values("a", ascending=False)
+                                   .to_html()}),
+        out("display_data", data={"text/html": pd.DataFrame({"a": [1, 2]}, index=pd.Index([0, 1], name="layer"))
+                                   .to_html()}),  # a named index is data: not a defect
+    ]
+    nb = nbformat.v4.new_notebook()  # outputs and markdown scroll in their own box; this escapes it
+    nb.cells.append(nbformat.v4.new_markdown_cell('<div style="position:absolute;width:2400px">wide</div>'))
+    for o in outputs:
+        cell = nbformat.v4.new_code_cell("x")
+        cell.outputs = [o]
+        nb.cells.append(cell)
+    return nb
+
+
+def test_checker_fails_on_each_defect_a_reader_would_see(tmp_path, monkeypatch):
+    check = _check_module()
+    chromium = check.find_chromium()
+    if chromium is None:
+        pytest.fail("Chromium is not installed: run `bash scripts/system_deps.sh` as root (Debian package chromium)")
+    page = render_html(_defect_notebook(monkeypatch), tmp_path / "bad.html", title="bad")
+    problems, _ = check.check_page(chromium, page)
+    said = "\n".join(problems)
+    for expected in ("stacked bars", "absolute local path", "'/tmp/ipykernel_1/2.py:3:'", "PosixPath(",
+                     "stderr block", "1 table(s) show the pandas row-number index", "printed over each other", "page wider than"):
+        assert expected in said, (expected, said)
+    # and the same outputs made fit to publish pass
+    good = _chart_notebook(monkeypatch)
+    problems, _ = check.check_page(chromium, render_html(good, tmp_path / "good.html", title="good"))
+    assert problems == []
