@@ -1,7 +1,8 @@
 """The dataset registry: ids, what each one is, whether it is here, and ``load_dataset``.
 
 A dataset id is ``<base>`` or ``<base>+<corruption>@<severity>``, where ``<base>`` is a registered
-id (``emoji``, ``cifar10``, ...) or ``folder:<path>``; e.g. ``emoji+gaussian_noise@3``.
+id (``emoji``, ``cifar10``, ...), ``folder:<path>`` or ``cifar10c:<corruption>@<severity>`` (the
+released CIFAR-10-C files, :mod:`probekit.data.cifar10c`); e.g. ``emoji+gaussian_noise@3``.
 """
 
 from __future__ import annotations
@@ -13,12 +14,12 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from . import offline
+from . import cifar10c, offline
 from .corruptions import CORRUPTIONS, check_corruption
 from .dataset import ImageDataset
 from .errors import InvalidDatasetIdError, UnknownDatasetError
 from .folder import folder_source
-from .online import ONLINE, how_to_get, is_available, online_source
+from .online import ONLINE, how_to_get, is_available, online_source, torchvision_root
 from .reference import photos_source
 from .source import Source
 from .splits import SPLITS
@@ -85,10 +86,18 @@ def known_ids() -> list[str]:
     return list(OFFLINE) + list(ONLINE)
 
 
+def is_known_base(base: str) -> bool:
+    """Whether ``base`` names a dataset: a registered id, ``folder:<path>`` or ``cifar10c:<c>@<s>``."""
+    return base in OFFLINE or base in ONLINE or base.startswith((FOLDER_PREFIX, cifar10c.PREFIX))
+
+
 def parse_id(dataset_id: str) -> tuple[str, tuple[str, int] | None]:
     """Split ``base+family@severity`` into ``(base, (family, severity))`` (or ``(base, None)``)."""
     match = _CORRUPTION_SUFFIX.match(dataset_id.strip())
     if match is None:
+        if dataset_id.strip().startswith(cifar10c.PREFIX):
+            cifar10c.parse(dataset_id.strip())  # a clear error for a misspelled corruption
+            return dataset_id.strip(), None
         if "@" in dataset_id and not dataset_id.startswith(FOLDER_PREFIX):
             raise InvalidDatasetIdError(
                 f"cannot read dataset id {dataset_id!r}: a corrupted dataset is written "
@@ -110,6 +119,11 @@ def _cached_offline(base: str) -> Source:
 
 
 @functools.lru_cache(maxsize=8)
+def _cached_cifar10c(base: str, root: str | None) -> Source:
+    return cifar10c.cifar10c_source(base, torchvision_root(root))
+
+
+@functools.lru_cache(maxsize=8)
 def _cached_online(base: str, root: str | None, download: bool | None) -> Source:
     return online_source(base, root, download)
 
@@ -122,9 +136,11 @@ def get_source(base: str, root: str | Path | None = None, download: bool | None 
         return _cached_offline(base)
     if base in ONLINE:
         return _cached_online(base, None if root is None else str(root), download)
+    if base.startswith(cifar10c.PREFIX):
+        return _cached_cifar10c(base, None if root is None else str(root))
     raise UnknownDatasetError(
         f"unknown dataset {base!r}. Known: {', '.join(known_ids())}; or folder:/path/to/images "
-        f"(one sub-folder per class); add +<corruption>@<1-5> for a shifted copy "
+        f"(one sub-folder per class), or cifar10c:<corruption>@<1-5> (the released CIFAR-10-C); add +<corruption>@<1-5> for a shifted copy "
         f"({', '.join(CORRUPTIONS)})."
     )
 
@@ -190,4 +206,9 @@ def list_datasets(root: str | Path | None = None) -> list[dict]:
                      "source": "torchvision (download)", "classes": spec.n_classes, "size": spec.size,
                      "kind": "online", "available": here,
                      "how": "" if here else how_to_get(spec.id, root)})  # fmt: skip
+    here = cifar10c.is_available(torchvision_root(root))
+    rows.append({"id": "cifar10c:<corruption>@<1-5>", "title": "CIFAR-10-C, the released .npy files",
+                 "source": "zenodo 2535967 (place the files)", "classes": 10, "size": cifar10c.PER_SEVERITY,
+                 "kind": "online", "available": here,
+                 "how": "" if here else cifar10c.how_to_get(torchvision_root(root))})  # fmt: skip
     return rows
