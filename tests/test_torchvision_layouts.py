@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import math
 from collections import Counter
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -168,3 +169,27 @@ def test_cifar10c_missing_or_misspelled_says_what_to_do(tmp_path) -> None:
         load_dataset("cifar10c:snow@6", root=tmp_path)
     with pytest.raises(DatasetDownloadError, match="zenodo.*CIFAR-10-C.tar"):
         load_dataset("cifar10c:snow@5", root=tmp_path)
+
+
+def test_domainnet_folders_follow_imagefolder_order_and_paper1_cut(tmp_path) -> None:
+    from torchvision_layouts import write_domainnet
+
+    from probekit.data import paper1
+
+    for domain in ("clipart", "sketch"):
+        folder = write_domainnet(tmp_path, domain)
+        everything = load_dataset(f"domainnet:{domain}", split="all", root=tmp_path)
+        # the paper cut torchvision's ImageFolder order; probekit's folder order is the same
+        imagefolder = [Path(p).relative_to(folder).as_posix() for p, _ in tvd.ImageFolder(str(folder)).samples]
+        source_keys = everything.source.keys
+        assert source_keys == imagefolder
+        n = len(imagefolder)
+        cut = np.random.RandomState(42).permutation(n)
+        test = load_dataset(f"domainnet:{domain}", split="test", root=tmp_path)
+        assert set(test.keys) == {imagefolder[i] for i in cut[int(0.8 * n):]}
+        train = load_dataset(f"domainnet:{domain}", split="train", root=tmp_path)
+        val = load_dataset(f"domainnet:{domain}", split="val", root=tmp_path)
+        assert len(train) + len(val) == int(0.8 * n) and everything.classes == ["aircraft_carrier", "airplane", "zebra"]
+        assert everything.source.provenance["split"] == paper1.RULE
+    with pytest.raises(Exception, match="domainnet:<domain>"):
+        load_dataset("domainnet:cartoon", root=tmp_path)

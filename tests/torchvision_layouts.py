@@ -349,6 +349,17 @@ def write_cifar10c(root: Path, families: tuple[str, ...], n: int = 100) -> dict[
     return arrays
 
 
+def write_domainnet(root: Path, domain: str, classes: tuple[str, ...] = ("aircraft_carrier", "airplane", "zebra"),
+                    per_class: int = 7) -> Path:
+    """``<root>/domainnet/<domain>/<class>/<domain>_<n>.jpg`` as the VisDA-2019 zips unzip."""
+    rng = _rng(f"domainnet-{domain}")
+    base = root / "domainnet" / domain
+    for c in classes:
+        for i in range(per_class):
+            _jpg(base / c / f"{domain}_{(i * 37) % 101:03d}_{i:06d}.jpg", rng)
+    return base
+
+
 WRITERS = {
     "cifar10": write_cifar10, "cifar100": write_cifar100, "svhn": write_svhn, "flowers102": write_flowers102,
     "pets": write_pets, "dtd": write_dtd, "eurosat": write_eurosat, "gtsrb": write_gtsrb, "stl10": write_stl10,

@@ -6,12 +6,10 @@ images at severity 1, then 2, ... 5, and ``labels.npy`` (50,000 labels in the sa
 reads the 10k rows of one severity from ``<root>/CIFAR-10-C/`` (root: ``data_dir()/torchvision``
 or ``root=``), memory-mapped; nothing is downloaded (the tar is 2.9 GB).
 
-Splits follow paper 1 exactly where it is written down (``ambroiseodt/vit-probing``,
-``src/core/utils.py: deterministic_split``): the 10k images are permuted by numpy's legacy
-generator seeded with 42 and the first 8,000 are the official ``train``, the other 2,000 the
-official ``test``. probekit's split rule then keeps ``test`` and takes a stratified, seeded 20 % of
-``train`` as ``val``, so the probe trains on 6,400 images as in the paper; the paper's 80 % subset of
-those 8,000 is drawn by its own generator, so the 6,400 are not the same images (deviation).
+Splits follow paper 1 (:mod:`probekit.data.paper1`): of the 10k images of a severity, the 2,000
+the paper tests on are the official ``test``, the other 8,000 ``train``; probekit's split rule
+keeps ``test`` and takes a stratified, seeded 20 % of ``train`` as ``val``, so the probe trains on
+6,400 images as in the paper (not the same 6,400: see :mod:`probekit.data.paper1`).
 """
 
 from __future__ import annotations
@@ -22,14 +20,13 @@ from pathlib import Path
 import numpy as np
 
 from .errors import DatasetDownloadError, InvalidDatasetIdError
+from .paper1 import RULE, official_split
 from .source import RGBArrayLoader, Source
 
 PREFIX = "cifar10c:"
 FOLDER = "CIFAR-10-C"
 URL = "https://zenodo.org/record/2535967/files/CIFAR-10-C.tar"
 PER_SEVERITY = 10_000
-SPLIT_SEED = 42  # paper 1: np.random.seed(42); np.random.permutation(n)
-TRAIN_FRACTION = 0.8
 CLASSES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
 FAMILIES = (
     "brightness", "contrast", "defocus_blur", "elastic_transform", "fog", "frost", "gaussian_blur",
@@ -65,13 +62,8 @@ def how_to_get(root: Path) -> str:
 
 
 def paper1_official_split(n: int = PER_SEVERITY) -> np.ndarray:
-    """Per image ``"train"``/``"test"``: paper 1's seeded 80/20 cut of the 10k images of a severity."""
-    order = np.random.RandomState(SPLIT_SEED).permutation(n)
-    split = np.empty(n, dtype=object)
-    n_train = int(TRAIN_FRACTION * n)
-    split[order[:n_train]] = "train"
-    split[order[n_train:]] = "test"
-    return split.astype(str)
+    """Per image ``"train"``/``"test"``: paper 1's seeded 80/20 cut of the images of a severity."""
+    return official_split(n)
 
 
 def cifar10c_source(dataset_id: str, root: Path) -> Source:
@@ -101,7 +93,7 @@ def cifar10c_source(dataset_id: str, root: Path) -> Source:
         provenance={
             "source": "released files", "dataset": "CIFAR-10-C (Hendrycks & Dietterich, ICLR 2019)",
             "url": URL, "licence": "CC BY 4.0", "root": str(base), "corruption": family, "severity": severity,
-            "split": f"paper 1: legacy numpy permutation seeded {SPLIT_SEED}, first {TRAIN_FRACTION:.0%} train",
+            "split": RULE,
             "image_mode": "RGB",
         },
         official_split=paper1_official_split(n),

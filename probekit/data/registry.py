@@ -2,7 +2,8 @@
 
 A dataset id is ``<base>`` or ``<base>+<corruption>@<severity>``, where ``<base>`` is a registered
 id (``emoji``, ``cifar10``, ...), ``folder:<path>`` or ``cifar10c:<corruption>@<severity>`` (the
-released CIFAR-10-C files, :mod:`probekit.data.cifar10c`); e.g. ``emoji+gaussian_noise@3``.
+released CIFAR-10-C files, :mod:`probekit.data.cifar10c`) or ``domainnet:<domain>`` (a DomainNet
+domain folder with paper 1's split, :mod:`probekit.data.paper1`); e.g. ``emoji+gaussian_noise@3``.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from . import cifar10c, offline
+from . import cifar10c, offline, paper1
 from .corruptions import CORRUPTIONS, check_corruption
 from .dataset import ImageDataset
 from .errors import InvalidDatasetIdError, UnknownDatasetError
@@ -87,8 +88,8 @@ def known_ids() -> list[str]:
 
 
 def is_known_base(base: str) -> bool:
-    """Whether ``base`` names a dataset: a registered id, ``folder:<path>`` or ``cifar10c:<c>@<s>``."""
-    return base in OFFLINE or base in ONLINE or base.startswith((FOLDER_PREFIX, cifar10c.PREFIX))
+    """Whether ``base`` names a dataset: a registered id, ``folder:``, ``cifar10c:`` or ``domainnet:``."""
+    return base in OFFLINE or base in ONLINE or base.startswith((FOLDER_PREFIX, cifar10c.PREFIX, paper1.DOMAINNET_PREFIX))
 
 
 def parse_id(dataset_id: str) -> tuple[str, tuple[str, int] | None]:
@@ -124,6 +125,11 @@ def _cached_cifar10c(base: str, root: str | None) -> Source:
 
 
 @functools.lru_cache(maxsize=8)
+def _cached_domainnet(base: str, root: str | None) -> Source:
+    return paper1.domainnet_source(base, torchvision_root(root))
+
+
+@functools.lru_cache(maxsize=8)
 def _cached_online(base: str, root: str | None, download: bool | None) -> Source:
     return online_source(base, root, download)
 
@@ -138,9 +144,12 @@ def get_source(base: str, root: str | Path | None = None, download: bool | None 
         return _cached_online(base, None if root is None else str(root), download)
     if base.startswith(cifar10c.PREFIX):
         return _cached_cifar10c(base, None if root is None else str(root))
+    if base.startswith(paper1.DOMAINNET_PREFIX):
+        return _cached_domainnet(base, None if root is None else str(root))
     raise UnknownDatasetError(
         f"unknown dataset {base!r}. Known: {', '.join(known_ids())}; or folder:/path/to/images "
-        f"(one sub-folder per class), or cifar10c:<corruption>@<1-5> (the released CIFAR-10-C); add +<corruption>@<1-5> for a shifted copy "
+        f"(one sub-folder per class), cifar10c:<corruption>@<1-5> (the released CIFAR-10-C) or "
+        f"domainnet:<domain>; add +<corruption>@<1-5> for a shifted copy "
         f"({', '.join(CORRUPTIONS)})."
     )
 
@@ -211,4 +220,11 @@ def list_datasets(root: str | Path | None = None) -> list[dict]:
                  "source": "zenodo 2535967 (place the files)", "classes": 10, "size": cifar10c.PER_SEVERITY,
                  "kind": "online", "available": here,
                  "how": "" if here else cifar10c.how_to_get(torchvision_root(root))})  # fmt: skip
+    here = [d for d in paper1.DOMAINNET_DOMAINS if paper1.domainnet_folder(d, torchvision_root(root)).is_dir()]
+    where = paper1.domainnet_folder("<domain>", torchvision_root(root))
+    rows.append({"id": f"{paper1.DOMAINNET_PREFIX}<domain>", "title": "DomainNet domains as image folders "
+                 f"({', '.join(here) if here else ', '.join(paper1.DOMAINNET_DOMAINS)})",
+                 "source": "VisDA-2019 multi-source zips (place the files)", "classes": 345, "size": "-",
+                 "kind": "online", "available": bool(here),
+                 "how": "" if here else f"unzip <domain>.zip from {paper1.DOMAINNET_URL} so that {where}/ exists"})  # fmt: skip
     return rows
