@@ -87,6 +87,8 @@ def _blocks(model: nn.Module) -> Sequence[nn.Module]:
 _UNSUPPORTED_BLOCKS: dict[str, str] = {
     "ResPostBlock": "post-norm blocks (x + norm1(attn(x))): norm1/norm2 read the branch outputs, so "
                     "ln1, ln2 and resid_mid would not be the pre-norm sites",
+    "ResPostRelPosBlock": "post-norm blocks (x + norm1(attn(x))): norm1/norm2 read the branch outputs, so "
+                          "ln1, ln2 and resid_mid would not be the pre-norm sites",
     "ParallelScalingBlock": "parallel attention and MLP branches on one shared norm (no norm1/norm2, no "
                             "resid_mid between them)",
     "DiffParallelScalingBlock": "parallel attention and MLP branches on one shared norm (no resid_mid)",

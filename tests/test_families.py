@@ -222,6 +222,7 @@ def test_models_with_a_class_token_keep_cls() -> None:
     ("name", "missing"),
     [
         ("vit_base_patch16_rpn_224", "ResPostBlock blocks.*post-norm"),
+        ("vit_relpos_medium_patch16_rpn_224", "ResPostRelPosBlock blocks.*post-norm"),
         ("vit_small_patch16_18x2_224", "ParallelThingsBlock blocks.*parallel"),
     ],
 )
@@ -233,3 +234,13 @@ def test_families_that_cannot_be_supported_are_refused_naming_what_is_missing(na
 def test_a_model_without_blocks_is_refused_naming_its_modules() -> None:
     with pytest.raises(NotAViTError, match="no `blocks`"):
         load_model("resnet18", pretrained=False, device="cpu")
+
+
+def test_catalog_lists_beit_and_marks_the_refused_families() -> None:
+    from probekit.models.catalog import list_models
+
+    rows = {r["name"]: r for r in list_models()}
+    assert "beit_base_patch16_224.in22k_ft_in22k_in1k" in rows
+    assert rows["vit_base_patch16_rpn_224.sw_in1k"]["notes"].startswith("refused: post-norm")
+    assert rows["vit_relpos_medium_patch16_rpn_224.sw_in1k"]["notes"].startswith("refused: post-norm")
+    assert rows["vit_small_patch14_reg4_dinov2.lvd142m"]["notes"] == ""
