@@ -7,6 +7,17 @@ norm's output). A *pool* reduces the ``(B, T, D)`` token tensor of a site to wha
 ``cls`` (token 0), ``ap`` (mean of patch tokens, prefix and register tokens excluded by
 ``model.num_prefix_tokens``), ``mean`` (all tokens, paper 1's recipe) or ``tokens`` (everything).
 
+Families (README, "Model families"): timm ``VisionTransformer`` (plain/augreg, DeiT-3, DINOv2 with
+and without registers, CLIP with ``norm_pre``, SigLIP, MAE, global-average-pool ViTs), ``Eva``
+(EVA-02: RoPE, fused SwiGLU ``GluMlp`` or ``SwiGLU`` with a sub-LayerNorm) and ``Beit`` (relative
+position bias, ``gamma_1``/``gamma_2`` layer scale) all have pre-norm blocks and mean the same at
+every site. In a gated MLP ``fc1`` is the fused value+gate projection (absent from ``SwiGLU``, which
+has two) and ``act`` the gated product, read *before* any MLP sub-norm (the input of ``mlp.norm``).
+Post-norm (``ResPostBlock``) and parallel blocks are refused by :func:`check_supported`. Models
+whose final ``norm`` is an ``Identity`` (``fc_norm`` after pooling: BEiT, EVA-02, ``global_pool="avg"``)
+give ``norm`` = the last block's output. Models without a class token get ``ap``/``mean`` when the
+default pools are asked for (:func:`fit_pools`); asking for ``cls`` alone is refused.
+
 :func:`capture` registers one hook per distinct (module, input-or-output) point, pools inside the
 hook in float32 on the device, and removes every hook when the ``with`` block ends::
 
@@ -18,6 +29,7 @@ hook in float32 on the device, and removes every hook when the ``with`` block en
 
 from __future__ import annotations
 
+import warnings
 import weakref
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
@@ -42,7 +54,7 @@ _BLOCK_POINTS: dict[str, tuple[str, str]] = {
     "resid_mid": ("norm2", "in"),
     "ln2": ("norm2", "out"),
     "fc1": ("mlp.fc1", "out"),
-    "act": ("mlp.fc2", "in"),
+    "act": ("mlp.norm", "in"),  # the activation before any MLP sub-norm; mlp.fc2 input without one
     "fc2": ("mlp", "out"),
     "resid_post": ("", "out"),
 }
@@ -71,24 +83,43 @@ def _blocks(model: nn.Module) -> Sequence[nn.Module]:
     return blocks
 
 
-def site_point(site: str, block: int | None) -> Point:
-    """The module and hook kind that read ``site`` (of block ``block`` for block sites)."""
+# block classes whose attributes look right but whose sites would not mean what the taxonomy says
+_UNSUPPORTED_BLOCKS: dict[str, str] = {
+    "ResPostBlock": "post-norm blocks (x + norm1(attn(x))): norm1/norm2 read the branch outputs, so "
+                    "ln1, ln2 and resid_mid would not be the pre-norm sites",
+    "ResPostRelPosBlock": "post-norm blocks (x + norm1(attn(x))): norm1/norm2 read the branch outputs, so "
+                          "ln1, ln2 and resid_mid would not be the pre-norm sites",
+    "ParallelScalingBlock": "parallel attention and MLP branches on one shared norm (no norm1/norm2, no "
+                            "resid_mid between them)",
+    "DiffParallelScalingBlock": "parallel attention and MLP branches on one shared norm (no resid_mid)",
+    "ParallelThingsBlock": "several parallel attention and MLP branches per block (no single attn/mlp site)",
+}
+
+
+def site_point(site: str, block: int | None, model: nn.Module | None = None) -> Point:
+    """The module and hook kind that read ``site`` (of block ``block`` for block sites).
+
+    ``act`` is the input of ``mlp.norm`` (the MLP's sub-norm, an Identity in most ViTs); with a
+    ``model`` whose MLP has no ``norm`` it falls back to the input of ``mlp.fc2``.
+    """
     if block is None:
         module, where = _MODEL_POINTS[site]
         return Point(module, where)
     sub, where = _BLOCK_POINTS[site]
+    if site == "act" and model is not None and not hasattr(_blocks(model)[block].mlp, "norm"):
+        sub = "mlp.fc2"
     return Point(f"blocks.{block}" + (f".{sub}" if sub else ""), where)
 
 
 def available_sites(model: nn.Module) -> list[str]:
-    """Sites this model has (``fc1``/``act`` need ``mlp.fc1``/``mlp.fc2``; SwiGLU lacks ``fc1``)."""
+    """Sites this model has (``fc1`` needs ``mlp.fc1``: a ``SwiGLU`` MLP has ``fc1_g``/``fc1_x``)."""
     modules = dict(model.named_modules())
     block0 = _blocks(model)[0]
     inner = dict(block0.named_modules())
     out = []
     for site in BLOCK_SITES:
         sub = _BLOCK_POINTS[site][0]
-        if sub == "" or sub in inner:
+        if sub == "" or sub in inner or (site == "act" and "mlp.fc2" in inner):
             out.append(site)
     out.append("embed")
     if "norm" in modules:
@@ -96,13 +127,61 @@ def available_sites(model: nn.Module) -> list[str]:
     return out
 
 
-def _check_block_structure(model: nn.Module) -> None:
-    missing = [n for n in ("norm1", "attn", "norm2", "mlp") if not hasattr(_blocks(model)[0], n)]
+def check_supported(model: nn.Module) -> None:
+    """Raise :class:`NotAViTError` naming what is missing when the sites cannot mean what they say."""
+    block = _blocks(model)[0]
+    kind = type(block).__name__
+    if kind in _UNSUPPORTED_BLOCKS:
+        raise NotAViTError(
+            f"{type(model).__name__} has {kind} blocks, which probekit cannot probe: "
+            f"{_UNSUPPORTED_BLOCKS[kind]}. The site taxonomy needs pre-norm blocks "
+            "(x + attn(norm1(x)), then x + mlp(norm2(x))), as in timm's Block, EvaBlock and Beit's Block."
+        )
+    missing = [n for n in ("norm1", "attn", "norm2", "mlp") if not hasattr(block, n)]
+    mlp = getattr(block, "mlp", None)
+    if mlp is not None and not hasattr(mlp, "fc2"):
+        missing.append("mlp.fc2")
     if missing:
         raise NotAViTError(
-            f"{type(model).__name__}.blocks[0] lacks {missing}; probekit's sites need the pre-norm "
-            "timm Block (x + ls1(attn(norm1(x))), then x + ls2(mlp(norm2(x))))."
+            f"{type(model).__name__}.blocks[0] ({kind}) lacks {', '.join(missing)}; probekit's sites need "
+            "the pre-norm timm Block (x + ls1(attn(norm1(x))), then x + ls2(mlp(norm2(x))) with an "
+            "MLP ending in mlp.fc2)."
         )
+
+
+
+def has_class_token(model: nn.Module) -> bool:
+    """Whether token 0 is a class token (timm's ``has_class_token``, else a ``cls_token`` parameter)."""
+    flag = getattr(model, "has_class_token", None)
+    if flag is not None:
+        return bool(flag)
+    return getattr(model, "cls_token", None) is not None
+
+
+_TOLD_NO_CLS: set[str] = set()
+
+
+def fit_pools(model: nn.Module, pools: Iterable[str]) -> tuple[str, ...]:
+    """The pools a request means on this model: the one rule for models without a class token.
+
+    On a model without a class token (SigLIP, global-average-pool ViTs), a request that includes
+    ``cls`` together with other pools (the default ``cls ap mean``) keeps the others and says so
+    once per model class; ``cls`` alone is refused. Other models get the request unchanged.
+    """
+    pools = tuple(dict.fromkeys(pools))
+    if "cls" not in pools or has_class_token(model):
+        return pools
+    rest = tuple(p for p in pools if p != "cls")
+    name = type(model).__name__
+    if not rest:
+        raise SiteError(
+            f"pool 'cls' requested but this {name} has no class token (its token 0 is a patch or "
+            "register token); use pools=('ap', 'mean') (--pools ap mean)"
+        )
+    if name not in _TOLD_NO_CLS:
+        _TOLD_NO_CLS.add(name)
+        warnings.warn(f"this {name} has no class token: pool 'cls' dropped, using {list(rest)}", stacklevel=3)
+    return rest
 
 
 def _expand_site(spec: str, depth: int, layers: list[int]) -> list[tuple[str, int | None]]:
@@ -137,7 +216,7 @@ def resolve_sites(
     pool (all tokens, ~100x larger) for the named sites only. Keys come out model-order:
     ``embed``, then block by block in site order, then ``norm``.
     """
-    _check_block_structure(model)
+    check_supported(model)
     depth = len(_blocks(model))
     have = available_sites(model)
     if layers is None:
@@ -156,11 +235,7 @@ def resolve_sites(
             raise SiteError(f"unknown pool {p!r}: use some of {POOLS}")
     if "tokens" in pools:
         raise SiteError("the 'tokens' pool is opt-in per site: pass token_sites=[...] instead")
-    if "cls" in pools and not getattr(model, "has_class_token", True):
-        raise SiteError(
-            f"pool 'cls' requested but {type(model).__name__} has no class token; "
-            "use pools=('ap', 'mean')"
-        )
+    pools = fit_pools(model, pools)
     requested: dict[tuple[str, int | None], list[str]] = {}
     for spec in sites if sites is not None else have:
         for s, b in _expand_site(spec, depth, layer_list):
@@ -282,7 +357,9 @@ def capture(model: nn.Module, keys: Sequence[str]) -> Iterator[Capture]:
     grouped: dict[Point, dict[str, str]] = {}
     for key in keys:
         fk = parse_key(key)
-        point = site_point(fk.site, fk.block)
+        if fk.pool == "cls" and not has_class_token(model):
+            raise SiteError(f"key {key!r}: {type(model).__name__} has no class token; use 'ap' or 'mean'")
+        point = site_point(fk.site, fk.block, model)
         if point.module not in modules:
             raise SiteError(f"key {key!r}: model has no module {point.module!r}")
         grouped.setdefault(point, {})[fk.pool] = key

@@ -196,8 +196,8 @@ def online_source(dataset_id: str, root: str | Path | None = None, download: boo
         keys += [f"{split}/{i:06d}" for i in range(len(part_labels))]
     classes = getattr(parts[0], "classes", None) or FALLBACK_CLASSES.get(dataset_id)
     all_labels = np.concatenate(labels)
-    if not classes:
-        classes = [str(c) for c in range(int(all_labels.max()) + 1)]
+    if not classes:  # GTSRB: no names in the files; the class ids, all of them (not just those seen)
+        classes = [str(c) for c in range(max(spec.n_classes, int(all_labels.max()) + 1))]
     return Source(
         name=dataset_id,
         keys=keys,

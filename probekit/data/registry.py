@@ -1,7 +1,9 @@
 """The dataset registry: ids, what each one is, whether it is here, and ``load_dataset``.
 
 A dataset id is ``<base>`` or ``<base>+<corruption>@<severity>``, where ``<base>`` is a registered
-id (``emoji``, ``cifar10``, ...) or ``folder:<path>``; e.g. ``emoji+gaussian_noise@3``.
+id (``emoji``, ``cifar10``, ...), ``folder:<path>`` or ``cifar10c:<corruption>@<severity>`` (the
+released CIFAR-10-C files, :mod:`probekit.data.cifar10c`) or ``domainnet:<domain>`` (a DomainNet
+domain folder with paper 1's split, :mod:`probekit.data.paper1`); e.g. ``emoji+gaussian_noise@3``.
 """
 
 from __future__ import annotations
@@ -13,12 +15,12 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from . import offline
+from . import cifar10c, offline, paper1
 from .corruptions import CORRUPTIONS, check_corruption
 from .dataset import ImageDataset
 from .errors import InvalidDatasetIdError, UnknownDatasetError
 from .folder import folder_source
-from .online import ONLINE, how_to_get, is_available, online_source
+from .online import ONLINE, how_to_get, is_available, online_source, torchvision_root
 from .reference import photos_source
 from .source import Source
 from .splits import SPLITS
@@ -85,10 +87,18 @@ def known_ids() -> list[str]:
     return list(OFFLINE) + list(ONLINE)
 
 
+def is_known_base(base: str) -> bool:
+    """Whether ``base`` names a dataset: a registered id, ``folder:``, ``cifar10c:`` or ``domainnet:``."""
+    return base in OFFLINE or base in ONLINE or base.startswith((FOLDER_PREFIX, cifar10c.PREFIX, paper1.DOMAINNET_PREFIX))
+
+
 def parse_id(dataset_id: str) -> tuple[str, tuple[str, int] | None]:
     """Split ``base+family@severity`` into ``(base, (family, severity))`` (or ``(base, None)``)."""
     match = _CORRUPTION_SUFFIX.match(dataset_id.strip())
     if match is None:
+        if dataset_id.strip().startswith(cifar10c.PREFIX):
+            cifar10c.parse(dataset_id.strip())  # a clear error for a misspelled corruption
+            return dataset_id.strip(), None
         if "@" in dataset_id and not dataset_id.startswith(FOLDER_PREFIX):
             raise InvalidDatasetIdError(
                 f"cannot read dataset id {dataset_id!r}: a corrupted dataset is written "
@@ -110,6 +120,16 @@ def _cached_offline(base: str) -> Source:
 
 
 @functools.lru_cache(maxsize=8)
+def _cached_cifar10c(base: str, root: str | None) -> Source:
+    return cifar10c.cifar10c_source(base, torchvision_root(root))
+
+
+@functools.lru_cache(maxsize=8)
+def _cached_domainnet(base: str, root: str | None) -> Source:
+    return paper1.domainnet_source(base, torchvision_root(root))
+
+
+@functools.lru_cache(maxsize=8)
 def _cached_online(base: str, root: str | None, download: bool | None) -> Source:
     return online_source(base, root, download)
 
@@ -122,9 +142,14 @@ def get_source(base: str, root: str | Path | None = None, download: bool | None 
         return _cached_offline(base)
     if base in ONLINE:
         return _cached_online(base, None if root is None else str(root), download)
+    if base.startswith(cifar10c.PREFIX):
+        return _cached_cifar10c(base, None if root is None else str(root))
+    if base.startswith(paper1.DOMAINNET_PREFIX):
+        return _cached_domainnet(base, None if root is None else str(root))
     raise UnknownDatasetError(
         f"unknown dataset {base!r}. Known: {', '.join(known_ids())}; or folder:/path/to/images "
-        f"(one sub-folder per class); add +<corruption>@<1-5> for a shifted copy "
+        f"(one sub-folder per class), cifar10c:<corruption>@<1-5> (the released CIFAR-10-C) or "
+        f"domainnet:<domain>; add +<corruption>@<1-5> for a shifted copy "
         f"({', '.join(CORRUPTIONS)})."
     )
 
@@ -190,4 +215,16 @@ def list_datasets(root: str | Path | None = None) -> list[dict]:
                      "source": "torchvision (download)", "classes": spec.n_classes, "size": spec.size,
                      "kind": "online", "available": here,
                      "how": "" if here else how_to_get(spec.id, root)})  # fmt: skip
+    here = cifar10c.is_available(torchvision_root(root))
+    rows.append({"id": "cifar10c:<corruption>@<1-5>", "title": "CIFAR-10-C, the released .npy files",
+                 "source": "zenodo 2535967 (place the files)", "classes": 10, "size": cifar10c.PER_SEVERITY,
+                 "kind": "online", "available": here,
+                 "how": "" if here else cifar10c.how_to_get(torchvision_root(root))})  # fmt: skip
+    here = [d for d in paper1.DOMAINNET_DOMAINS if paper1.domainnet_folder(d, torchvision_root(root)).is_dir()]
+    where = paper1.domainnet_folder("<domain>", torchvision_root(root))
+    rows.append({"id": f"{paper1.DOMAINNET_PREFIX}<domain>", "title": "DomainNet domains as image folders "
+                 f"({', '.join(here) if here else ', '.join(paper1.DOMAINNET_DOMAINS)})",
+                 "source": "VisDA-2019 multi-source zips (place the files)", "classes": 345, "size": "-",
+                 "kind": "online", "available": bool(here),
+                 "how": "" if here else f"unzip <domain>.zip from {paper1.DOMAINNET_URL} so that {where}/ exists"})  # fmt: skip
     return rows

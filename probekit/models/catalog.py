@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from . import embedded
 
-VIT_FAMILIES = ("vit_", "deit", "eva02", "beitv2", "flexivit")
+VIT_FAMILIES = ("vit_", "deit", "eva02", "beit", "flexivit")
+# timm names whose blocks the site taxonomy cannot probe (probekit.sites.check_supported refuses them)
+REFUSED = {"_rpn_": "refused: post-norm blocks (ResPostBlock)", "_18x2_": "refused: parallel blocks"}
 
 
 def list_models(pattern: str | None = None, *, include_hub: bool = True) -> list[dict[str, str]]:
@@ -28,7 +30,9 @@ def list_models(pattern: str | None = None, *, include_hub: bool = True) -> list
                 continue
             if pattern and not fnmatch.fnmatch(name, pattern):
                 continue
-            rows.append({"name": name, "source": "timm hub", "offline": "no (needs network or weights=FILE)", "notes": ""})
+            notes = next((why for part, why in REFUSED.items() if part in name), "")
+            rows.append({"name": name, "source": "timm hub", "offline": "no (needs network or weights=FILE)",
+                         "notes": notes})  # fmt: skip
     elif pattern:
         rows = [r for r in rows if fnmatch.fnmatch(r["name"].rstrip(" *"), pattern)]
     return rows

@@ -65,6 +65,9 @@ def check_vit_structure(model: nn.Module, name: str) -> None:
             "(vit_*, deit*, *_dinov2, ...)."
         )
     block = blocks[0]
+    from ..sites import check_supported
+
+    check_supported(model)  # post-norm and parallel blocks: refused naming why
     missing = [p for p in BLOCK_PARTS if not hasattr(block, p)]
     mlp = getattr(block, "mlp", None)
     missing += [f"mlp.{p}" for p in MLP_PARTS if mlp is not None and not hasattr(mlp, p)]

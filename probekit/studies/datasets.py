@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from ..data import CORRUPTIONS, ImageDataset, known_ids, load_dataset, parse_id
+from ..data.registry import is_known_base
 from ..errors import UnknownDatasetError
 
 
@@ -34,7 +35,7 @@ def check_inputs(backbone, datasets: Sequence[str], sites: Sequence[str] | None,
     known = set(known_ids())
     for dataset_id in datasets:
         base, _ = parse_id(dataset_id)
-        if not base.startswith("folder:") and base not in known:
+        if not is_known_base(base):
             raise UnknownDatasetError(f"unknown dataset {dataset_id!r}; known ids: {', '.join(sorted(known))} "
                                       "(or folder:/path, and +<corruption>@<severity>)")  # fmt: skip
     resolve_sites(backbone.model, sites=sites, pools=pools)
