@@ -19,6 +19,17 @@
 # the pretraining data (ImageNet-like photos), at every layer and at every site inside the block,
 # with bootstrap intervals. The corruption dial adds a controlled shift: each corruption family of
 # CIFAR-10-C at rising severity, measured against the clean version of the same images.
+#
+# **Which measure drives the other notebooks.** Notebooks 02–05 read one number per dataset from
+# this notebook's table: MMD² with an RBF kernel at the last layer (final norm, mean-pooled
+# tokens). MMD² is unbiased, so datasets with different numbers of images compare fairly (FD is
+# biased upwards by ~d/n and n differs between datasets); it assumes no Gaussian shape (FD does);
+# and it keeps ranking far datasets where the domain classifier saturates at 100 % accuracy.
+# Its scale is one for all datasets: each key's RBF bandwidth is fixed from the reference set
+# alone (the median pairwise distance among the reference's features of that key), never from
+# the dataset being measured, so a dataset's score does not change when other datasets are added
+# or removed, and a far dataset cannot widen its own kernel. FD and the domain classifier are kept
+# as second routes: a ranking that only one measure supports should be read with care.
 
 # %% tags=["parameters"]
 model: str = "dinov2_vits14"  # timm name, or dinov2_vits14 for the embedded offline default
@@ -38,16 +49,17 @@ seed: int = 0  # seeds python, numpy and torch, and every split and resample
 results_dir: str = ""  # folder for the tidy CSV tables; empty means reports/results or the suite output
 
 # %%
-from IPython.display import Markdown
+from IPython.display import Markdown, display
 
 from probekit import charts, report
 from probekit.models import load_model
 from probekit.studies import shift as study
 
-info = report.run_info(dict(model=model, image_size=image_size, datasets=datasets, reference_folder=reference_folder,
-                            reference_images=reference_images, images_per_class=images_per_class,
-                            dial_dataset=dial_dataset, dial_severities=dial_severities, sites=sites, pools=pools,
-                            measures=measures, n_boot=n_boot), seed)
+info = report.run_info({"model": model, "image_size": image_size, "datasets": datasets,
+                        "reference_folder": reference_folder, "reference_images": reference_images,
+                        "images_per_class": images_per_class, "dial_dataset": dial_dataset,
+                        "dial_severities": dial_severities, "sites": sites, "pools": pools, "measures": measures,
+                        "n_boot": n_boot}, seed)
 
 # %%
 with report.Timer("load model"):
@@ -57,8 +69,9 @@ report.describe(backbone)
 # %% [markdown]
 # ## Shift of every dataset from the reference
 #
-# Fréchet distance (FD) between Gaussian fits, unbiased MMD² with an RBF (median heuristic) and a
-# linear kernel, and the accuracy of a cross-validated linear domain classifier (with its proxy
+# Fréchet distance (FD) between Gaussian fits, unbiased MMD² with an RBF kernel (bandwidth per key
+# from the reference set alone: the median pairwise distance among its features) and with a linear
+# kernel, and the accuracy of a cross-validated linear domain classifier (with its proxy
 # A-distance), for every (site, layer, pool). Equal numbers of images on both sides.
 
 # %%
@@ -98,6 +111,13 @@ charts.depth_curve(shift[(shift["measure"] == "domain_acc") & (shift["pool"] == 
 #
 # Each corruption family applied to the same images at rising severity, measured against the
 # clean images (so the shift is the corruption's alone), at the block outputs and the final norm.
+# Corruptions run at the scale their published parameters were made for: each image is resampled
+# to a shorter side of 32 px (CIFAR-10-C parameters, images up to 64 px) or 224 px (ImageNet-C
+# parameters, larger images), corrupted there and handed to the model's own resize, so severity 5
+# means the same on 64-px emoji as on CIFAR (the dataset's provenance states the rule). A 64-px
+# image corrupted with CIFAR-10-C parameters becomes a 32-px image, so every severity here also
+# carries that loss of detail; the dial's order is what to read. The clean reference's features set
+# the RBF bandwidth, so all severities are scored on one scale.
 
 # %%
 with report.Timer("corruption dial"):
@@ -107,7 +127,7 @@ report.save_table(dial, "shift_dial", results_dir or None)
 dial_check = study.dial_is_monotone(dial, "mmd_rbf")
 report.headline("dial_rises", f"{int(dial_check['rises'].sum())}/{len(dial_check)}",
                 label="Dial families rising with severity")
-dial_check
+display(dial_check)
 
 # %%
 charts.depth_curve(dial[(dial["measure"] == "mmd_rbf") & (dial["site"] == "norm") & (dial["pool"] == "mean")],

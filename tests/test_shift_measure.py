@@ -40,3 +40,21 @@ def test_measure_shift_extracts_and_tables_every_target(tiny, tmp_path: Path):
                              labels={"model": tiny.name, "dataset": noisy.id, "reference": ref.id})
     mine = df[df.dataset == noisy.id].reset_index(drop=True)
     pd.testing.assert_frame_equal(mine, direct.loc[:, mine.columns])
+
+
+def test_adding_or_removing_a_dataset_leaves_the_others_scores_unchanged(tiny, tmp_path: Path):
+    """One shift scale: each dataset's rows are the same alone and beside others (σ from the reference)."""
+    ref = reference_set(n=40)
+    ids = ["digits", "digits+snow@5", "faces"]
+    sets = {i: load_dataset(i, split="all", max_per_class=6) for i in ids}
+    kw = {"root": tmp_path, "batch_size": 20, "storage_dtype": "float32"}
+    opts = {"sites": ["resid_post", "norm"], "pools": ("mean",), "measures": ("mmd_rbf", "mmd_linear"),
+            "n_boot": 5, "extract_kw": kw, "progress": False}
+    everything = measure_shift(tiny, ref, [sets[i] for i in ids], **opts)
+    for kept in (["digits"], ["digits+snow@5", "digits"], ["faces", "digits"]):
+        fewer = measure_shift(tiny, ref, [sets[i] for i in kept], **opts)
+        for i in kept:
+            pd.testing.assert_frame_equal(fewer[fewer.dataset == i].reset_index(drop=True),
+                                          everything[everything.dataset == i].reset_index(drop=True))
+    last = everything[(everything.site == "norm") & (everything.measure == "mmd_rbf")].set_index("dataset")["value"]
+    assert last["digits+snow@5"] != last["digits"] and np.isfinite(last).all()

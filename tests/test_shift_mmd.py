@@ -8,7 +8,7 @@ import torch
 from scipy.spatial.distance import cdist, pdist
 from sklearn.datasets import load_digits
 
-from probekit.shift import ShiftInputError, median_bandwidth, mmd2
+from probekit.shift import ShiftInputError, median_bandwidth, mmd2, reference_bandwidth
 from probekit.shift.gram import PairGram
 from probekit.shift.mmd import mmd2_resamples
 
@@ -32,9 +32,9 @@ def digits() -> np.ndarray:
 
 def test_matches_brute_force_and_blocks(digits):
     x, y = digits[:200], digits[200:350] + 0.5
-    sigma = float(np.median(pdist(np.r_[x, y])))
+    sigma = float(np.median(pdist(x)))  # the reference's own median distance
     expected = brute_mmd2(x, y, rbf(sigma))
-    assert mmd2(x, y) == pytest.approx(expected, rel=1e-9)  # median heuristic reproduces sigma
+    assert mmd2(x, y) == pytest.approx(expected, rel=1e-9)  # the default bandwidth reproduces sigma
     assert mmd2(x, y, bandwidth=sigma, block_size=37) == pytest.approx(expected, rel=1e-9)
     assert mmd2(x, y, kernel="linear") == pytest.approx(brute_mmd2(x, y, lambda a, b: a @ b.T), rel=1e-9)
 
@@ -44,6 +44,22 @@ def test_median_bandwidth_is_the_pooled_median_distance(digits):
     expected = np.median(pdist(digits[:220]))
     assert median_bandwidth(x, y) == pytest.approx(expected, rel=1e-12)
     assert median_bandwidth(x, y, gram=PairGram.of(x, y)) == pytest.approx(expected, rel=1e-9)
+
+
+def test_reference_bandwidth_is_the_reference_median_distance_and_ignores_the_target(digits):
+    x = digits[:300]
+    assert reference_bandwidth(x) == pytest.approx(np.median(pdist(x)), rel=1e-12)
+    sub = np.sort(np.random.default_rng(0).choice(300, 100, replace=False))
+    assert reference_bandwidth(x, max_points=100) == pytest.approx(np.median(pdist(x[sub])), rel=1e-6)
+    # the pooled heuristic widens with the shift; the reference rule does not move
+    near, far = digits[300:500] + 0.5, digits[300:500] * 3.0
+    pooled = [median_bandwidth(torch.from_numpy(x), torch.from_numpy(y)) for y in (near, far)]
+    assert pooled[1] > 1.5 * pooled[0]
+    sigma = reference_bandwidth(x)
+    assert mmd2(x, near) == pytest.approx(mmd2(x, near, bandwidth=sigma), rel=1e-12)
+    assert mmd2(x, far) == pytest.approx(mmd2(x, far, bandwidth=sigma), rel=1e-12)
+    with pytest.raises(ShiftInputError, match="at least 2"):
+        reference_bandwidth(x[:1])
 
 
 def test_self_is_near_zero_and_grows_with_mean_shift(digits):

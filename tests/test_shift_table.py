@@ -10,6 +10,7 @@ import pytest
 from sklearn.datasets import load_digits
 
 from probekit.shift import COLUMNS, MEASURES, ShiftInputError, SmallSampleWarning, shift_keys, shift_table
+from probekit.shift.mmd import mmd2, reference_bandwidth
 
 DIMS = {"embed/mean": 64, "blocks.0.act/cls": 96, "blocks.1.resid_post/ap": 48, "norm/cls": 32}
 LABELS = {"model": "random-relu", "dataset": "digits", "reference": "digits-clean"}
@@ -69,6 +70,31 @@ def test_shift_rises_with_corruption_severity(stores):
             assert np.all(np.diff(values) > 0), (measure, site, values)
     clean = tables[(tables.severity == 0) & (tables.measure == "domain_acc")]["value"]
     assert (clean < 0.65).all()  # other digits, same distribution: near chance
+
+
+def test_rbf_bandwidth_comes_from_the_reference_alone(stores):
+    """Every target against one reference is scored with one kernel per key: σ from the reference's rows."""
+    mmd = _table(stores, 3, measures=("mmd_rbf",), n_boot=0).set_index(["site", "pool"])["value"]
+    rng = np.random.default_rng(0)
+    idx_ref, idx_tgt = np.sort(rng.choice(200, 120, replace=False)), np.sort(rng.choice(200, 120, replace=False))
+    for key, site_pool in zip(DIMS, [("embed", "mean"), ("act", "cls"), ("resid_post", "ap"), ("norm", "cls")]):
+        ref, tgt = stores[-1][key].astype(np.float64), stores[3][key].astype(np.float64)
+        sigma = reference_bandwidth(ref)  # all 200 reference rows, whatever n and the target
+        assert mmd[site_pool] == pytest.approx(mmd2(ref[idx_ref], tgt[idx_tgt], bandwidth=sigma), rel=1e-9), key
+
+
+def test_a_targets_score_does_not_depend_on_the_other_targets_or_on_n(stores):
+    """Scores of one target are the same whether it is measured alone or beside others, and its
+    kernel does not change with the per-side sample size."""
+    alone = _table(stores, 2, measures=("mmd_rbf",), n_boot=4)
+    run = pd.concat([_table(stores, s, measures=("mmd_rbf",), n_boot=4) for s in (0, 2, 3)])
+    together = run.iloc[len(alone):2 * len(alone)].reset_index(drop=True)
+    pd.testing.assert_frame_equal(alone, together)
+    # the bandwidth is fixed per key: a smaller n reaches the same expectation (unbiased), not a
+    # differently scaled one; on these stores it stays within 25 % at the farthest severity
+    big = _table(stores, 3, measures=("mmd_rbf",), n=180, n_boot=0)["value"].to_numpy()
+    small = _table(stores, 3, measures=("mmd_rbf",), n=90, n_boot=0)["value"].to_numpy()
+    np.testing.assert_allclose(small, big, rtol=0.25)
 
 
 def test_deterministic_under_seed(stores):

@@ -1,13 +1,34 @@
 """The shift dial: five CIFAR-10-C / ImageNet-C corruption families at severities 1-5.
 
 Paper 1 probes CIFAR-10-C at severity 5 with ``contrast``, ``gaussian_noise``, ``motion_blur``,
-``snow`` and ``speckle_noise``. This module applies those five to any RGB image at its native
-size, with the parameters of Hendrycks & Dietterich's published generators
-(``hendrycks/robustness``, ``ImageNet-C/create_c/make_cifar_c.py`` and ``make_imagenet_c.py``).
+``snow`` and ``speckle_noise``. This module applies those five to any RGB image with the
+parameters of Hendrycks & Dietterich's published generators (``hendrycks/robustness``,
+``ImageNet-C/create_c/make_cifar_c.py`` and ``make_imagenet_c.py``), *at the scale those
+parameters were made for*.
 
-Parameter set: images whose longer side is at most 64 px get the CIFAR-10-C (32 px) parameters,
-larger images the ImageNet-C (224 px) ones. Images are never resized. (The generators tie their
-parameters to those sizes; scaling them continuously would invent values nobody published.)
+Parameter set: images whose longer side is at most 64 px get the CIFAR-10-C parameters, larger
+images the ImageNet-C ones (``params=`` forces one set).
+
+Scale (resize, corrupt, hand over): the generators' parameters are in pixels of a 32 px
+(CIFAR-10-C) or 224 px (ImageNet-C) image: a blur radius, a snow-flake size, a per-pixel noise
+std all mean something else at 64 px or at 4000 px. So the image is first resampled (bicubic,
+antialiased when shrinking) to its *working scale*, shorter side :data:`CIFAR_SIDE` = 32 or
+:data:`IMAGENET_SIDE` = 224, aspect ratio kept, corrupted there, and returned at that size; the
+model's own input transform then resizes it to the model's input, as it does every clean image.
+The parameters are never rescaled (scaling them would invent values nobody published). Hence:
+
+* severity means the same at any native resolution: a 64 px and a 256 px version of one image
+  are corrupted on the same working grid with the same random draws (``tests`` check the pixel
+  change seen at a model's input agrees within 15 %);
+* large images are shrunk *before* corrupting (a 12-megapixel photo costs a 224 px corruption;
+  JPEGs are decoded at a reduced DCT scale no smaller than the working scale), so time and
+  memory are bounded by the working scale, not by the image;
+* a corrupted image carries no detail finer than its working scale: a 64 px emoji corrupted
+  with CIFAR-10-C parameters is a 32 px image (as every CIFAR-10-C image is), so a dial against
+  the clean 64 px images includes that resolution loss at every severity; a model run above
+  224 px sees ImageNet-C-scale images upsampled, as it would see ImageNet-C itself;
+* very elongated images keep their aspect ratio with the longer side capped at
+  :data:`MAX_ASPECT` × the working side (their shorter side is then below it).
 
 Determinism: the random draws come from a numpy ``Generator`` seeded with
 ``sha256(family + sample key)``, so an image is corrupted the same way in every run, split and
@@ -28,15 +49,18 @@ Where this deviates from the published code (which needs ImageMagick through Wan
   blur above; the snow field is quantised to 8 bits before blurring as the PNG round trip does;
   gray uses OpenCV's RGB weights (0.299, 0.587, 0.114); the centre zoom crops both axes, so
   non-square images work (the published code assumes square ones).
+* ImageNet-C resizes to 256 px and centre-crops 224 px before corrupting; here the whole image
+  is kept with its shorter side at 224 px (objects appear ~14 % smaller in pixels than in
+  ImageNet-C, nothing is cropped away).
 * Outputs are truncated to uint8 like the published ``np.uint8(...)``; nothing else differs for
   ``contrast``, ``gaussian_noise`` and ``speckle_noise``.
 
-Severity as a dial: pixel distance to the clean image grows with severity for every family on
-emoji (CIFAR parameters) and photo crops (ImageNet parameters), with two properties of the
-published parameters themselves: CIFAR ``motion_blur`` severities 3 and 4 coincide (radius 6 vs 8
-at the same sigma 2; the extra taps weigh < 1e-9), and ``snow`` is only ordered coarsely
-(1 < 3 < 5) on some far-shift sets (ImageNet-C severity 2 vs 3 on textiles, CIFAR 4 vs 5 on
-8x8 digits), because its threshold, zoom and blur change together.
+Severity as a dial: pixel distance to the clean image at the working scale grows with severity
+for every family on emoji (CIFAR parameters) and photo crops (ImageNet parameters), with two
+properties of the published parameters themselves: CIFAR ``motion_blur`` severities 3 and 4
+coincide (radius 6 vs 8 at the same sigma 2; the extra taps weigh < 1e-9), and ``snow`` is only
+ordered coarsely (1 < 3 < 5) on some far-shift sets, because its threshold, zoom and blur
+change together.
 """
 
 from __future__ import annotations
@@ -51,6 +75,9 @@ from scipy.ndimage import zoom as nd_zoom
 CORRUPTIONS = ("contrast", "gaussian_noise", "motion_blur", "snow", "speckle_noise")
 SEVERITIES = (1, 2, 3, 4, 5)
 SMALL_IMAGE_MAX_SIDE = 64  # up to this size the CIFAR-10-C parameters apply
+CIFAR_SIDE = 32  # shorter side of the working scale of each parameter set: CIFAR-10-C images ...
+IMAGENET_SIDE = 224  # ... and ImageNet-C images
+MAX_ASPECT = 4  # the working scale's longer side is at most this many times its shorter side
 
 # published parameters per family and severity 1..5
 CIFAR_C = {
@@ -80,12 +107,42 @@ IMAGENET_C = {
         (0.55, 0.3, 2.5, 0.85, 12, 12, 0.55),
     ),
 }
-ALGORITHM_VERSION = "1"  # bump when outputs change: it is part of every dataset identity
+PARAMETER_RULE = f"CIFAR-10-C for images up to {SMALL_IMAGE_MAX_SIDE} px on the longer side, ImageNet-C above"
+SCALE_RULE = (
+    f"resize, corrupt, hand over: each image is resampled to the scale its parameters were published for "
+    f"(shorter side {CIFAR_SIDE} px for CIFAR-10-C, {IMAGENET_SIDE} px for ImageNet-C, aspect kept, longer side "
+    f"at most {MAX_ASPECT}x that), corrupted there and returned at that size; the model's transform resizes it "
+    "to its input. Parameters are not rescaled. Large images are shrunk before corrupting, never corrupted "
+    "at full size."
+)
+ALGORITHM_VERSION = "2"  # bump when outputs change: it is part of every dataset identity
 
 
 def parameter_set(width: int, height: int) -> str:
     """``"cifar"`` for images up to 64 px on the longer side, else ``"imagenet"``."""
     return "cifar" if max(width, height) <= SMALL_IMAGE_MAX_SIDE else "imagenet"
+
+
+def working_size(width: int, height: int, params: str) -> tuple[int, int]:
+    """(width, height) of the working scale of ``params``: shorter side 32 or 224 px, aspect kept
+    (the longer side capped at :data:`MAX_ASPECT` × that side)."""
+    side = CIFAR_SIDE if params == "cifar" else IMAGENET_SIDE
+    scale = min(side / min(width, height), MAX_ASPECT * side / max(width, height))
+    return max(1, round(width * scale)), max(1, round(height * scale))
+
+
+def at_working_scale(img: Image.Image, params: str | None = None) -> Image.Image:
+    """``img`` (RGB) resampled to the working scale of ``params`` (default: chosen by its size):
+    the clean counterpart of :func:`corrupt`'s output. Bicubic; shrinking first box-reduces by
+    an integer factor (``reducing_gap``), so a 12-megapixel image costs little."""
+    params = params or parameter_set(*img.size)
+    if params not in ("cifar", "imagenet"):
+        raise ValueError(f"unknown corruption parameter set {params!r}; use 'cifar' or 'imagenet'")
+    size = working_size(*img.size, params)
+    img = img.convert("RGB")
+    if size == img.size:
+        return img
+    return img.resize(size, Image.Resampling.BICUBIC, reducing_gap=3.0)
 
 
 def _rng(family: str, key: str) -> np.random.Generator:
@@ -170,10 +227,16 @@ def check_corruption(family: str, severity: int) -> None:
         raise ValueError(f"corruption severity must be 1..5, got {severity!r}")
 
 
-def corrupt(img: Image.Image, family: str, severity: int, key: str) -> Image.Image:
-    """``img`` (RGB) corrupted by ``family`` at ``severity``; ``key`` names the sample (seeds it)."""
+def corrupt(img: Image.Image, family: str, severity: int, key: str, *, params: str | None = None) -> Image.Image:
+    """``img`` corrupted by ``family`` at ``severity``, at the working scale of its parameter set.
+
+    ``key`` names the sample (seeds the draws); ``params`` (``"cifar"`` or ``"imagenet"``)
+    overrides the choice by size. Returns an RGB image of :func:`working_size`, not of the
+    input's size (see the module docstring).
+    """
     check_corruption(family, severity)
-    params = CIFAR_C if parameter_set(*img.size) == "cifar" else IMAGENET_C
-    x = np.asarray(img.convert("RGB"), dtype=np.float64) / 255.0
-    out = _FAMILIES[family](x, params[family][severity - 1], _rng(family, key))
+    params = params or parameter_set(*img.size)
+    table = CIFAR_C if params == "cifar" else IMAGENET_C
+    x = np.asarray(at_working_scale(img, params), dtype=np.float64) / 255.0
+    out = _FAMILIES[family](x, table[family][severity - 1], _rng(family, key))
     return Image.fromarray(np.uint8(np.clip(out, 0.0, 1.0) * 255.0))

@@ -14,7 +14,7 @@ import numpy as np
 from PIL import Image
 
 from .checks import FileChecker
-from .corruptions import ALGORITHM_VERSION, CORRUPTIONS, SMALL_IMAGE_MAX_SIDE, corrupt
+from .corruptions import ALGORITHM_VERSION, CORRUPTIONS, IMAGENET_SIDE, PARAMETER_RULE, SCALE_RULE, corrupt
 from .errors import EmptyDatasetError
 from .source import Source
 from .splits import select, split_candidates, split_rule
@@ -85,11 +85,13 @@ class ImageDataset:
         if not -len(self) <= i < len(self):
             raise IndexError(f"index {i} out of range for {self.id} ({len(self)} samples)")
         index = int(self.indices[i])
-        img = self.source.load(index)
-        if self.corruption is not None:
-            family, severity = self.corruption
-            img = corrupt(img, family, severity, self.source.keys[index])
-        return img, int(self.labels[i])
+        if self.corruption is None:
+            return self.source.load(index), int(self.labels[i])
+        # corrupted at the working scale (<= 224 px on the shorter side): a large file may be decoded smaller
+        reduced = getattr(self.source.load, "reduced", None)
+        img = reduced(index, IMAGENET_SIDE) if reduced is not None else self.source.load(index)
+        family, severity = self.corruption
+        return corrupt(img, family, severity, self.source.keys[index]), int(self.labels[i])
 
     def __repr__(self) -> str:
         return (f"ImageDataset(id={self.id!r}, split={self.split!r}, n={len(self)}, "
@@ -160,7 +162,8 @@ class ImageDataset:
             prov["corruption"] = {
                 "family": family,
                 "severity": severity,
-                "parameters": f"CIFAR-10-C for images up to {SMALL_IMAGE_MAX_SIDE} px, ImageNet-C above",
+                "parameters": PARAMETER_RULE,
+                "scale": SCALE_RULE,
                 "implementation": f"probekit.data.corruptions v{ALGORITHM_VERSION} (numpy; see its docstring)",
                 "families": list(CORRUPTIONS),
             }

@@ -55,10 +55,22 @@ def to_rgb(img: Image.Image) -> Image.Image:
     return img.convert("RGB")
 
 
-def load_rgb(path: Path | str) -> Image.Image:
-    """Open, decode and convert one image file to RGB (the file is closed afterwards)."""
+def load_rgb(path: Path | str, min_side: int | None = None) -> Image.Image:
+    """Open, decode and convert one image file to RGB (the file is closed afterwards).
+
+    With ``min_side``, a large image may come back smaller, its shorter side still at least
+    ``min_side`` px: JPEGs are decoded at a reduced DCT scale (``draft``), other files are
+    box-reduced by an integer factor before the RGB conversion, so what follows never holds the
+    full-size image twice. For callers that resample anyway (the corruptions).
+    """
     with Image.open(path) as img:
+        if min_side is not None and img.format == "JPEG" and min(img.size) > 2 * min_side:
+            scale = min_side / min(img.size)
+            img.draft(img.mode, (max(1, round(img.width * scale)), max(1, round(img.height * scale))))
         img.load()
+        factor = min(img.size) // min_side if min_side else 1
+        if factor >= 2 and img.mode in ("RGB", "RGBA", "L", "LA"):
+            img = img.reduce(factor)
         return to_rgb(img)
 
 

@@ -77,3 +77,9 @@ class FileLoader:
         from .images import load_rgb
 
         return load_rgb(self.paths[i])
+
+    def reduced(self, i: int, min_side: int) -> Image.Image:
+        """Sample ``i`` possibly decoded smaller, shorter side still ≥ ``min_side`` (for resampling callers)."""
+        from .images import load_rgb
+
+        return load_rgb(self.paths[i], min_side=min_side)

@@ -5,8 +5,12 @@
 (Gretton et al., "A kernel two-sample test", JMLR 2012, eq. 3). It is ~0 (and can be slightly
 negative) when both sets come from one distribution.
 
-* ``rbf``: ``k(a, b) = exp(−‖a − b‖² / (2σ²))`` with σ the median pairwise distance of the pooled
-  sample (median heuristic; on a seeded subsample of at most 1000 rows). The kernel matrix is
+* ``rbf``: ``k(a, b) = exp(−‖a − b‖² / (2σ²))`` with σ the median pairwise distance among the
+  *reference* rows ``x`` alone (:func:`reference_bandwidth`; on a seeded subsample of at most 1000
+  rows). σ never looks at the target, so every target measured against one reference shares one
+  kernel and one scale: a target's MMD² does not depend on which other targets are measured, and
+  a larger shift cannot widen its own kernel (the pooled median heuristic, :func:`median_bandwidth`,
+  grows with the shift and so compresses large shifts; it stays available). The kernel matrix is
   never held whole: it is summed in blocks of ``block_size`` rows (upper-triangle blocks only for
   the within-set sums), so n = 10k per side needs ~2 × block_size² floats, not 10⁸.
 * ``linear``: ``k(a, b) = (a − c)ᵀ(b − c)`` with c the pooled mean (MMD²_u itself does not depend on
@@ -32,6 +36,7 @@ from probekit.shift.gram import PairGram
 
 Kernel = Literal["rbf", "linear"]
 KERNELS: tuple[str, ...] = ("rbf", "linear")
+BANDWIDTH_POINTS = 1000  # rows the median distance is taken over (a seeded subsample above this)
 
 
 def _sq_dists(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
@@ -39,27 +44,49 @@ def _sq_dists(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     return d2.clamp_(min=0.0)
 
 
+def _median_distance(d2: torch.Tensor) -> float:
+    """Median of the upper-triangle (i < j) distances of a squared-distance matrix; 1.0 if all are 0."""
+    iu = torch.triu_indices(d2.shape[0], d2.shape[0], offset=1, device=d2.device)
+    med = float(torch.sqrt(torch.quantile(d2[iu[0], iu[1]], 0.5)))
+    return med if med > 0 else 1.0
+
+
+def _subsample(z: torch.Tensor, max_points: int, seed: int) -> torch.Tensor:
+    if z.shape[0] <= max_points:
+        return z
+    idx = np.sort(np.random.default_rng(seed).choice(z.shape[0], max_points, replace=False))
+    return z[torch.from_numpy(idx).to(z.device)]
+
+
+def reference_bandwidth(x: np.ndarray | torch.Tensor, *, max_points: int = BANDWIDTH_POINTS, seed: int = 0) -> float:
+    """σ from the reference alone: the median pairwise distance among the rows of ``x`` (i < j).
+
+    Uses a seeded subsample of at most ``max_points`` rows; falls back to 1.0 when all rows
+    coincide. This is the default RBF bandwidth of :func:`mmd2` and of the shift table.
+    """
+    z = _subsample(as_f64(x, x.device if isinstance(x, torch.Tensor) else None, "reference"), max_points, seed)
+    if z.shape[0] < 2:
+        raise ShiftInputError("the reference bandwidth needs at least 2 reference rows")
+    z = z - z.mean(0, keepdim=True)
+    return _median_distance(_sq_dists(z, z))
+
+
 def median_bandwidth(
     x: torch.Tensor, y: torch.Tensor, *, max_points: int = 1000, seed: int = 0,
     gram: PairGram | None = None,
 ) -> float:
-    """σ of the median heuristic: median pairwise distance over the pooled rows (i < j).
+    """σ of the pooled median heuristic: median pairwise distance over the pooled rows (i < j).
 
-    Uses a seeded subsample of at most ``max_points`` pooled rows (all rows, read from ``gram``
-    when given and small enough); falls back to 1.0 when all rows coincide.
+    Not the default any more: it depends on the target, so scores of different targets against
+    one reference are on different scales (see the module docstring). Uses a seeded subsample of
+    at most ``max_points`` pooled rows (all rows, read from ``gram`` when given and small enough);
+    falls back to 1.0 when all rows coincide.
     """
     if gram is not None and gram.g.shape[0] <= max_points:
-        d2 = gram.sq_dists()
-    else:
-        z = torch.cat([x, y])
-        if z.shape[0] > max_points:
-            idx = np.sort(np.random.default_rng(seed).choice(z.shape[0], max_points, replace=False))
-            z = z[torch.from_numpy(idx).to(z.device)]
-        z = z - z.mean(0, keepdim=True)
-        d2 = _sq_dists(z, z)
-    iu = torch.triu_indices(d2.shape[0], d2.shape[0], offset=1, device=d2.device)
-    med = float(torch.sqrt(torch.quantile(d2[iu[0], iu[1]], 0.5)))
-    return med if med > 0 else 1.0
+        return _median_distance(gram.sq_dists())
+    z = _subsample(torch.cat([x, y]), max_points, seed)
+    z = z - z.mean(0, keepdim=True)
+    return _median_distance(_sq_dists(z, z))
 
 
 def _weighted_block_sums(
@@ -100,9 +127,10 @@ def mmd2_resamples(
 ) -> np.ndarray:
     """Unbiased MMD² for each row of weights ``w1`` (B, n1), ``w2`` (B, n2) (multiplicities).
 
-    ``x``, ``y`` are float64 tensors on one device. ``bandwidth`` is σ for ``rbf`` (median
-    heuristic when None). With ``gram`` (a :class:`PairGram` of the same rows) the RBF kernel comes
-    from its distances in one piece (small n); otherwise blockwise from the features.
+    ``x``, ``y`` are float64 tensors on one device. ``bandwidth`` is σ for ``rbf``
+    (:func:`reference_bandwidth` of ``x`` when None). With ``gram`` (a :class:`PairGram` of the
+    same rows) the RBF kernel comes from its distances in one piece (small n); otherwise blockwise
+    from the features.
     """
     if kernel not in KERNELS:
         raise ShiftInputError(f"unknown MMD kernel {kernel!r}; use one of {KERNELS}")
@@ -113,7 +141,7 @@ def mmd2_resamples(
         s11, s22, s12 = (sx * sx).sum(1), (sy * sy).sum(1), (sx * sy).sum(1)
         diag1, diag2 = (w1 * w1) @ (xc * xc).sum(1), (w2 * w2) @ (yc * yc).sum(1)
         return _combine(s11, s22, s12, diag1, diag2, w1, w2).cpu().numpy()
-    sigma = median_bandwidth(x, y, gram=gram) if bandwidth is None else float(bandwidth)
+    sigma = reference_bandwidth(x) if bandwidth is None else float(bandwidth)
     gamma = 1.0 / (2.0 * sigma * sigma)
     if gram is not None:
         k = torch.exp(gram.sq_dists().mul_(-gamma))
@@ -140,10 +168,11 @@ def mmd2(
     block_size: int = 2048,
     device: str | torch.device | None = None,
 ) -> float:
-    """Unbiased MMD² between the rows of ``x`` (n1, d) and ``y`` (n2, d); see the module docstring.
+    """Unbiased MMD² between the rows of ``x`` (n1, d; the reference) and ``y`` (n2, d).
 
-    ``rbf`` uses σ = ``bandwidth`` or the median heuristic; the kernel is summed in blocks of
-    ``block_size`` rows in float64 on ``device``, so memory stays O(block_size²) for any n.
+    See the module docstring. ``rbf`` uses σ = ``bandwidth`` or :func:`reference_bandwidth` of
+    ``x``; the kernel is summed in blocks of ``block_size`` rows in float64 on ``device``, so
+    memory stays O(block_size²) for any n.
     """
     xt, yt = as_f64(x, device, "x"), as_f64(y, device, "y")
     check_pair(xt, yt)

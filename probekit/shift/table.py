@@ -15,6 +15,12 @@ MMD resamples use a weighted U-statistic that skips duplicate pairs, so they nee
 ``n_boot = 20`` keeps one table of ~300 keys at n = 300 under a minute on one CPU core; use ≥ 200
 for publication-grade intervals.
 
+One scale for ``mmd_rbf``: each key's RBF bandwidth σ is the median pairwise distance among that
+key's *reference* rows (a seeded subsample of at most 1000 of all the reference store's rows, the
+same for every target and every ``n``), never the target's. So every target measured against one
+reference with one seed is scored with the same kernel, a target's score does not change when
+other targets are added to or removed from a run, and a farther target cannot widen its own kernel.
+
 Measures (``measure`` column): ``fd`` (:mod:`probekit.shift.frechet`), ``mmd_rbf`` and
 ``mmd_linear`` (:mod:`probekit.shift.mmd`), ``domain_acc`` and ``proxy_a``
 (:mod:`probekit.shift.domain`).
@@ -35,7 +41,7 @@ from probekit.shift.domain import cv_correct, proxy_a_distance
 from probekit.shift.errors import ShiftInputError, SmallSampleWarning
 from probekit.shift.frechet import frechet_resamples, use_gram_route
 from probekit.shift.gram import PairGram
-from probekit.shift.mmd import median_bandwidth, mmd2_resamples
+from probekit.shift.mmd import BANDWIDTH_POINTS, mmd2_resamples, reference_bandwidth
 
 MEASURES: tuple[str, ...] = ("fd", "mmd_rbf", "mmd_linear", "domain_acc", "proxy_a")
 COLUMNS: tuple[str, ...] = (
@@ -130,6 +136,8 @@ def shift_table(
     w1 = torch.from_numpy(np.r_[ones, bootstrap_counts(n, n_boot, rng)]).to(dev)
     w2 = torch.from_numpy(np.r_[ones, bootstrap_counts(n, n_boot, rng)]).to(dev)
     cv_seed = int(rng.integers(2**31))
+    # the RBF bandwidth's rows: from the reference alone, independent of the target and of n
+    idx_bw = np.sort(np.random.default_rng([seed, 1]).choice(n_ref, min(n_ref, BANDWIDTH_POINTS), replace=False))
 
     rows: list[dict] = []
     small: list[tuple[str, int]] = []
@@ -149,7 +157,7 @@ def shift_table(
             if n < dim:
                 small.append((key, dim))
         if "mmd_rbf" in measures:
-            sigma = median_bandwidth(x, y, seed=seed, gram=gram)
+            sigma = reference_bandwidth(_take(reference, key, idx_bw, dev))
             stats["mmd_rbf"] = mmd2_resamples(x, y, w1, w2, kernel="rbf", bandwidth=sigma, gram=gram)
         if "mmd_linear" in measures:
             stats["mmd_linear"] = mmd2_resamples(x, y, w1, w2, kernel="linear")

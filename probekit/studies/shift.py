@@ -5,6 +5,12 @@ offline photo crops, or a user folder such as ImageNet val), per (site, layer, p
 bootstrap intervals. The corruption dial applies each corruption family at rising severity to
 one dataset and measures each severity against the clean version of that same dataset: the
 shift the corruption alone introduces, which must grow with severity.
+
+One scale: MMD² (RBF) takes each key's bandwidth from the reference set alone (the median
+pairwise distance among its features, :func:`probekit.shift.mmd.reference_bandwidth`), so all
+datasets measured against one reference share one kernel per key and a dataset's score does not
+depend on which other datasets are in the run. The last-layer MMD² (:data:`SCORE_SITE`,
+:data:`SCORE_POOL`) is the per-dataset shift score the later notebooks read.
 """
 
 from __future__ import annotations
@@ -14,8 +20,8 @@ from collections.abc import Callable, Sequence
 
 import pandas as pd
 
-from ..data import reference_set
 from ..cache import cached
+from ..data import reference_set
 from ..models import Backbone
 from ..shift import SmallSampleWarning, measure_shift
 from .datasets import base_and_corruption, corrupted_ids, load_all
@@ -83,8 +89,8 @@ def shift_study(
     """
     reference = reference_set(n=reference_images, seed=seed, folder=reference_folder)
     targets = load_all(datasets, split="train", max_per_class=images_per_class, seed=seed)
-    table = _measure_quietly(lambda: _per_target(backbone, reference, targets, dict(
-        sites=sites, pools=pools, measures=measures, n=n, n_boot=n_boot, seed=seed)))
+    table = _measure_quietly(lambda: _per_target(backbone, reference, targets, {
+        "sites": sites, "pools": pools, "measures": measures, "n": n, "n_boot": n_boot, "seed": seed}))
     return _tidy(table)
 
 
@@ -101,14 +107,19 @@ def corruption_dial(
     n_boot: int = 20,
     seed: int = 0,
 ) -> pd.DataFrame:
-    """Shift of ``base`` corrupted at each family × severity from clean ``base``, per layer."""
+    """Shift of ``base`` corrupted at each family × severity from clean ``base``, per layer.
+
+    The clean images are the reference: their features fix the RBF bandwidth, so every family
+    and severity is scored on one scale. Corruptions run at their parameters' working scale
+    (:mod:`probekit.data.corruptions`).
+    """
     from ..data import CORRUPTIONS
 
     ids = corrupted_ids(base, families or CORRUPTIONS, severities)
     clean = load_all([base], split="train", max_per_class=images_per_class, seed=seed)[0]
     targets = load_all(ids, split="train", max_per_class=images_per_class, seed=seed)
-    table = _measure_quietly(lambda: _per_target(backbone, clean, targets, dict(
-        sites=sites, pools=pools, measures=measures, n_boot=n_boot, seed=seed)))
+    table = _measure_quietly(lambda: _per_target(backbone, clean, targets, {
+        "sites": sites, "pools": pools, "measures": measures, "n_boot": n_boot, "seed": seed}))
     return _tidy(table)
 
 
