@@ -95,7 +95,7 @@ best = probing.best_vs_last(study, pool=curve_pool, seed=seed)
 report.save_table(best, "layerwise_best", results_dir or None)
 probing.record_median("median_gap", "Median gap best − last layer", best, seed=seed)
 report.headline("best_not_last", f"{int((best['ci_low'] > 0).sum())}/{len(best)}",
-                label="Datasets whose best layer beats the last (CI > 0)", n=f"{len(best)} datasets")
+                label="Datasets whose best layer beats the last (CI > 0)")
 best[["dataset", "best_key", "best_value", "last_value", "value", "ci_low", "ci_high", "relative_depth", "norm_value"]]
 
 # %%

@@ -45,7 +45,7 @@ folder = results_dir or report.default_results_dir()
 # %%
 consistency = summary.cls_last_consistency(folder, model=model)
 report.headline("cls_last_agree", f"{int(consistency['agrees'].sum())}/{len(consistency)}",
-                label="Datasets where 04's CLS-last probe is within 0.02 of 02's norm/cls", n=f"{len(consistency)} datasets")
+                label="Datasets where 04's CLS-last probe is within 0.02 of 02's norm/cls")
 Markdown(summary.consistency_text(consistency))
 
 # %%
