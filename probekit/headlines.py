@@ -81,6 +81,9 @@ def median_ci(values: Sequence[float], *, n_boot: int = 2000, level: float = 0.9
 
 def spearman_why(n_points: int, what: str = "datasets") -> str:
     """Why a Spearman rho over ``n_points`` could not be computed."""
+    if n_points == 0:
+        return (f"no {what.removesuffix('s')} has both numbers (is notebook 01's shift table in "
+                "the same results folder, for the same model and datasets?)")
     if n_points < MIN_SPEARMAN:
         return (f"a rank correlation needs at least {MIN_SPEARMAN} {what} with both numbers, this run has "
                 f"{n_points}; run more {what}")  # fmt: skip
