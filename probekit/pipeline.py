@@ -8,7 +8,7 @@ reuse it.
 Before anything is extracted the splits are checked for what no probe can learn from: fewer than
 two classes, or a class with fewer than two images in a split (:class:`TooFewImagesError`, which
 names the class and what to do). ``view="paper1"`` extracts through paper 1's own preprocessing
-(:mod:`probekit.data.paper1`) into stores of their own.
+(:mod:`probekit.data.paper1_views`) into stores of their own.
 """
 
 from __future__ import annotations
@@ -132,7 +132,7 @@ def split_features(
 
     ``max_per_class`` ``0`` or ``None``: every image. ``view``: ``"eval"`` (the model's own eval
     transform for every split) or ``"paper1"`` (paper 1's train transform for ``train``, its
-    resize and centre crop for the others; see :mod:`probekit.data.paper1`). Raises
+    resize and centre crop for the others; see :mod:`probekit.data.paper1_views`). Raises
     :class:`TooFewImagesError` before extracting when a split cannot train or score a probe.
     """
     if view not in VIEWS:
@@ -148,7 +148,7 @@ def split_features(
         provenance.setdefault("splits", {})[split] = len(ds)
         provenance.setdefault("source", ds.provenance)
         if view == "paper1":
-            from .data.paper1 import paper1_backbone, paper1_view
+            from .data.paper1_views import paper1_backbone, paper1_view
 
             stores[split] = features(paper1_backbone(backbone), paper1_view(ds, backbone.image_size, train=split == "train",
                                                                            seed=seed), **kw)  # fmt: skip

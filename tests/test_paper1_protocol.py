@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from probekit.data import load_dataset
-from probekit.data.paper1 import TRAIN_BATCH, crop_box, drop_last_rows, paper1_backbone, paper1_view
+from probekit.data.paper1_views import TRAIN_BATCH, crop_box, drop_last_rows, paper1_backbone, paper1_view
 from probekit.pipeline import split_features
 from probekit.studies import probing
 
@@ -128,5 +128,6 @@ def test_deviations_are_listed_for_paper1_only() -> None:
                      "drop_last", "corruptions"):  # fmt: skip
         assert expected in text, expected
     assert probing.protocol_deviations("validated", "dinov2_vits14", 112, ["digits"], 40) == []
-    paper = probing.protocol_deviations("paper1", "vit_base_patch16_224.orig_in21k", 224, ["cifar10"], 0, seed=42)
+    paper = probing.protocol_deviations("paper1", "vit_base_patch16_224.orig_in21k", 224,
+                                        ["cifar10", "cifar10c:snow@5", "domainnet:sketch"], 0, seed=42)
     assert not any(d.startswith(("resolution", "datasets", "images", "seed")) for d in paper)

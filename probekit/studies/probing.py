@@ -45,8 +45,8 @@ BLOCK_SITES = ("ln1", "attn", "resid_mid", "ln2", "fc1", "act", "fc2", "resid_po
 #              :func:`paper1_deviations`.
 PROTOCOLS = {"validated": None, "paper1": {"Cs": (1.0,), "val_fraction": 0.0}}
 PAPER1_MODEL = "vit_base_patch16_224.orig_in21k"
-PAPER1_DATASETS = {"cifar10", "cifar100", "pets", "flowers102"} | {
-    f"cifar10+{c}@5" for c in ("contrast", "gaussian_noise", "motion_blur", "snow", "speckle_noise")}
+PAPER1_DATASETS = {"cifar10", "cifar100", "pets", "flowers102", "domainnet:clipart", "domainnet:sketch"} | {
+    f"cifar10c:{c}@5" for c in ("contrast", "gaussian_noise", "motion_blur", "snow", "speckle_noise")}
 CONSTANT_RTOL = 1e-3  # a key whose spread over images is within float16 rounding of its size is constant
 
 
@@ -65,7 +65,7 @@ def train_rows(n: int, protocol: str, seed: int) -> np.ndarray | None:
     """Training rows a protocol keeps: paper 1's ``drop_last`` on its 512-image loader, else all (None)."""
     if protocol != "paper1":
         return None
-    from ..data.paper1 import drop_last_rows
+    from ..data.paper1_views import drop_last_rows
 
     rows = drop_last_rows(n, seed)
     return None if len(rows) == n else rows
@@ -112,7 +112,7 @@ def paper1_deviations(model: str, image_size: int | None, datasets: Sequence[str
     ``model`` and ``image_size`` as the notebook's parameters give them (0 or None: the default size);
     ``pool`` is the pooling compared, ``seed`` the run's seed.
     """
-    from ..data.paper1 import TRAIN_BATCH
+    from ..data.paper1_views import TRAIN_BATCH
     from ..models import default_image_size
 
     out = []
@@ -130,10 +130,11 @@ def paper1_deviations(model: str, image_size: int | None, datasets: Sequence[str
         out.append(f"datasets: {', '.join(others)} are not paper 1's (CIFAR-10/100, Pets, Flowers102, CIFAR-10-C "
                    "severity 5, DomainNet clipart/sketch)")  # fmt: skip
     if any("+" in d for d in datasets):
-        out.append("corruptions: made by probekit's own implementation of the CIFAR-10-C / ImageNet-C recipes, "
-                   "not read from the published CIFAR-10-C files")  # fmt: skip
-    out.append("splits: datasets without official splits use probekit's stratified 60/20/20 (paper 1: a random "
-               "80/20 split, seed 42, then 80 % of its train part); the probe trains on probekit's train split")  # fmt: skip
+        out.append("corruptions: +<family>@<severity> ids are made by probekit's own implementation of the "
+                   "CIFAR-10-C / ImageNet-C recipes, not read from the released files (cifar10c:<family>@5)")  # fmt: skip
+    out.append("splits: the probe trains on a seeded, stratified 80 % of the training part (paper 1: torch's "
+               "random_split with seed 42, so other images), and datasets without an official or paper-1 split "
+               "use probekit's stratified 60/20/20")  # fmt: skip
     if pool != "mean":
         out.append(f"pooling: {pool} (paper 1: the mean of all tokens, CLS included)")
     if seed != 42:
