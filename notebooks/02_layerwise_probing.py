@@ -18,17 +18,18 @@
 # dataset, trained by the batched trainer: multinomial L2 logistic regression, features L2-normalised
 # per sample then standardised (paper 1's preprocessing), the regularisation chosen on a stratified
 # validation split, refit on train+val, scored on the test split with bootstrap 95% intervals
-# (`protocol = "paper1"` trains as paper 1 does: C = 1, no validation). Then: is the best layer the
-# last one, and does the best layer move shallower as the shift grows? Deviation from paper 1:
-# training features come from the model's eval transform (resize and centre crop), where the
-# paper extracts them once through a random resized crop and flip.
+# (`protocol = "paper1"` runs paper 1's protocol literally: training features extracted once through
+# its random resized crop and flip, test features through its resize and centre crop, C = 1, no
+# validation, best layer read off the test maximum; what still differs is listed in the run info).
+# Then: is the best layer the last one, and does the best layer move shallower as the shift grows?
+# Feature keys that are the same for every image are flagged and never chosen as the best layer.
 
 # %% tags=["parameters"]
 model: str = "dinov2_vits14"  # timm name, or dinov2_vits14 for the embedded offline default
 weights: str = ""  # local weights file for the model (.safetensors or .pth); empty: hub or embedded weights
 image_size: int = 0  # input resolution in px; 0 means the model default (112 on CPU for the embedded model)
 datasets: list = ["digits", "mnist5k", "fashion_mnist", "emoji", "textiles", "faces", "textures"]  # dataset ids; corrupted ids such as emoji+snow@5 work too
-images_per_class: int = 40  # images per class in each split (train and test)
+images_per_class: int = 40  # images per class in each split (train and test); 0 takes every image
 sites: list = []  # sites extracted (shared with the other notebooks); empty means all sites
 pools: list = ["cls", "ap", "mean"]  # token poolings extracted and probed
 probe_sites: list = ["resid_post", "norm"]  # sites probed here: block outputs (paper 1's layers) and the final norm
@@ -47,9 +48,12 @@ from probekit import charts, report
 from probekit.models import load_model
 from probekit.studies import probing
 
+deviations = probing.protocol_deviations(protocol, model, image_size, datasets, images_per_class, pool=curve_pool, seed=seed)
 info = report.run_info(dict(model=model, image_size=image_size, datasets=datasets, images_per_class=images_per_class,
-                            sites=sites, pools=pools, probe_sites=probe_sites, protocol=protocol, Cs=Cs, val_fraction=val_fraction, shift_measure=shift_measure),
+                            sites=sites, pools=pools, probe_sites=probe_sites, protocol=protocol, Cs=Cs, val_fraction=val_fraction, shift_measure=shift_measure,
+                            deviations_from_paper1=deviations),
                        seed)
+Markdown(probing.deviations_text(deviations))
 
 # %%
 with report.Timer("load model"):
@@ -63,6 +67,7 @@ with report.Timer("extract features and train every probe"):
                                 protocol=protocol, Cs=Cs, val_fraction=val_fraction, seed=seed)
 report.save_table(study.table, "probes", results_dir or None)
 layers = study.test_rows("accuracy")
+Markdown(probing.constant_text(study))
 
 # %% [markdown]
 # ## Accuracy against depth
@@ -89,7 +94,7 @@ charts.depth_curve(layers[layers["site"] == "resid_post"], color="pool", facet="
 # %%
 best = probing.best_vs_last(study, pool=curve_pool, seed=seed)
 report.save_table(best, "layerwise_best", results_dir or None)
-report.headline("median_gap", float(best["value"].median()), label="Median gap best − last layer", fmt="+.3f")
+probing.record_median("median_gap", "Median gap best − last layer", best, seed=seed)
 report.headline("best_not_last", f"{int((best['ci_low'] > 0).sum())}/{len(best)}",
                 label="Datasets whose best layer beats the last (CI > 0)")
 best[["dataset", "best_key", "best_value", "last_value", "value", "ci_low", "ci_high", "relative_depth", "norm_value"]]
@@ -106,8 +111,8 @@ charts.ranked_bars_with_ci(best, category="dataset", metric=best["metric"].iloc[
 
 # %%
 shifts = probing.shift_scores(results_dir or report.default_results_dir(), measure=shift_measure, model=backbone.name)
-depth_vs_shift, (rho, lo, hi) = probing.against_shift(best, shifts, "relative_depth", seed=seed)
-report.headline("rho_shift_depth", rho, label="Spearman ρ(shift, best-layer depth)", fmt="+.2f")
+depth_vs_shift, rho_ci = probing.against_shift(best, shifts, "relative_depth", seed=seed)
+probing.record_rho("rho_shift_depth", "Spearman ρ(shift, best-layer depth)", depth_vs_shift, rho_ci)
 charts.scatter_with_fit(depth_vs_shift, x="shift", y="relative_depth", seed=seed,
                         title="Best layer's relative depth against last-layer shift")
 

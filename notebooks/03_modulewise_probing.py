@@ -18,14 +18,16 @@
 # RC2: `ln1`, `attn`, `resid_mid`, `ln2`, `fc1`, `act`, `fc2`, `resid_post`) on every dataset,
 # trained as in notebook 02 (features are shared). Paper 1 finds the FFN activation (`act`) best
 # under strong shift and the normalised attention output (`ln2`) under weak shift; here the
-# numbers decide.
+# numbers decide. `protocol = "paper1"` runs paper 1's protocol literally (see notebook 02; the
+# deviations that remain are listed in the run info). Feature keys that are the same for every
+# image are flagged and never chosen as a best site.
 
 # %% tags=["parameters"]
 model: str = "dinov2_vits14"  # timm name, or dinov2_vits14 for the embedded offline default
 weights: str = ""  # local weights file for the model (.safetensors or .pth); empty: hub or embedded weights
 image_size: int = 0  # input resolution in px; 0 means the model default (112 on CPU for the embedded model)
 datasets: list = ["digits", "mnist5k", "fashion_mnist", "emoji", "textiles", "faces", "textures"]  # dataset ids; corrupted ids such as emoji+snow@5 work too
-images_per_class: int = 40  # images per class in each split (train and test)
+images_per_class: int = 40  # images per class in each split (train and test); 0 takes every image
 sites: list = []  # sites extracted (shared with the other notebooks); empty means all sites
 pools: list = ["cls", "ap", "mean"]  # token poolings extracted
 probe_pool: str = "mean"  # pooling probed and compared here (mean is paper 1's recipe)
@@ -43,9 +45,11 @@ from probekit import charts, report
 from probekit.models import load_model
 from probekit.studies import probing
 
+deviations = probing.protocol_deviations(protocol, model, image_size, datasets, images_per_class, pool=probe_pool, seed=seed)
 info = report.run_info(dict(model=model, image_size=image_size, datasets=datasets, images_per_class=images_per_class,
                             sites=sites, pools=pools, probe_pool=probe_pool, protocol=protocol, Cs=Cs, val_fraction=val_fraction,
-                            shift_measure=shift_measure), seed)
+                            shift_measure=shift_measure, deviations_from_paper1=deviations), seed)
+Markdown(probing.deviations_text(deviations))
 
 # %%
 with report.Timer("load model"):
@@ -58,6 +62,7 @@ with report.Timer("extract features and train every probe"):
                                 images_per_class=images_per_class, protocol=protocol, Cs=Cs, val_fraction=val_fraction, seed=seed)
 report.save_table(study.table, "modulewise", results_dir or None)
 rows = study.test_rows("accuracy")
+Markdown(probing.constant_text(study))
 
 # %% [markdown]
 # ## Site × layer, per dataset
@@ -78,8 +83,7 @@ charts.site_layer_heatmap(rows[~rows["site"].isin(["embed", "norm"])], metric="a
 # %%
 best = probing.best_sites(study, pool=probe_pool, seed=seed)
 report.save_table(best, "modulewise_best", results_dir or None)
-report.headline("median_site_gain", float(best["value"].median()), label="Median gain of best site over block output",
-                fmt="+.3f")
+probing.record_median("median_site_gain", "Median gain of best site over block output", best, seed=seed)
 best[["dataset", "best_key", "best_value", "block_output_key", "block_output_value", "value", "ci_low", "ci_high"]]
 
 # %%

@@ -17,7 +17,8 @@
 # Across datasets, the last-layer shift from notebook 01 against three outcomes: the relative
 # depth of the best layer (02), the gain of the best site over the block output (03), and the gain
 # of attentive layer fusion over the CLS-last probe (04). Each relation gets Spearman's ρ with a
-# bootstrap interval; the findings below are written from these numbers.
+# bootstrap interval; the findings below are written from these numbers. First, a check that the
+# notebooks agree: the same probe on the same feature must give the same number in 02 and 04.
 
 # %% tags=["parameters"]
 model: str = "dinov2_vits14"  # the model the other notebooks ran (for the record)
@@ -33,6 +34,25 @@ from probekit.studies import summary
 
 info = report.run_info(dict(model=model, shift_measure=shift_measure), seed)
 folder = results_dir or report.default_results_dir()
+
+# %% [markdown]
+# ## Do notebooks 02 and 04 agree on the CLS-last probe?
+#
+# Notebook 04's linear probe on the last layer's CLS token (`cls_last_linear`, the baseline every
+# fusion gain is measured against) beside notebook 02's probe on the same feature (`norm/cls`),
+# test balanced accuracy per dataset. Gaps larger than 0.02 are flagged.
+
+# %%
+consistency = summary.cls_last_consistency(folder, model=model)
+report.headline("cls_last_agree", f"{int(consistency['agrees'].sum())}/{len(consistency)}",
+                label="Datasets where 04's CLS-last probe is within 0.02 of 02's norm/cls")
+Markdown(summary.consistency_text(consistency))
+
+# %%
+consistency.round(3)
+
+# %% [markdown]
+# ## Shift against the three outcomes
 
 # %%
 per_dataset = summary.outcomes_by_dataset(folder, measure=shift_measure, model=model)

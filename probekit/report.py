@@ -227,16 +227,26 @@ def save_table(
     return SavedPath(path)
 
 
-def headline(name: str, value: Any, *, label: str | None = None, fmt: str | None = None) -> Any:
+def headline(
+    name: str, value: Any, *, label: str | None = None, fmt: str | None = None,
+    ci: tuple[float, float] | None = None, n: Any = None, why: str | None = None,
+) -> Any:
     """Show a headline number and record it for the suite index; returns ``value``.
 
-    ``fmt`` is a format spec such as ``".3f"``; floats default to 4 significant digits.
+    ``fmt`` is a format spec such as ``".3f"``; floats default to 4 significant digits. ``ci``
+    (low, high) and ``n`` (the sample size, e.g. ``"7 datasets"``) are shown beside the value, with
+    "not resolved at this sample size" when the interval spans 0; ``why`` says why a NaN value could
+    not be computed (see :mod:`probekit.headlines`).
     """
+    from .headlines import describe
+
     if not _NAME.match(name):
         raise ProbekitError(f"headline name {name!r} must be letters, digits, '_', '-' or '.'")
-    shown = format_value(value, fmt)
+    text = describe(value, fmt, ci=ci, n=n, why=why)
+    shown = text["display"] + (f" ({text['note']})" if text["note"] else "")
     _HEADLINES[name] = value
-    payload = {"name": name, "value": value, "label": label or name, "display": shown}
+    payload = {"name": name, "value": value, "label": label or name, "display": text["display"],
+               "note": text["note"], "ci_low": ci[0] if ci else None, "ci_high": ci[1] if ci else None, "n": n}
     _emit("headline", payload, f"**{html.escape(label or name)}**: {shown}")
     return value
 

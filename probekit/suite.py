@@ -343,7 +343,8 @@ def _fill_from_records(result: RunResult, records: list[dict[str, Any]]) -> None
             params.update(rec.get("params") or {})
             result.env = rec.get("env") or {}
         elif kind == "headline":
-            result.headlines.append({k: rec.get(k) for k in ("name", "label", "value", "display")})
+            result.headlines.append({k: rec.get(k) for k in ("name", "label", "value", "display", "note", "ci_low",
+                                                             "ci_high", "n")})
         elif kind == "table":
             result.tables.append({k: rec.get(k) for k in ("name", "path", "rows")})
         elif kind == "timing":

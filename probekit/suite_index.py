@@ -1,7 +1,10 @@
 """The suite's landing page and machine-readable log: ``<out>/index.html`` and ``<out>/runs.json``.
 
 The index is one static HTML file with no scripts: a table of runs with status, duration, model,
-datasets, headline numbers, result tables and links to each report.
+datasets, headline numbers, result tables and links to each report. Each headline shows its value
+with its interval and sample size (``+0.12 [-0.30, +0.50], n = 7 datasets``), flagged "not resolved
+at this sample size" when the interval spans 0, or why it could not be computed
+(:mod:`probekit.headlines`).
 """
 
 from __future__ import annotations
@@ -31,6 +34,7 @@ th { font-weight: 600; border-bottom: 2px solid #bbb; }
 .num { font-variant-numeric: tabular-nums; }
 .error { color: #b00020; font-size: 12px; max-width: 420px; }
 ul { margin: 0; padding-left: 16px; }
+.note { color: #8a5a00; font-size: 12px; }
 """
 
 
@@ -49,8 +53,7 @@ def _rel(path: str | None, out: Path) -> str | None:
 
 def _row(r: RunResult, out: Path) -> str:
     name = f'<a href="{_e(r.html)}">{_e(r.name)}</a>' if r.html else _e(r.name)
-    heads = "".join(f"<li>{_e(h.get('label'))}: <b class=num>{_e(h.get('display'))}</b></li>"
-                    for h in r.headlines)
+    heads = "".join(_headline(h) for h in r.headlines)
     tables = "".join(f'<li><a href="{_e(_rel(t.get("path"), out))}">{_e(t.get("name"))}.csv</a> '
                      f'({_e(t.get("rows"))} rows)</li>' for t in r.tables)
     error = f'<div class="error">{_e(r.error)}</div>' if r.error else ""
@@ -65,6 +68,12 @@ def _row(r: RunResult, out: Path) -> str:
         f"<td><ul>{tables}</ul></td>"
         "</tr>"
     )
+
+
+def _headline(h: dict[str, Any]) -> str:
+    """One headline: label, value with interval and n, and the note (unresolved, or why not computed)."""
+    note = f' <span class="note">{_e(h.get("note"))}</span>' if h.get("note") else ""
+    return f"<li>{_e(h.get('label'))}: <b class=num>{_e(h.get('display'))}</b>{note}</li>"
 
 
 def index_html(results: list[RunResult], out: Path, config: SuiteConfig, seconds: float) -> str:

@@ -5,12 +5,16 @@ chosen on a validation split, refit, scored on the test split) and keeps each pr
 predictions, so gaps between two probes get paired bootstrap intervals. The summaries answer
 paper 1's questions from that table: the best layer against the last one, the best site against
 the block output, paper 1's per-site table, and which site wins under weak and strong shift.
+
+Feature keys that are the same for every image (``embed/cls``, ``blocks.0.ln1/cls``: the class
+token before any attention) are flagged in the table (column ``constant``) and never chosen as a
+best layer or site: their probe can only predict the majority class.
 """
 
 from __future__ import annotations
 
 import warnings
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -21,7 +25,7 @@ from ..cache import cached
 from ..keys import make_key
 from ..metrics import paired_bootstrap_diff, spearman_ci
 from ..models import Backbone
-from ..pipeline import split_features
+from ..pipeline import per_class_cap, split_features
 from ..probes.linear import DEFAULT_CS, check_grid, fit_linear_probes
 from ..sites import resolve_sites
 from .datasets import check_inputs
@@ -33,9 +37,17 @@ BLOCK_SITES = ("ln1", "attn", "resid_mid", "ln2", "fc1", "act", "fc2", "resid_po
 # How probes are trained and how "best" is chosen:
 #   validated: C chosen per probe on a stratified validation split, refit on train+val; the best
 #              layer / site is chosen by validation accuracy and then scored on the test split.
-#   paper1:    paper 1 literally: C = 1, no validation; the best layer / site is the maximum of
-#              test accuracy, as in the paper's tables (optimistic: chosen on the test split).
+#   paper1:    paper 1 literally: training features extracted once through its train transform
+#              (RandomResizedCrop + flip, seeded per image), test features through Resize + CenterCrop,
+#              both ImageNet-normalised; the 512-image training loader's drop_last; C = 1, no
+#              validation; the best layer / site is the maximum of test accuracy, as in the paper's
+#              tables (optimistic: chosen on the test split). What still differs is listed by
+#              :func:`paper1_deviations`.
 PROTOCOLS = {"validated": None, "paper1": {"Cs": (1.0,), "val_fraction": 0.0}}
+PAPER1_MODEL = "vit_base_patch16_224.orig_in21k"
+PAPER1_DATASETS = {"cifar10", "cifar100", "pets", "flowers102", "domainnet:clipart", "domainnet:sketch"} | {
+    f"cifar10c:{c}@5" for c in ("contrast", "gaussian_noise", "motion_blur", "snow", "speckle_noise")}
+CONSTANT_RTOL = 1e-3  # a key whose spread over images is within float16 rounding of its size is constant
 
 
 def protocol_settings(protocol: str, Cs: Sequence[float], val_fraction: float) -> tuple[tuple[float, ...], float]:
@@ -47,6 +59,97 @@ def protocol_settings(protocol: str, Cs: Sequence[float], val_fraction: float) -
         return tuple(fixed["Cs"]), fixed["val_fraction"]
     cs, val_fraction = check_grid(Cs, val_fraction)
     return tuple(cs), val_fraction
+
+
+def train_rows(n: int, protocol: str, seed: int) -> np.ndarray | None:
+    """Training rows a protocol keeps: paper 1's ``drop_last`` on its 512-image loader, else all (None)."""
+    if protocol != "paper1":
+        return None
+    from ..data.paper1_views import drop_last_rows
+
+    rows = drop_last_rows(n, seed)
+    return None if len(rows) == n else rows
+
+
+class RowSubset(Mapping):
+    """Some rows of a feature store, read key by key (nothing is loaded until a key is asked for)."""
+
+    def __init__(self, store: Mapping[str, np.ndarray], rows: np.ndarray) -> None:
+        self.store, self.rows = store, np.asarray(rows)
+
+    def __getitem__(self, key: str) -> np.ndarray:
+        return np.asarray(self.store[key])[self.rows]
+
+    def __iter__(self):
+        return iter(self.store)
+
+    def __len__(self) -> int:
+        return len(self.store)
+
+
+def constant_keys(features: Mapping[str, np.ndarray], keys: Sequence[str], rtol: float = CONSTANT_RTOL) -> list[str]:
+    """Keys whose features are the same for every image (up to float16 rounding): nothing to learn from.
+
+    A key is constant when, in every dimension, the spread over images is at most ``rtol`` times
+    the key's largest absolute value (``embed/cls`` and ``blocks.0.ln1/cls`` are exactly constant:
+    the class token before any attention).
+    """
+    out = []
+    for key in keys:
+        x = np.asarray(features[key], dtype=np.float32)
+        if len(x) < 2:
+            continue
+        scale = float(np.abs(x).max())
+        if float(np.ptp(x, axis=0).max()) <= rtol * scale:
+            out.append(key)
+    return out
+
+
+def paper1_deviations(model: str, image_size: int | None, datasets: Sequence[str], images_per_class: int, *,
+                      pool: str = "mean", seed: int = 42) -> list[str]:  # fmt: skip
+    """What a ``protocol="paper1"`` run still does differently from paper 1, one sentence each (for run info).
+
+    ``model`` and ``image_size`` as the notebook's parameters give them (0 or None: the default size);
+    ``pool`` is the pooling compared, ``seed`` the run's seed.
+    """
+    from ..data.paper1_views import TRAIN_BATCH
+    from ..models import default_image_size
+
+    out = []
+    if model != PAPER1_MODEL:
+        out.append(f"model: {model} (paper 1 probes ViT-B/16 pretrained on ImageNet-21k, timm {PAPER1_MODEL})")
+    else:
+        out.append("model: timm's LayerNorm eps is 1e-6, paper 1's own ViT uses 1e-12")
+    size = image_size or default_image_size(model)
+    if size is None and "_224" not in model:
+        out.append("resolution: the model's default input size (paper 1: 224 px)")
+    elif size is not None and size != 224:
+        out.append(f"resolution: {size} px crops (paper 1: 224 px)")
+    others = [d for d in datasets if d not in PAPER1_DATASETS]
+    if others:
+        out.append(f"datasets: {', '.join(others)} are not paper 1's (CIFAR-10/100, Pets, Flowers102, CIFAR-10-C "
+                   "severity 5, DomainNet clipart/sketch)")  # fmt: skip
+    if any("+" in d for d in datasets):
+        out.append("corruptions: +<family>@<severity> ids are made by probekit's own implementation of the "
+                   "CIFAR-10-C / ImageNet-C recipes, not read from the released files (cifar10c:<family>@5)")  # fmt: skip
+    out.append("splits: the probe trains on a seeded, stratified 80 % of the training part (paper 1: torch's "
+               "random_split with seed 42, so other images), and datasets without an official or paper-1 split "
+               "use probekit's stratified 60/20/20")  # fmt: skip
+    if pool != "mean":
+        out.append(f"pooling: {pool} (paper 1: the mean of all tokens, CLS included)")
+    if seed != 42:
+        out.append(f"seed: {seed} for splits and crops (paper 1: 42)")
+    if images_per_class:
+        out.append(f"images: at most {images_per_class} per class and split (paper 1 uses every image; "
+                   "set images_per_class = 0)")  # fmt: skip
+    out.append(f"drop_last: the paper's shuffled {TRAIN_BATCH}-image training loader drops the last partial batch; "
+               f"here a seeded random n mod {TRAIN_BATCH} training images are left out, and nothing when there "
+               f"are fewer than {TRAIN_BATCH} (the paper's loader would then yield no batch)")  # fmt: skip
+    out.append("solver: the batched L-BFGS solver of the same objective (C = 1, multinomial, StandardScaler after "
+               "per-sample L2), not scikit-learn's lbfgs with max_iter=5000; they agree to the solver tolerance")  # fmt: skip
+    out.append("random crops: drawn with numpy per image (seed, sample key), not torch's global generator, so "
+               "the crops are not the paper's own draws (seed 42)")  # fmt: skip
+    return out
 
 
 @dataclass
@@ -83,28 +186,39 @@ def probe_study(
 
     ``sites``/``pools`` choose what is extracted (the same for every notebook, so stores are
     shared); ``probe_sites`` and ``probe_pools`` restrict what is probed (default: all extracted).
-    ``protocol``:
-    see :data:`PROTOCOLS` (``paper1`` overrides ``Cs`` and ``val_fraction``).
+    ``images_per_class``: the cap per class and split; 0 takes every image. ``protocol``: see
+    :data:`PROTOCOLS` (``paper1`` overrides ``Cs`` and ``val_fraction``, and extracts its own
+    train/test views). The table gets ``constant`` (the key is the same for every training image),
+    ``n_train`` and ``n_test``. Datasets with one class, or a class under two images in a split,
+    fail before any extraction (:class:`probekit.pipeline.TooFewImagesError`).
     """
     Cs, val_fraction = protocol_settings(protocol, Cs, val_fraction)
     check_inputs(backbone, datasets, probe_sites or sites, probe_pools or pools)
+    view = "paper1" if protocol == "paper1" else "eval"
     tables, y_test, preds = [], {}, {}
     for dataset in datasets:
-        sf = split_features(backbone, dataset, max_per_class=images_per_class, seed=seed, sites=sites,
-                            pools=pools, progress=progress)  # fmt: skip
+        sf = split_features(backbone, dataset, max_per_class=per_class_cap(images_per_class), seed=seed, sites=sites,
+                            pools=pools, view=view, progress=progress)  # fmt: skip
         wanted = resolve_sites(backbone.model, sites=probe_sites or sites, pools=probe_pools or pools)
         keys = [k for k in wanted if not k.endswith("/tokens")]
         labels = {"model": backbone.name, "dataset": dataset}
+        rows = train_rows(len(sf.train.labels), protocol, seed)
 
-        def fit(sf=sf, keys=keys, labels=labels) -> tuple[pd.DataFrame, dict]:
+        def fit(sf=sf, keys=keys, labels=labels, rows=rows) -> tuple[pd.DataFrame, dict]:
             preds: dict[str, np.ndarray] = {}
-            table = fit_linear_probes(sf.train, sf.labels("train"), sf.test, sf.labels("test"), depth=backbone.depth,
+            train = sf.train if rows is None else RowSubset(sf.train, rows)
+            y_train = sf.labels("train") if rows is None else sf.labels("train")[rows]
+            table = fit_linear_probes(train, y_train, sf.test, sf.labels("test"), depth=backbone.depth,
                                       keys=keys, Cs=Cs, val_fraction=val_fraction, seed=seed, labels=labels,
                                       predictions=preds, progress=progress)  # fmt: skip
+            table["constant"] = table["key"].isin(constant_keys(train, keys))
+            table["n_train"] = len(y_train)
+            table["n_test"] = len(sf.labels("test"))
             return table, preds
 
-        inputs = dict(train=sf.train.path.name, test=sf.test.path.name, keys=keys, Cs=list(Cs),
-                      val_fraction=val_fraction, seed=seed, labels=labels)  # fmt: skip
+        inputs = {"train": sf.train.path.name, "test": sf.test.path.name, "keys": keys, "Cs": list(Cs),
+                  "val_fraction": val_fraction, "seed": seed, "labels": labels,
+                  "train_rows": None if rows is None else f"drop_last {len(rows)}"}  # fmt: skip
         table, preds[dataset] = cached("linear_probes", inputs, fit)
         tables.append(table)
         y_test[dataset] = sf.labels("test")
@@ -118,8 +232,11 @@ def _choose(study: ProbeStudy, grp: pd.DataFrame, metric: str, prefer: str) -> p
 
     Under the validated protocol the choice is by validation accuracy at each probe's selected C
     (then reported on test); under paper 1's it is the test maximum, as in the paper. Ties go to
-    ``prefer`` (the null: the last layer, or the block output), then to the deeper layer.
+    ``prefer`` (the null: the last layer, or the block output), then to the deeper layer. Constant
+    keys (column ``constant``) are never chosen, unless every candidate is constant.
     """
+    if "constant" in grp and not grp["constant"].all():
+        grp = grp[~grp["constant"].astype(bool)]
     if study.protocol == "validated":
         t = study.table
         val = t[(t["split"] == "val") & (t["metric"] == "accuracy") & (t["dataset"] == grp["dataset"].iloc[0])]
@@ -268,3 +385,51 @@ def winners_text(groups: pd.DataFrame) -> str:
                      f"{top['value']:.3f}{lead}")  # fmt: skip
     text = "; ".join(parts)
     return text[0].upper() + text[1:] + ". Differences of a point or two are within the per-dataset intervals."
+
+
+def record_rho(name: str, label: str, joined: pd.DataFrame, stats: tuple[float, float, float]) -> float:
+    """A Spearman rho from :func:`against_shift` as a headline: with its interval and n, or why it is missing."""
+    from .. import report
+    from ..headlines import spearman_why
+
+    rho, lo, hi = stats
+    why = None if np.isfinite(rho) else spearman_why(len(joined))
+    return report.headline(name, rho, label=label, fmt="+.2f", ci=(lo, hi), n=f"{len(joined)} datasets", why=why)
+
+
+def record_median(name: str, label: str, per_dataset: pd.DataFrame, *, fmt: str = "+.3f", seed: int = 0) -> float:
+    """The median of ``per_dataset["value"]`` over datasets as a headline, with a bootstrap interval over datasets."""
+    from .. import report
+    from ..headlines import median_ci
+
+    values = per_dataset["value"].dropna()
+    median, lo, hi = median_ci(values, seed=seed)
+    return report.headline(name, median, label=label, fmt=fmt, ci=(lo, hi), n=f"{len(values)} datasets",
+                           why="no dataset has a value")  # fmt: skip
+
+
+def constant_text(study: ProbeStudy) -> str:
+    """Which probed keys are the same for every image (left out of every best-layer and best-site choice)."""
+    t = study.table
+    if "constant" not in t or not t["constant"].any():
+        return "No probed feature key is constant over the images."
+    keys = sorted(set(t.loc[t["constant"].astype(bool), "key"]))
+    return (f"{len(keys)} feature key(s) are the same for every image and are left out of every best-layer and "
+            f"best-site choice (their probe can only predict the majority class): {', '.join(keys)}.")
+
+
+def protocol_deviations(protocol: str, model: str, image_size: int | None, datasets: Sequence[str],
+                        images_per_class: int, *, pool: str = "mean", seed: int = 0) -> list[str]:  # fmt: skip
+    """:func:`paper1_deviations` under ``protocol="paper1"``; an empty list under any other protocol."""
+    protocol_settings(protocol, DEFAULT_CS, 0.2)  # an unknown protocol fails here, listing the known ones
+    if protocol != "paper1":
+        return []
+    return paper1_deviations(model, image_size, datasets, images_per_class, pool=pool, seed=seed)
+
+
+def deviations_text(deviations: Sequence[str]) -> str:
+    """The paper-1 deviations as a markdown list under a heading ("" when there are none)."""
+    if not deviations:
+        return ""
+    return "**Deviations from paper 1 in this run** (everything else follows it):\n\n" + "\n".join(
+        f"- {d}" for d in deviations)

@@ -5,7 +5,13 @@ Reads the tidy tables notebooks 01–04 wrote (``shift.csv``, ``layerwise_best.c
 three outcomes: the best layer's relative depth (paper 1: lower under shift), the gain of the best
 site over the block output (paper 1: larger under shift), and the attentive-fusion gain over the
 CLS-last probe (paper 2: larger far from the pretraining domain). Each relation gets Spearman's
-rho with a bootstrap interval, and the findings are written from those numbers.
+rho with a bootstrap interval, and the findings are written from those numbers; a relation that
+cannot be computed (fewer than three datasets) says why.
+
+:func:`cls_last_consistency` checks the notebooks against each other: notebook 04's linear probe on
+the last layer's CLS token (``cls_last_linear`` in ``fusion.csv``) and notebook 02's probe on the
+same feature (``norm/cls`` in ``probes.csv``) must agree within :data:`CONSISTENCY_TOLERANCE`
+balanced accuracy on every dataset.
 """
 
 from __future__ import annotations
@@ -15,6 +21,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from ..headlines import spearman_why
 from ..metrics import spearman_ci, spearman_permutation_p
 from .probing import SHIFT_MEASURE, shift_scores
 
@@ -66,7 +73,7 @@ def findings(corr: pd.DataFrame) -> list[str]:
     out = []
     for (name, (_, _, label, expected)), row in zip(OUTCOMES.items(), corr.itertuples()):
         if row.n_datasets < 3 or not np.isfinite(row.value):
-            out.append(f"Shift against {label}: not enough datasets with both numbers ({row.n_datasets}).")
+            out.append(f"Shift against {label}: not computed: {spearman_why(row.n_datasets)}.")
             continue
         head = (f"Shift against {label}: Spearman ρ = {row.value:+.2f} [{row.ci_low:+.2f}, {row.ci_high:+.2f}], "
                 f"permutation p = {row.p_value:.3f}, over {row.n_datasets} datasets")
@@ -87,4 +94,55 @@ def record_headlines(corr: pd.DataFrame) -> None:
     from .. import report
 
     for name, row in zip(OUTCOMES, corr.itertuples()):
-        report.headline(f"rho_shift_{name}", row.value, label=f"Spearman ρ(shift, {name})", fmt="+.2f")
+        why = None if np.isfinite(row.value) else spearman_why(row.n_datasets)
+        report.headline(f"rho_shift_{name}", row.value, label=f"Spearman ρ(shift, {name})", fmt="+.2f",
+                        ci=(row.ci_low, row.ci_high), n=f"{row.n_datasets} datasets", why=why)
+
+
+CONSISTENCY_TOLERANCE = 0.02  # balanced accuracy: the same probe on the same feature in two notebooks
+FUSION_BASELINE = ("fusion.csv", "cls_last_linear")  # notebook 04: linear probe on the last layer's CLS token
+LAYERWISE_KEY = ("probes.csv", "norm/cls")  # notebook 02: the same feature (final norm, CLS token)
+
+
+def cls_last_consistency(results_dir: str | Path, *, model: str | None = None,
+                         tolerance: float = CONSISTENCY_TOLERANCE) -> pd.DataFrame:  # fmt: skip
+    """Per dataset: notebook 04's ``cls_last_linear`` beside notebook 02's ``norm/cls`` test balanced accuracy.
+
+    Columns ``dataset``, ``fusion_cls_last`` (04), ``layerwise_norm_cls`` (02), ``gap`` (04 − 02)
+    and ``agrees`` (``|gap| <= tolerance``), for the datasets both notebooks ran. Empty (with the
+    same columns) when either table is missing.
+    """
+    results_dir = Path(results_dir)
+    cols = ["dataset", "fusion_cls_last", "layerwise_norm_cls", "gap", "agrees"]
+    fusion_path, probes_path = results_dir / FUSION_BASELINE[0], results_dir / LAYERWISE_KEY[0]
+    if not fusion_path.exists() or not probes_path.exists():
+        return pd.DataFrame(columns=cols)
+    fusion, probes = pd.read_csv(fusion_path), pd.read_csv(probes_path)
+    if model is not None:
+        fusion, probes = fusion[fusion["model"] == model], probes[probes["model"] == model]
+    fusion = fusion[(fusion["method"] == FUSION_BASELINE[1]) & (fusion["metric"] == "balanced_accuracy")]
+    probes = probes[(probes["key"] == LAYERWISE_KEY[1]) & (probes["split"] == "test")
+                    & (probes["metric"] == "balanced_accuracy")]  # fmt: skip
+    a = fusion.groupby("dataset", sort=False)["value"].mean().rename("fusion_cls_last")
+    b = probes.groupby("dataset", sort=False)["value"].mean().rename("layerwise_norm_cls")
+    table = pd.concat([a, b], axis=1, join="inner").rename_axis("dataset").reset_index()
+    table["gap"] = table["fusion_cls_last"] - table["layerwise_norm_cls"]
+    table["agrees"] = table["gap"].abs() <= tolerance + 1e-12
+    return table[cols]
+
+
+def consistency_text(table: pd.DataFrame, tolerance: float = CONSISTENCY_TOLERANCE) -> str:
+    """One paragraph: do notebooks 02 and 04 give the same number for the CLS-last linear probe?"""
+    if table.empty:
+        return ("The CLS-last check needs notebook 04's `fusion.csv` and notebook 02's `probes.csv` in the same "
+                "results folder; one of them is missing, so it was not run.")  # fmt: skip
+    bad = table[~table["agrees"]]
+    head = (f"Notebook 04's linear probe on the last layer's CLS token (`cls_last_linear`) against notebook 02's "
+            f"probe on the same feature (`norm/cls`), test balanced accuracy, on {len(table)} dataset(s): ")
+    if bad.empty:
+        return head + f"every gap is within {tolerance:.2f} (largest {table['gap'].abs().max():.3f})."
+    listed = "; ".join(f"{r.dataset}: 04 {r.fusion_cls_last:.3f} vs 02 {r.layerwise_norm_cls:.3f} (gap {r.gap:+.3f})"
+                       for r in bad.itertuples())  # fmt: skip
+    return (head + f"**{len(bad)} differ by more than {tolerance:.2f}**: {listed}. The same model class on the same "
+            "features should give the same number; a gap means one of the two probes is not at its optimum "
+            "(see notebook 04's convergence columns) or they were trained on different images.")
