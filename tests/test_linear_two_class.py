@@ -24,7 +24,8 @@ from probekit.probes.softmax import fit_softmax
 from probekit.probes.standardize import prepare
 
 pytestmark = pytest.mark.slow
-KW = dict(sites=("act", "resid_post"), layers=(5, 11), pools=("mean",), progress=False, storage_dtype="float32")
+KW = {"sites": ("act", "resid_post"), "layers": (5, 11), "pools": ("mean",), "progress": False,
+      "storage_dtype": "float32"}
 
 
 def _features(bb, dataset_id: str, root) -> tuple:
@@ -82,8 +83,8 @@ def test_two_class_optimum_is_sklearns(two_class, C: float, class_weight: str | 
 @pytest.mark.parametrize("class_weight", [None, "balanced"])
 def test_two_class_accuracy_is_sklearns(two_class, class_weight: str | None) -> None:
     train, test = two_class
-    common = dict(depth=12, metrics=("accuracy", "balanced_accuracy"), n_boot=0, progress=False,
-                  class_weight=class_weight)  # fmt: skip
+    common = {"depth": 12, "metrics": ("accuracy", "balanced_accuracy"), "n_boot": 0, "progress": False,
+              "class_weight": class_weight}
     Cs = [0.01, 1.0, 100.0]
     ours = fit_linear_probes(train, train.labels, test, test.labels, Cs=Cs, val_fraction=0, **common)
     ref = reference_probes(train, train.labels, test, test.labels, C=Cs, tol=1e-8, pool=None, **common)

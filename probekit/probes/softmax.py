@@ -329,7 +329,8 @@ def fit_softmax(
         Cs = Cs / 2
     weights = row_weights(y, n_classes, class_weight)
     batch = batch or (16 if x.device.type == "cpu" else len(x))
-    kw = dict(max_iter=max_iter, tol=tol, rtol=rtol, history=history, refit=refit, dtype=dtype, weights=weights)
+    kw = {"max_iter": max_iter, "tol": tol, "rtol": rtol, "history": history, "refit": refit, "dtype": dtype,
+          "weights": weights}
     fits = []
     for i in range(0, len(x), batch):
         part = slice(i, i + batch)
