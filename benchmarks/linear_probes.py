@@ -35,6 +35,7 @@ from threadpoolctl import threadpool_limits
 
 from probekit.data import load_dataset
 from probekit.extract import features
+from probekit.keys import parse_key
 from probekit.models import load_model
 from probekit.probes.linear import DEFAULT_CS, fit_linear_probes
 from probekit.probes.reference import reference_probes as reference_probes_
@@ -51,7 +52,8 @@ def run_size(a: argparse.Namespace, bb, dataset: str, per_class_train: int, per_
     t0 = time.perf_counter()
     train = features(bb, load_dataset(dataset, split="train", max_per_class=per_class_train), **kw)
     test = features(bb, load_dataset(dataset, split="test", max_per_class=per_class_test), **kw)
-    keys = [k for k in train.keys() if k in test]
+    # the requested sites x pools only: a shared store may hold more keys (another run extended it)
+    keys = [k for k in train.keys() if k in test and parse_key(k).site in SITES and parse_key(k).pool in kw["pools"]]
     n_probes = len(keys) * len(DEFAULT_CS)
     print(f"features: {a.model} @ {a.image_size}px on {dataset}: {len(train.labels)} train / {len(test.labels)} test images, "
           f"{len(keys)} keys, {n_probes} probes; extraction/cache {time.perf_counter() - t0:.1f} s")  # fmt: skip
@@ -59,7 +61,7 @@ def run_size(a: argparse.Namespace, bb, dataset: str, per_class_train: int, per_
 
     common = {"depth": bb.depth, "metrics": ("accuracy",), "n_boot": 0, "progress": False}
     t0 = time.perf_counter()
-    ours = fit_linear_probes(train, train.labels, test, test.labels, Cs=DEFAULT_CS, val_fraction=0,
+    ours = fit_linear_probes(train, train.labels, test, test.labels, keys=keys, Cs=DEFAULT_CS, val_fraction=0,
                              device=a.device, tol=a.tol, rtol=a.rtol if a.rtol > 0 else None, dtype=getattr(torch, a.dtype), **common)  # fmt: skip
     if torch.cuda.is_available():
         torch.cuda.synchronize()
