@@ -162,3 +162,41 @@ def test_memory_rescaled_equals_memory_of_rescaled_pairs(masked_last: bool) -> N
     carried.rescale(ratio, g * ratio)
     on = torch.ones(N, dtype=torch.float64)
     assert torch.allclose(carried.hg(g * ratio, on), fresh.hg(g * ratio, on), rtol=1e-10, atol=1e-12)
+
+
+@pytest.mark.parametrize("C", [0.1, 1.0])
+def test_two_classes_mean_the_same_c_as_sklearn(digits, C: float) -> None:
+    # scikit-learn fits two classes with the binomial loss; the same C must give the same model
+    x, y = digits
+    pick = np.isin(y, [3, 8])
+    (xs,) = prepare(torch.tensor(x[pick])[None])
+    yb = (y[pick] == 8).astype(np.int64)
+    fit = fit_softmax(xs, torch.tensor(yb), torch.tensor([C]), 2, tol=1e-9, dtype=torch.float64)
+    ref = LogisticRegression(C=C, max_iter=10000, tol=1e-10).fit(xs[0].numpy(), yb)
+    w = (fit.coef[0, 0, :, 1] - fit.coef[0, 0, :, 0]).numpy()
+    np.testing.assert_allclose(w, ref.coef_[0], atol=1e-5 * np.abs(ref.coef_).max())
+    np.testing.assert_allclose(fit.decision_function(xs)[0, 0].numpy(), ref.decision_function(xs[0].numpy()),
+                               atol=1e-5 * np.abs(ref.decision_function(xs[0].numpy())).max())  # fmt: skip
+
+
+@pytest.mark.parametrize("n_classes", [2, 10])
+def test_balanced_class_weight_is_sklearns(digits, n_classes: int) -> None:
+    # an imbalanced subset (class k keeps 10 + 12 k rows): inverse-frequency weights change the optimum
+    x, y = digits
+    keep = np.concatenate([np.flatnonzero(y == k)[: 10 + 12 * k] for k in range(10)])
+    xk, yk = x[keep], y[keep]
+    if n_classes == 2:
+        two = np.isin(yk, [1, 9])  # 22 and 88 rows
+        xk, yk = xk[two], (yk[two] == 9).astype(np.int64)
+    (xs,) = prepare(torch.tensor(xk)[None])
+    kw = {"tol": 1e-9, "dtype": torch.float64, "max_iter": 5000}
+    fit = fit_softmax(xs, torch.tensor(yk), torch.tensor([1.0]), n_classes, class_weight="balanced", **kw)
+    plain = fit_softmax(xs, torch.tensor(yk), torch.tensor([1.0]), n_classes, **kw)
+    ref = LogisticRegression(C=1.0, max_iter=10000, tol=1e-10, class_weight="balanced").fit(xs[0].numpy(), yk)
+    coef = fit.coef[0, 0].T.numpy()
+    coef = coef[1:] - coef[:1] if n_classes == 2 else coef
+    scale = np.abs(ref.coef_).max()
+    np.testing.assert_allclose(coef, ref.coef_, atol=1e-5 * scale)
+    assert np.abs(plain.coef - fit.coef).max() > 0.01 * scale  # the weights matter here
+    with pytest.raises(ValueError, match="class_weight"):
+        fit_softmax(xs, torch.tensor(yk), torch.tensor([1.0]), n_classes, class_weight="inverse")

@@ -12,13 +12,18 @@ refit on train+val at that ``C``, score test. With ``val_fraction=0`` every ``C`
 all training rows and scored on test (no selection); ``Cs=(1.0,), val_fraction=0`` is paper 1's
 recipe run by the batched trainer.
 
+``C`` and ``class_weight`` (``None`` or ``"balanced"``: each training row's loss weighted by the
+inverse frequency of its class) mean what they mean in scikit-learn's ``LogisticRegression``,
+two-class tasks included (:func:`probekit.probes.softmax.fit_softmax`). Balanced weights are
+computed on the rows each probe is fitted on (the fit part when choosing ``C``, then train+val).
+
 Public API::
 
     DEFAULT_CS                      # 8 values, 10**-4 ... 10**3, one per decade (C=1 included)
     fit_linear_probes(train, y_train, test, y_test, *, depth, keys=None, Cs=DEFAULT_CS,
                       val_fraction=0.2, seed=0, device=None, labels=None, metrics=..., n_boot=1000,
                       max_iter=1000, tol=1e-5, rtol=0.03, dtype=torch.float32, memory_budget=None,
-                      progress=True) -> pandas.DataFrame
+                      progress=True, predictions=None, class_weight=None) -> pandas.DataFrame
 
 The result is the tidy table of :mod:`probekit.probes.table` with ``trainer="batched"``:
 ``split="val"`` rows (accuracy of every ``C``, no interval) and ``split="test"`` rows (accuracy
@@ -155,7 +160,8 @@ def row_space(train: torch.Tensor, *others: torch.Tensor) -> list[torch.Tensor]:
     with ``S_j^2 <= 1e-9 max S^2`` (standardising centres the rows, so there is always one) carry
     no training variance, so the optimal weights are zero there; they are set to zero in every
     set rather than divided by a rounding error. Products run in the input precision (the
-    features were stored as float16), the eigendecomposition in float64; outputs are float32.
+    features were stored as float16), the ``n x n`` eigendecomposition in float64 (its eigenvalues
+    divide), the ``D x D`` one (``n >= D``) in float32; outputs are float32.
     """
     n, d = train.shape[-2:]
     if n < d:
@@ -166,7 +172,10 @@ def row_space(train: torch.Tensor, *others: torch.Tensor) -> list[torch.Tensor]:
         proj = (u * torch.where(keep, 1 / s.clamp_min(1e-300), 0)[:, None]).to(train.dtype)
         xt = train.transpose(1, 2)
         return [z] + [torch.bmm(torch.bmm(o, xt), proj).float() for o in others]
-    v = torch.linalg.eigh(torch.bmm(train.transpose(1, 2), train).double())[1].to(train.dtype)
+    # n >= D: the eigenvectors of X^T X. Only their orthogonality matters here (nothing is divided
+    # by an eigenvalue), which float32 keeps to ~1e-6, so the D x D eigh runs in float32: 2.3x
+    # faster than float64 at D = 1536 (0.38 s against 0.87 s a key on one core)
+    v = torch.linalg.eigh(torch.bmm(train.transpose(1, 2), train).float())[1].to(train.dtype)
     return [torch.bmm(x, v).float() for x in (train, *others)]
 
 
@@ -214,6 +223,7 @@ def fit_linear_probes(
     memory_budget: float | None = None,
     progress: bool = True,
     predictions: dict[str, np.ndarray] | None = None,
+    class_weight: str | None = None,
 ) -> pd.DataFrame:
     """Train every (key, C) linear probe in batches and return the tidy result table (see module doc).
 
@@ -228,6 +238,8 @@ def fit_linear_probes(
     classes, ytr, _yte = encode_labels(y_train, y_test)
     n_cls = len(classes)
     Cs, val_fraction = check_grid(Cs, val_fraction)
+    if class_weight not in (None, "balanced"):
+        raise ValueError(f"class_weight must be None or 'balanced' (scikit-learn's meaning), got {class_weight!r}")
     select = val_fraction > 0 and len(Cs) > 1
     for k in keys:
         n_tr, n_te = _shape(train, k)[0], _shape(test, k)[0]
@@ -247,7 +259,7 @@ def fit_linear_probes(
     rows: list[dict] = []
     stopped = {"max_iter": 0, "precision": 0}  # probes that ended before ||grad|| <= tol, by reason
     common = {"depth": depth, "labels": labels, "trainer": "batched", "n_boot": n_boot}
-    solver = {"max_iter": max_iter, "tol": tol, "rtol": rtol, "dtype": dtype}
+    solver = {"max_iter": max_iter, "tol": tol, "rtol": rtol, "dtype": dtype, "class_weight": class_weight}
     for chunk in chunks:
         if select:
             xf, xv = _rotated(train, fit_idx, train, val_idx, chunk, dev)

@@ -14,7 +14,7 @@ Public API::
 
     reference_probes(train, y_train, test, y_test, *, depth, keys=None, pool="mean", C=1.0,
                      max_iter=5000, seed=42, tol=1e-4, labels=None, metrics=..., n_boot=1000,
-                     progress=True) -> pandas.DataFrame   # trainer="sklearn", split="test"
+                     progress=True, class_weight=None) -> pandas.DataFrame   # trainer="sklearn", split="test"
 """
 
 from __future__ import annotations
@@ -40,6 +40,7 @@ def fit_reference(
     max_iter: int = 5000,
     seed: int = 42,
     tol: float = 1e-4,
+    class_weight: str | None = None,
 ):
     """One paper-1 probe: L2 rows, ``StandardScaler``, multinomial ``LogisticRegression``; returns the pipeline.
 
@@ -48,7 +49,8 @@ def fit_reference(
     of that point can differ from the optimum's by several points); pass a small ``tol`` (1e-8)
     for the optimum itself.
     """
-    clf = make_pipeline(StandardScaler(), LogisticRegression(C=C, max_iter=max_iter, tol=tol, random_state=seed))
+    clf = make_pipeline(StandardScaler(), LogisticRegression(C=C, max_iter=max_iter, tol=tol, random_state=seed,
+                                                                   class_weight=class_weight))
     return clf.fit(l2_rows(x_train), y_train)
 
 
@@ -69,11 +71,12 @@ def reference_probes(
     metrics: Sequence[str] = DEFAULT_METRICS,
     n_boot: int = 1000,
     progress: bool = True,
+    class_weight: str | None = None,
 ) -> pd.DataFrame:
     """Fit paper 1's probe for every key (of ``pool``, unless ``keys`` or ``pool=None``) and each ``C``.
 
     Returns the tidy table (:mod:`probekit.probes.table`) with ``trainer="sklearn"`` and
-    ``split="test"`` rows.
+    ``split="test"`` rows. ``class_weight``: scikit-learn's (paper 1 uses none).
     """
     keys = probe_keys(train, test, keys)
     if pool is not None:
@@ -89,7 +92,7 @@ def reference_probes(
         jobs = progress_bar(jobs, desc="sklearn reference probes", unit="probe")
     rows: list[dict] = []
     for key, c in jobs:
-        clf = fit_reference(train[key], y_train, C=c, max_iter=max_iter, seed=seed, tol=tol)
+        clf = fit_reference(train[key], y_train, C=c, max_iter=max_iter, seed=seed, tol=tol, class_weight=class_weight)
         pred = clf.predict(l2_rows(test[key]))
         rows += probe_rows(key, depth=depth, labels=dict(labels or {}), trainer="sklearn", regularisation=c,
                            split="test", y_true=y_test, y_pred=pred, metrics=metrics, n_boot=n_boot)  # fmt: skip

@@ -5,7 +5,11 @@ Solves, for every feature set ``f`` and regularisation value ``C``, exactly scik
 
     mean_i CE(x_i W + b, y_i) + ||W||^2 / (2 C n)
 
-so a probe here and scikit-learn's at the same ``C`` are the same model. The solver is L-BFGS,
+so a probe here and scikit-learn's at the same ``C`` are the same model. With ``class_weight``
+(``"balanced"``: inverse class frequencies) each row's loss is weighted and the loss and the
+penalty are divided by the sum of the weights, scikit-learn's weighting. For two classes
+scikit-learn fits the binomial model, which is the two-class softmax at ``C / 2``
+(:func:`fit_softmax`), so ``C`` means the same there too. The solver is L-BFGS,
 batched over probes: every probe keeps its own curvature history, step length (Armijo
 backtracking) and stopping test, but all probes share each matrix product. Feature sets of
 equal width are stacked as ``X: (F, n, D)``; all ``C`` values of one feature set are solved
@@ -59,6 +63,7 @@ device.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
@@ -75,12 +80,22 @@ class SoftmaxFit:
     n_iter: torch.Tensor
     converged: torch.Tensor
 
-    def predict(self, x: torch.Tensor) -> torch.Tensor:
-        """Class indices ``(F, C, m)`` for features ``x: (F, m, D)`` (already preprocessed)."""
+    def logits(self, x: torch.Tensor) -> torch.Tensor:
+        """Logits ``(F, C, m, K)`` for features ``x: (F, m, D)`` (already preprocessed)."""
         F, C, D, K = self.coef.shape
         w = self.coef.permute(0, 2, 1, 3).reshape(F, D, C * K)
         logits = torch.bmm(x.to(w.dtype), w).view(F, -1, C, K) + self.intercept[:, None]
-        return logits.argmax(-1).permute(0, 2, 1)
+        return logits.permute(0, 2, 1, 3)
+
+    def predict(self, x: torch.Tensor) -> torch.Tensor:
+        """Class indices ``(F, C, m)`` for features ``x: (F, m, D)`` (already preprocessed)."""
+        return self.logits(x).argmax(-1)
+
+    def decision_function(self, x: torch.Tensor) -> torch.Tensor:
+        """scikit-learn's ``decision_function``: ``(F, C, m)`` for two classes (the second class's logit
+        minus the first's, the binomial model's score), else the class-centred logits ``(F, C, m, K)``."""
+        z = self.logits(x)
+        return z[..., 1] - z[..., 0] if z.shape[-1] == 2 else z - z.mean(-1, keepdim=True)
 
 
 class _Objective:
@@ -92,12 +107,19 @@ class _Objective:
     the ``K`` classes is a fast strided reduction (a softmax over an innermost axis of 10 is not).
     """
 
-    def __init__(self, x: torch.Tensor, y: torch.Tensor, Cs: torch.Tensor, n_classes: int, dtype: torch.dtype):
+    def __init__(
+        self, x: torch.Tensor, y: torch.Tensor, Cs: torch.Tensor, n_classes: int, dtype: torch.dtype,
+        weights: torch.Tensor | None = None,
+    ):  # fmt: skip
         self.x = x.to(dtype).contiguous()
         B, n, D = self.x.shape
         self.n, self.D, self.K = n, D, n_classes
-        self.x_n = self.x / n  # the gradient's 1/n folded into its product
-        self.mu = (1.0 / (Cs.to(self.x.device, torch.float64) * n)).to(dtype).expand(B, -1).contiguous()
+        # row weights s_i: loss sum_i s_i CE_i / S, penalty ||W||^2 / (2 C S), S = sum_i s_i (scikit-learn's)
+        total = float(n) if weights is None else float(weights.double().sum())
+        self.rw = None if weights is None else (weights.to(self.x.device, torch.float64) / total).to(dtype)
+        # the gradient's 1/n (or s_i / S) folded into its product
+        self.x_n = self.x / n if self.rw is None else self.x * self.rw[:, None]
+        self.mu = (1.0 / (Cs.to(self.x.device, torch.float64) * total)).to(dtype).expand(B, -1).contiguous()
         self.C = self.mu.shape[1]
         self.y = y.to(self.x.device).view(1, 1, 1, n).expand(B, self.C, 1, n)
 
@@ -119,12 +141,17 @@ class _Objective:
         y = self.y[:B]
         w = theta[..., :D]
         logp = torch.log_softmax(self.logits(theta, x), 2)
-        f = logp.gather(2, y).sum((2, 3)).div_(-n) + 0.5 * mu * w.square().sum((2, 3))
+        ll = logp.gather(2, y)
+        ll = ll.sum((2, 3)).div_(-n) if self.rw is None else -(ll * self.rw).sum((2, 3))
+        f = ll + 0.5 * mu * w.square().sum((2, 3))
         res = logp.exp_().scatter_add_(2, y, logp.new_full((1, 1, 1, 1), -1.0).expand(B, C, 1, n))
         g = torch.empty_like(theta)
         gw = torch.bmm(res.view(B, C * K, n), x_n).view(B, C, K, D)
         torch.addcmul(gw, mu[:, :, None, None], w, out=g[..., :D])
-        torch.sum(res, 3, out=g[..., D]).div_(n)
+        if self.rw is None:
+            torch.sum(res, 3, out=g[..., D]).div_(n)
+        else:
+            g[..., D] = (res * self.rw).sum(3)
         return f, g
 
     def scale(self, theta: torch.Tensor) -> torch.Tensor:
@@ -135,7 +162,8 @@ class _Objective:
         pre = torch.empty(B, C, K, D + 1, dtype=theta.dtype, device=theta.device)
         mu = self.mu.repeat_interleave(K, 1)[:, :, None]
         pre[..., :D] = torch.baddbmm(mu, curv.view(B, C * K, n), self.x_n * self.x).view(B, C, K, D).rsqrt()
-        pre[..., D] = curv.mean(3).clamp_min(1e-12).rsqrt()
+        curv_b = curv.mean(3) if self.rw is None else (curv * self.rw).sum(3)
+        pre[..., D] = curv_b.clamp_min(1e-12).rsqrt()
         return pre
 
 
@@ -228,6 +256,34 @@ def _class_centred(theta: torch.Tensor) -> torch.Tensor:
     return theta - theta.mean(2, keepdim=True)
 
 
+def row_weights(
+    y: torch.Tensor, n_classes: int, class_weight: str | Sequence[float] | torch.Tensor | None
+) -> torch.Tensor | None:
+    """Per-row loss weights ``(n,)`` float64 for ``class_weight``, scikit-learn's meaning; ``None`` for none.
+
+    ``"balanced"``: ``n / (k * n_c)`` for a row of class ``c``, with ``k`` the number of classes
+    present in ``y`` (``compute_class_weight``); the weights then sum to ``n``. A sequence: one
+    weight per class index. The objective divides the weighted loss and the penalty by the sum of
+    the weights, as scikit-learn does.
+    """
+    if class_weight is None:
+        return None
+    y = torch.as_tensor(y).long().cpu()
+    counts = torch.bincount(y, minlength=n_classes).double()
+    if isinstance(class_weight, str):
+        if class_weight != "balanced":
+            raise ValueError(f"class_weight must be None, 'balanced' or one weight per class, got {class_weight!r}")
+        per_class = len(y) / ((counts > 0).sum() * counts.clamp_min(1))
+    else:
+        per_class = torch.as_tensor(class_weight, dtype=torch.float64).cpu()
+        if per_class.shape != (n_classes,) or not bool((torch.isfinite(per_class) & (per_class >= 0)).all()):
+            raise ValueError(f"class_weight must hold {n_classes} finite, non-negative weights (one per class), "
+                             f"got {class_weight!r}")  # fmt: skip
+        if not bool((per_class[y] > 0).any()):
+            raise ValueError("class_weight gives every training row weight 0; give some class a positive weight")
+    return per_class[y]
+
+
 def fit_softmax(
     x: torch.Tensor,
     y: torch.Tensor,
@@ -242,6 +298,7 @@ def fit_softmax(
     dtype: torch.dtype = torch.float32,
     init: SoftmaxFit | None = None,
     batch: int | None = None,
+    class_weight: str | Sequence[float] | torch.Tensor | None = None,
 ) -> SoftmaxFit:
     """Fit ``F * C`` L2-regularised multinomial logistic probes by batched L-BFGS.
 
@@ -252,6 +309,14 @@ def fit_softmax(
     resolve). ``refit``: iterations between re-fits of the preconditioner.
     ``init``: a fit of the same shapes to start from. ``batch``: feature sets solved together
     (default: 16 on a CPU, where a batch's working set then stays in cache; all on a GPU).
+    ``class_weight``: ``None``, ``"balanced"`` or ``n_classes`` weights, as in scikit-learn
+    (:func:`row_weights`).
+
+    ``C`` means what it means in scikit-learn for every number of classes. For two classes
+    scikit-learn fits the binomial model (one weight vector ``w``, penalty ``||w||^2 / (2 C n)``);
+    the two-class softmax with class-centred weights ``(-w/2, w/2)`` is the same model with
+    penalty ``||w||^2 / (4 C n)``, so it is solved at ``C / 2``. ``coef[..., 1] - coef[..., 0]``
+    is then scikit-learn's ``coef_`` (and :meth:`SoftmaxFit.decision_function` its decision function).
 
     Feature sets whose probes have all stopped, and ``C`` values that have stopped in every
     feature set, are dropped from the batch as the solve goes on, so the last, slowest probes
@@ -259,9 +324,13 @@ def fit_softmax(
     """
     if refit < 1 or history < 1:
         raise ValueError(f"refit and history must be at least 1, got refit={refit}, history={history}")
-    Cs = torch.as_tensor(Cs)
+    Cs = torch.as_tensor(Cs, dtype=torch.float64)
+    if n_classes == 2:  # scikit-learn's binomial parametrisation (docstring)
+        Cs = Cs / 2
+    weights = row_weights(y, n_classes, class_weight)
     batch = batch or (16 if x.device.type == "cpu" else len(x))
-    kw = dict(max_iter=max_iter, tol=tol, rtol=rtol, history=history, refit=refit, dtype=dtype)
+    kw = {"max_iter": max_iter, "tol": tol, "rtol": rtol, "history": history, "refit": refit, "dtype": dtype,
+          "weights": weights}
     fits = []
     for i in range(0, len(x), batch):
         part = slice(i, i + batch)
@@ -286,13 +355,13 @@ def fit_softmax(
 def _solve(
     x: torch.Tensor, y: torch.Tensor, Cs: torch.Tensor, n_classes: int,
     init: tuple[torch.Tensor, torch.Tensor] | None, *, max_iter: int, tol: float, rtol: float | None, history: int, refit: int,
-    dtype: torch.dtype, n_done: torch.Tensor | None = None,
+    dtype: torch.dtype, weights: torch.Tensor | None = None, n_done: torch.Tensor | None = None,
 ) -> SoftmaxFit:
     """One batch of :func:`fit_softmax`; ``n_done``: ``(F, C)`` iterations already spent (each probe
     stops at ``max_iter`` in all, and ``n_iter`` counts them)."""  # fmt: skip
     F, _, D = x.shape
     K, dev = n_classes, x.device
-    obj = _Objective(x, y, Cs, K, dtype)
+    obj = _Objective(x, y, Cs, K, dtype, weights)
     C, P = obj.C, (D + 1) * K
     theta = torch.zeros(F, C, K, D + 1, dtype=dtype, device=dev)
     if init is not None:
