@@ -33,6 +33,9 @@ measured; the fit has converged when one more cycle changed it by at most
 ``max_cycles`` without that is returned as it is with ``converged=False``; callers report it.
 Looking at the loss within one cycle would not do: the cosine schedule takes the learning rate
 to ~0 at its end, so every run looks flat there, converged or not.
+A loss that barely moves because the learning rate is far too small would also pass the test;
+the grids' learning rates (1e-3 and up) move these probes by much more than the tolerance per
+cycle while they are still learning.
 
 CPU cap: 1,000 steps of the attentive probe over 24 tokens of width 384 take minutes per grid
 point on two cores, so ``TrainConfig.max_steps`` caps the steps of one cycle (epochs are lowered,

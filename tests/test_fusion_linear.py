@@ -57,7 +57,7 @@ def test_exact_baseline_is_scikit_learns_class_weighted_optimum(pixels, C) -> No
 def test_class_weights_change_the_optimum(pixels) -> None:
     """On imbalanced training data the weighted optimum recalls the thinned class more (the weights are used)."""
     x_tr, y_tr, x_te, y_te = pixels
-    kw = dict(Cs=[0.01], val_fraction=0.0, device="cpu", n_boot=50)
+    kw = {"Cs": [0.01], "val_fraction": 0.0, "device": "cpu", "n_boot": 50}
     weighted = fit_exact_linear(x_tr, y_tr, x_te, y_te, class_weight="balanced", **kw)
     plain = fit_exact_linear(x_tr, y_tr, x_te, y_te, class_weight=None, **kw)
     scaler, clf = _sklearn(x_tr, y_tr, 0.01, class_weight=None)
