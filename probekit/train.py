@@ -335,7 +335,9 @@ def select_and_fit(
     """Grid-search ``build(params)`` on a stratified split, refit the best on all training data, test it.
 
     ``build`` gets ``dict(lr=..., weight_decay=..., attn_drop=...)`` and returns an untrained
-    module mapping features to logits. Labels must be integers ``0..C-1``.
+    module mapping features to logits. Labels must be integers ``0..C-1``. A one-point grid is
+    not searched: ``val_score`` is NaN and ``search`` empty. Every fit trains in cycles until its
+    training loss converges (module docstring); ``log.converged`` says whether the refit did.
     """
     dev = resolve_device(device)
     y_train, y_test = np.asarray(y_train, dtype=np.int64), np.asarray(y_test, dtype=np.int64)
