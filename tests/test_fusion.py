@@ -17,10 +17,12 @@ from probekit.probes.fusion import (
     METHODS,
     attention_matrix,
     attention_summary,
+    convergence_note,
     fusion_token_list,
     fusion_tokens,
     fusion_variant,
     l2_normalise,
+    normalise_all_tokens,
     paired_gain_ci,
     run_fusion,
 )
@@ -160,6 +162,10 @@ def test_run_fusion_end_to_end_on_digits(digits_stores) -> None:
     assert v.loc["alf_act", "sites"] == "act" and v.loc["cls_last_linear", "sites"] == "norm"
     assert (table["ci_low"] <= table["value"]).all() and (table["value"] <= table["ci_high"]).all()
     assert v.loc["cls_last_linear", "gain"] == 0.0
+    linear = v[v["probe"] == "linear"]
+    assert (linear["solver"] == "lbfgs_exact").all() and linear["converged"].all() and linear["C"].notna().all()
+    assert (v.loc[v["probe"] == "attentive", "solver"] == "adamw_cosine").all()
+    assert (table["steps"] > 0).all() and table["train_loss"].notna().all()
     # chance is 0.1; the fused probe sees the full-resolution early "layers" and beats the coarse last one
     assert v.loc["alf_attentive", "value"] > 0.85
     assert v.loc["clsap_all_linear", "value"] > 0.85
@@ -208,3 +214,34 @@ def test_unknown_method_names_are_listed(digits_stores) -> None:
     train, y_tr, test, y_te = digits_stores
     with pytest.raises(ProbekitError, match="cls_last_linear"):
         run_fusion(train, y_tr, test, y_te, depth=DEPTH, methods=["alf"])
+
+
+def test_aat_is_normalised_across_tokens_as_paper_2() -> None:
+    """``F.normalize(x, dim=1)`` on (N, T, D): every feature dimension has unit norm over the tokens."""
+    import torch
+
+    x = np.random.default_rng(0).normal(size=(5, 7, 3)).astype(np.float32)
+    paper = normalise_all_tokens(x)
+    np.testing.assert_allclose(paper, torch.nn.functional.normalize(torch.from_numpy(x), dim=1).numpy(), rtol=1e-6)
+    np.testing.assert_allclose(np.linalg.norm(paper, axis=1), 1.0, rtol=1e-5)
+    per_token = normalise_all_tokens(x, "width")
+    np.testing.assert_allclose(np.linalg.norm(per_token, axis=2), 1.0, rtol=1e-5)
+    assert not np.allclose(np.linalg.norm(paper, axis=2), 1.0)  # the two axes differ
+    with pytest.raises(ProbekitError, match="tokens"):
+        normalise_all_tokens(x, "rows")
+
+
+def test_aat_variants_by_name(digits_stores) -> None:
+    train, y_tr, test, y_te = digits_stores
+    table, _ = run_fusion(train, y_tr, test, y_te, depth=DEPTH, grid="tiny", device="cpu", max_steps=40,
+                          max_cycles=1, n_boot=20, methods=["tokens_last_attentive", "tokens_last_attentive_per_token"])  # fmt: skip
+    assert list(table["method"]) == ["tokens_last_attentive", "tokens_last_attentive_per_token"]
+    assert (table["num_tokens"] == 8).all() and not table["converged"].any()  # one cycle: not checked
+    note = convergence_note(table)
+    assert note.startswith("**Warning: 2 of 2 fits") and "tokens_last_attentive_per_token" in note
+
+
+def test_convergence_note_is_empty_when_every_fit_converged() -> None:
+    t = pd.DataFrame({"dataset": ["a"], "method": ["alf_attentive"], "converged": [True], "steps": [300],
+                      "cycles": [2], "train_loss": [0.1]})  # fmt: skip
+    assert convergence_note(t) == ""

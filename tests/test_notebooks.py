@@ -65,3 +65,23 @@ def test_reports_render_offline_with_charts_drawn(tiny_suite: Path):
                            capture_output=True, text=True, timeout=600)
     assert check.returncode == 0, check.stdout + check.stderr
     assert "reports ok" in check.stdout
+
+
+@pytest.mark.slow
+def test_fusion_cls_last_baseline_matches_notebook_02(tiny_suite: Path):
+    """The same probe on the same feature gives the same number in every notebook: notebook 04's
+    `cls_last_linear` (fusion.csv) within 0.02 of notebook 02's `norm/cls` probe (probes.csv, test
+    balanced accuracy) on every dataset, and every linear baseline of the fusion table converged."""
+    results = tiny_suite / "results"
+    fusion = pd.read_csv(results / "fusion.csv")
+    probes = pd.read_csv(results / "probes.csv")
+    ours = fusion[fusion["method"] == "cls_last_linear"].set_index("dataset")
+    theirs = probes[(probes["key"] == "norm/cls") & (probes["split"] == "test")
+                    & (probes["metric"] == "balanced_accuracy")].set_index("dataset")  # fmt: skip
+    assert set(ours.index) <= set(theirs.index) and len(ours) > 0
+    assert (ours["metric"] == "balanced_accuracy").all()
+    gap = (ours["value"] - theirs.loc[ours.index, "value"]).abs()
+    assert (gap <= 0.02).all(), pd.DataFrame({"fusion": ours["value"], "layerwise": theirs.loc[ours.index, "value"]})
+    assert {"solver", "train_loss", "steps", "cycles", "converged"} <= set(fusion.columns)
+    linear = fusion[fusion["probe"] == "linear"]
+    assert linear["converged"].all() and (linear["solver"] == "lbfgs_exact").all()

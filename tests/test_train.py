@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 import math
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -21,10 +22,12 @@ from probekit.train import (
     class_weights,
     cosine_lr,
     jitter,
+    loss_converged,
     plan_schedule,
     resolve_grid,
     select_and_fit,
     train,
+    validation_inputs,
 )
 
 
@@ -88,7 +91,7 @@ def test_jitter_moves_whole_samples_with_probability_p() -> None:
 def test_training_is_seeded_and_learns_digits(digits) -> None:
     x_tr, y_tr, x_te, y_te = digits
     xt, yt = torch.as_tensor(x_tr), torch.as_tensor(y_tr)
-    cfg = TrainConfig(lr=1e-2, weight_decay=1e-4, max_steps=150, seed=3)
+    cfg = TrainConfig(lr=1e-2, weight_decay=1e-4, max_steps=150, max_cycles=1, seed=3)
     models = []
     for _ in range(2):
         torch.manual_seed(0)
@@ -137,3 +140,46 @@ def test_jitter_on_cpu_matches_the_masked_form_in_distribution() -> None:
     x = torch.ones(2000, 4)
     out = jitter(x, 0.05, 1.0, torch.Generator().manual_seed(1))
     assert (out != 1).all() and abs((out - 1).std().item() - 0.05) < 0.005
+
+
+def test_training_runs_cycles_until_the_loss_converges(digits) -> None:
+    """A fit converges when one more cosine cycle moves the full training loss by less than the tolerance."""
+    x_tr, y_tr, _, _ = digits
+    xt, yt = torch.as_tensor(x_tr), torch.as_tensor(y_tr)
+    cfg = TrainConfig(lr=1e-1, weight_decay=1e-4, max_steps=60, max_cycles=8, seed=0)
+    torch.manual_seed(0)
+    log = train(nn.Linear(64, 10), xt, yt, cfg, num_classes=10)
+    assert log.converged and 2 <= log.cycles <= 8 and len(log.cycle_losses) == log.cycles
+    a, b = log.cycle_losses[-2:]
+    assert abs(a - b) <= cfg.loss_tol + cfg.loss_rtol * a and log.train_loss == b
+    assert log.steps == log.cycles * log.batches_per_epoch * (log.epochs // log.cycles)
+    assert log.cycle_losses[0] > log.train_loss  # the restarts did keep training
+
+
+def test_a_fit_that_runs_out_of_cycles_says_so(digits) -> None:
+    x_tr, y_tr, _, _ = digits
+    xt, yt = torch.as_tensor(x_tr), torch.as_tensor(y_tr)
+    # cycles far too short: the loss is still falling fast when they run out
+    cfg = TrainConfig(lr=1e-2, weight_decay=0.0, max_steps=12, max_cycles=2, seed=0)
+    torch.manual_seed(0)
+    log = train(nn.Linear(64, 10), xt, yt, cfg, num_classes=10)
+    assert not log.converged and log.cycles == 2
+    one = train(nn.Linear(64, 10), xt, yt, replace(cfg, max_cycles=1), num_classes=10)
+    assert not one.converged and one.cycles == 1  # nothing to compare with: not called converged
+    assert loss_converged(1.0, 0.985, TrainConfig()) and not loss_converged(1.0, 0.95, TrainConfig())
+
+
+def test_a_one_point_grid_skips_the_search_fit(digits) -> None:
+    x_tr, y_tr, x_te, y_te = digits
+    fit = select_and_fit(lambda p: nn.Linear(64, 10), x_tr, y_tr, x_te, y_te, grid="tiny", attentive=False,
+                         config=TrainConfig(max_steps=60), n_boot=50)  # fmt: skip
+    assert fit.search.empty and np.isnan(fit.val_score) and fit.params["lr"] == GRIDS["tiny"].lrs[0]
+    assert fit.value > 0.8 and fit.log.cycles >= 2
+
+
+def test_validation_is_jittered_as_in_the_paper() -> None:
+    x = torch.zeros(400, 3)
+    cfg = TrainConfig(seed=0)
+    moved = (validation_inputs(x, cfg) != 0).all(1).float().mean().item()
+    assert 0.4 < moved < 0.6 and torch.equal(validation_inputs(x, cfg), validation_inputs(x, cfg))
+    assert torch.equal(validation_inputs(x, replace(cfg, jitter_validation=False)), x)

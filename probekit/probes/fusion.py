@@ -12,6 +12,18 @@ widest (``StackedZeroPadFeatureCombiner``) and stacked; linear probes concatenat
 Any block sites may feed the fusion (``sites=("act",)`` or ``("ln2", "act")``): paper 1's module
 finding tested inside paper 2's probe.
 
+The all-tokens baseline (AAT: every token of the final norm, 8 heads) is normalised as paper 2
+does it, ``F.normalize(x, dim=1)`` on the ``(N, T, D)`` tensor (``src/utils/utils.py``): each
+feature dimension divided by its norm across the tokens of the image. The per-token variant (each
+token over its width, like the CLS/AP tokens) is ``tokens_last_attentive_per_token``, by name.
+
+Training: the three linear baselines are solved to their optimum by the batched softmax solver
+(:mod:`probekit.probes.fusion_linear`, notebook 02's ``C`` grid and selection, class-weighted as
+paper 2's loss; ``linear_solver="adamw"`` trains them with paper 2's loop instead); the attentive
+probes run paper 2's loop in cosine cycles until their training loss has converged
+(:mod:`probekit.train`). Every row of the result table records its solver, final training loss,
+steps and a ``converged`` flag; :func:`convergence_note` words the fits that did not converge.
+
 Layer numbering in the attention table follows the paper's figure 4: the tokens of block ``i``
 are layer ``i`` and the final norm is layer ``L`` (= ``depth``), so the published set is exactly
 layers ``1..L``; ``relative_depth = layer / depth``. (``probekit.keys`` numbers block ``i`` as
@@ -33,6 +45,8 @@ from probekit.errors import NonFiniteFeaturesError, ProbekitError
 from probekit.keys import make_key
 from probekit.metrics import paired_bootstrap_diff
 from probekit.probes.attentive import AttentiveProbe
+from probekit.probes.fusion_linear import fit_exact_linear
+from probekit.probes.linear import DEFAULT_CS
 from probekit.probes.standardize import l2_rows
 from probekit.train import TrainConfig, cpu_default_max_steps, resolve_device, resolve_grid, select_and_fit
 
@@ -62,7 +76,7 @@ class Method:
     name: str
     label: str
     kind: str  # "linear" or "attentive"
-    tokens: str  # "cls_last", "clsap_last", "fusion", "tokens_last"
+    tokens: str  # "cls_last", "clsap_last", "fusion", "tokens_last", "tokens_last_per_token"
     num_heads: int | None = None  # None: one head per token
     layer_embedding: bool = False
     sites: tuple[str, ...] | None = None  # None: the run's sites
@@ -79,7 +93,18 @@ METHODS: tuple[Method, ...] = (
     Method("clsap_last_attentive", "CLS+AP last layer (attentive)", "attentive", "clsap_last"),
     Method("alf_attentive", "CLS+AP all layers (attentive) = ALF", "attentive", "fusion"),
 )
+# available by name, not run by default
+EXTRA_METHODS: tuple[Method, ...] = (
+    Method(
+        "tokens_last_attentive_per_token",
+        "All tokens last layer, each token normalised (attentive)",
+        "attentive",
+        "tokens_last_per_token",
+        num_heads=8,
+    ),
+)
 BASELINE = "cls_last_linear"
+LINEAR_SOLVERS = ("exact", "adamw")
 
 
 def fusion_variant(name: str, *, sites: Sequence[str] | None = None, layer_embedding: bool = False) -> Method:
@@ -97,6 +122,22 @@ def fusion_variant(name: str, *, sites: Sequence[str] | None = None, layer_embed
 def l2_normalise(a: np.ndarray) -> np.ndarray:
     """Rows (last axis) scaled to unit L2 norm, as float32; zero rows stay zero."""
     return l2_rows(a, np.float32)
+
+
+def normalise_all_tokens(tokens: np.ndarray, over: str = "tokens") -> np.ndarray:
+    """``(N, T, D)`` token features L2-normalised, as float32.
+
+    ``over="tokens"`` (paper 2's AAT, ``F.normalize(x, dim=1)``): each feature dimension of an
+    image divided by its norm across the ``T`` tokens. ``over="width"``: each token divided by
+    its norm across the ``D`` features (how the CLS/AP tokens are normalised).
+    """
+    x = np.asarray(tokens, dtype=np.float32)
+    if x.ndim != 3:
+        raise FusionInputError(f"all-token features must be (N, tokens, D), got shape {x.shape}")
+    if over not in ("tokens", "width"):
+        raise FusionInputError(f"normalise over 'tokens' (paper 2) or 'width', not {over!r}")
+    axis = 1 if over == "tokens" else 2
+    return x / np.maximum(np.linalg.norm(x, axis=axis, keepdims=True), 1e-12)
 
 
 def fusion_token_list(
@@ -172,10 +213,13 @@ def _inputs(
     method: Method, features: Mapping[str, np.ndarray], sites: Sequence[str], depth: int
 ) -> np.ndarray:
     last = [make_key("norm", None, p) for p in ("cls", "ap")]
-    if method.tokens == "tokens_last":
+    if method.tokens in ("tokens_last", "tokens_last_per_token"):
         key = make_key("norm", None, "tokens")
         _require(features, [key])
-        return l2_normalise(features[key])  # each token over its width
+        tokens = np.asarray(features[key])
+        if not np.isfinite(tokens).all():
+            raise NonFiniteFeaturesError.for_keys([key])
+        return normalise_all_tokens(tokens, "tokens" if method.tokens == "tokens_last" else "width")
     if method.tokens == "cls_last":
         keys = last[:1]
     elif method.tokens == "clsap_last":
@@ -292,29 +336,44 @@ def run_fusion(
     methods: Sequence[str | Method] | None = None,
     variants: Sequence[Method] = (),
     max_steps: int | None | str = "auto",
+    max_cycles: int | None = None,
+    Cs: Sequence[float] = DEFAULT_CS,
+    val_fraction: float = 0.2,
+    linear_solver: str = "exact",
+    class_weight: str | None = "balanced",
     n_boot: int = 1000,
     log: Callable[[str], None] | None = None,
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Paper 2's Table 1 for one model and dataset: the five baselines, ALF and any ``variants``.
 
-    ``methods`` defaults to all of ``METHODS``; the all-tokens baseline is skipped when the store
-    lacks ``norm/tokens``. ``max_steps="auto"`` caps training at ``probekit.train.CPU_MAX_STEPS``
-    steps on CPU and uses the paper's schedule on a GPU. Returns the tidy result table (one row per
-    method, with the gain over the CLS-last linear baseline and its paired bootstrap interval) and
-    the attention table of every attentive fusion method.
+    ``methods`` defaults to all of ``METHODS`` (``EXTRA_METHODS`` by name); the all-tokens
+    baseline is skipped when the store lacks ``norm/tokens``. Linear methods: ``linear_solver``
+    ``"exact"`` (the optimum on the ``Cs`` grid, chosen on a ``val_fraction`` split as notebook 02
+    chooses, :mod:`probekit.probes.fusion_linear`) or ``"adamw"`` (paper 2's loop on ``grid``).
+    Attentive methods: paper 2's loop on ``grid`` in cosine cycles until converged
+    (:mod:`probekit.train`); ``max_steps="auto"`` caps one cycle at
+    ``probekit.train.CPU_MAX_STEPS`` steps on CPU and uses the paper's schedule on a GPU;
+    ``max_cycles`` (None: ``TrainConfig``'s) bounds the cycles. Returns the tidy result table (one
+    row per method, with the gain over the CLS-last linear baseline and its paired bootstrap
+    interval, and ``solver, train_loss, steps, cycles, converged``) and the attention table of
+    every attentive fusion method.
     """
     dev = resolve_device(device)
     labels = dict({"model": "", "dataset": ""}, **(labels or {}))
-    by_name = {m.name: m for m in METHODS}
+    by_name = {m.name: m for m in METHODS + EXTRA_METHODS}
     unknown = [m for m in (methods or ()) if isinstance(m, str) and m not in by_name]
     if unknown:
         raise FusionInputError(f"unknown method(s) {unknown}; use {list(by_name)} or fusion_variant(...)")
+    if linear_solver not in LINEAR_SOLVERS:
+        raise FusionInputError(f"linear_solver must be one of {list(LINEAR_SOLVERS)}, got {linear_solver!r}")
     chosen = [by_name[m] if isinstance(m, str) else m for m in (methods or METHODS)]
     if methods is None and make_key("norm", None, "tokens") not in train:
-        chosen = [m for m in chosen if m.tokens != "tokens_last"]
+        chosen = [m for m in chosen if not m.tokens.startswith("tokens_last")]
     chosen += list(variants)
     steps = cpu_default_max_steps(dev) if max_steps == "auto" else max_steps
     config = TrainConfig(seed=seed, max_steps=steps)
+    if max_cycles is not None:
+        config = TrainConfig(seed=seed, max_steps=steps, max_cycles=max_cycles)
     y_train, y_test = np.asarray(y_train, dtype=np.int64), np.asarray(y_test, dtype=np.int64)
     num_classes = int(max(y_train.max(), y_test.max())) + 1
     grid_obj = resolve_grid(grid)
@@ -323,20 +382,29 @@ def run_fusion(
     for m in chosen:
         start = time.perf_counter()
         x_tr, x_te = _inputs(m, train, sites, depth), _inputs(m, test, sites, depth)
-        fit = select_and_fit(
-            _builder(m, x_tr, num_classes),
-            x_tr,
-            y_train,
-            x_te,
-            y_test,
-            grid=grid_obj,
-            attentive=m.kind == "attentive",
-            config=config,
-            device=dev,
-            n_boot=n_boot,
-        )
+        if m.kind == "linear" and linear_solver == "exact":
+            ex = fit_exact_linear(x_tr, y_train, x_te, y_test, Cs=Cs, val_fraction=val_fraction, seed=seed,
+                                  class_weight=class_weight, device=dev, n_boot=n_boot)  # fmt: skip
+            fitted = {"value": ex.value, "ci_low": ex.ci_low, "ci_high": ex.ci_high,
+                      "val_balanced_accuracy": ex.val_score, "solver": "lbfgs_exact", "C": ex.C, "lr": np.nan,
+                      "weight_decay": np.nan, "attn_drop": np.nan, "grid": "Cs", "grid_points": len(ex.search) or 1,
+                      "train_loss": ex.train_loss, "steps": ex.steps, "cycles": 1, "converged": ex.converged,
+                      "epochs": np.nan, "batch_size": np.nan, "seconds_per_point": np.nan}  # fmt: skip
+            pred, model = ex.test_pred, None
+        else:
+            fit = select_and_fit(
+                _builder(m, x_tr, num_classes), x_tr, y_train, x_te, y_test, grid=grid_obj,
+                attentive=m.kind == "attentive", config=config, device=dev, n_boot=n_boot,
+            )  # fmt: skip
+            fitted = dict(value=fit.value, ci_low=fit.ci_low, ci_high=fit.ci_high,
+                          val_balanced_accuracy=fit.val_score, solver="adamw_cosine", C=np.nan, **fit.params,
+                          grid=grid if isinstance(grid, str) else "custom", grid_points=len(fit.search) or 1,
+                          train_loss=fit.log.train_loss, steps=fit.log.steps, cycles=fit.log.cycles,
+                          converged=fit.log.converged, epochs=fit.log.epochs, batch_size=fit.log.batch_size,
+                          seconds_per_point=float(fit.search["seconds"].mean()) if len(fit.search) else np.nan)  # fmt: skip
+            pred, model = fit.test_pred, fit.model
         used_sites = ("norm",) if m.tokens != "fusion" else (m.sites or tuple(sites))
-        preds[m.name] = fit.test_pred
+        preds[m.name] = pred
         rows.append(
             dict(
                 labels,
@@ -347,18 +415,8 @@ def run_fusion(
                 layer_embedding=m.layer_embedding,
                 num_tokens=1 if x_tr.ndim == 2 else x_tr.shape[1],
                 metric="balanced_accuracy",
-                value=fit.value,
-                ci_low=fit.ci_low,
-                ci_high=fit.ci_high,
                 chance=1.0 / len(np.unique(y_test)),
-                val_balanced_accuracy=fit.val_score,
-                **fit.params,
-                grid=grid if isinstance(grid, str) else "custom",
-                grid_points=len(fit.search),
-                epochs=fit.log.epochs,
-                steps=fit.log.steps,
-                batch_size=fit.log.batch_size,
-                seconds_per_point=float(fit.search["seconds"].mean()),
+                **fitted,
                 seconds=time.perf_counter() - start,
                 n_train=len(y_train),
                 n_test=len(y_test),
@@ -368,13 +426,13 @@ def run_fusion(
         )
         if m.kind == "attentive" and m.tokens == "fusion":
             tokens = fusion_token_list(sites=m.sites or sites, depth=depth)
-            att = attention_by_layer(mean_attention(fit.model, x_te, device=dev), tokens, depth)
+            att = attention_by_layer(mean_attention(model, x_te, device=dev), tokens, depth)
             attention.append(att.assign(**labels, method=m.name))
         if log is not None:
-            log(
-                f"{labels.get('dataset', '')} {m.name}: {fit.value:.3f} [{fit.ci_low:.3f}, {fit.ci_high:.3f}] "
-                f"({rows[-1]['seconds']:.1f} s)"
-            )
+            r = rows[-1]
+            flag = "" if r["converged"] else ", NOT converged"
+            log(f"{labels.get('dataset', '')} {m.name}: {r['value']:.3f} [{r['ci_low']:.3f}, {r['ci_high']:.3f}] "
+                f"({r['seconds']:.1f} s, {r['steps']} steps{flag})")  # fmt: skip
 
     table = pd.DataFrame(rows)
     table["gain"], table["gain_low"], table["gain_high"] = np.nan, np.nan, np.nan
@@ -389,3 +447,25 @@ def run_fusion(
         pd.concat(attention, ignore_index=True)[att_cols] if attention else pd.DataFrame(columns=att_cols)
     )
     return table, att_df
+
+
+def convergence_note(results: pd.DataFrame) -> str:
+    """One readable sentence on the fits of a fusion table that stopped before converging ("" if none).
+
+    Linear baselines (``lbfgs_exact``) converge when the solver's gradient test is met; attentive
+    probes when one more cosine cycle moved the training loss by less than the stated tolerance
+    (:mod:`probekit.train`). An unconverged probe's number is a lower bound on what it can do.
+    """
+    if "converged" not in results or results.empty:
+        return ""
+    bad = results[~results["converged"].astype(bool)]
+    if bad.empty:
+        return ""
+    cycles = bad["cycles"].astype(int) if "cycles" in bad else pd.Series(1, index=bad.index)
+    parts = [f"{r.get('dataset', '')} {r['method']} ({int(r['steps'])} steps, {c} cycle{'s' * (c != 1)}, "
+             f"training loss {r['train_loss']:.3f})" for (_, r), c in zip(bad.iterrows(), cycles)]  # fmt: skip
+    return (
+        f"**Warning: {len(bad)} of {len(results)} fits stopped before converging**: {'; '.join(parts)}. "
+        "Their scores (and gains over CLS-last involving them) are lower bounds, not the methods' capacity: "
+        "raise `max_cycles` or `max_steps`, or run on a GPU with the paper's schedule."
+    )
