@@ -32,6 +32,7 @@ class FinetuneStudy:
     """Both arms' probe studies per dataset, the fine-tuning grids, and the recipe used."""
 
     depth: int
+    pretrained_digest: str = ""
     pretrained: dict[str, probing.ProbeStudy] = field(default_factory=dict)
     finetuned: dict[str, probing.ProbeStudy] = field(default_factory=dict)
     tuned: dict[str, ft.FineTuned] = field(default_factory=dict)
@@ -96,7 +97,7 @@ def finetune_study(
     The fine-tuning data are the ``train``/``val`` splits drawn with ``seed``, the probes' splits
     too, so the test images the probes are scored on are never trained on.
     """
-    study = FinetuneStudy(depth=backbone.depth)
+    study = FinetuneStudy(depth=backbone.depth, pretrained_digest=backbone.weights_digest)
     for dataset in datasets:
         tuned = ft.finetune(backbone, dataset, recipes[dataset], data_seed=seed, progress=progress)
         tuned_bb = ft.load_finetuned(backbone, tuned)
@@ -208,6 +209,9 @@ def summary_text(study: FinetuneStudy, depths: pd.DataFrame, claims: pd.DataFram
         verdict = ("holds: the last layer is the best" if c["last_is_best"] else
                    "holds: the last layer is within the interval of the best" if c["last_within_ci"] else
                    "does not hold: the best layer beats the last beyond its interval")  # fmt: skip
+        if study.backbones[dataset].weights_digest == study.pretrained_digest:
+            verdict += (". Caution: the best validation step came before the backbone had moved (its weights equal "
+                        "the pretrained ones), so this run is no control; give it more steps")  # fmt: skip
         lines.append(
             f"- **{dataset}**: fine-tuned ({tuned.recipe.name}, {tuned.recipe.steps} steps, lr {r.lr:g} chosen on "
             f"validation) to a validation accuracy of {r.best_val_accuracy:.3f} (step {r.best_step}). Best relative "
