@@ -52,10 +52,17 @@ class RunResult:
 class Classifier(nn.Module):
     """The backbone's usual output followed by a linear head."""
 
-    def __init__(self, backbone: nn.Module, n_classes: int) -> None:
+    def __init__(self, backbone: nn.Module, n_classes: int, frozen: bool = False) -> None:
         super().__init__()
         self.backbone = backbone
         self.head = nn.Linear(int(backbone.num_features), n_classes)
+        self.frozen = frozen  # the frozen control keeps the backbone in eval mode (no dropout, drop-path)
+
+    def train(self, mode: bool = True) -> Classifier:
+        super().train(mode)
+        if self.frozen:
+            self.backbone.eval()
+        return self
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.head(self.backbone(x))
@@ -78,11 +85,8 @@ def _build(model: nn.Module, n_classes: int, recipe: Recipe, seed: int, device: 
     backbone = copy.deepcopy(model).to(device)
     backbone.requires_grad_(not recipe.freeze_backbone)
     torch.manual_seed(seed)
-    net = Classifier(backbone, n_classes).to(device)
-    net.train()
-    if recipe.freeze_backbone:
-        net.backbone.eval()  # the frozen control: no dropout or drop-path in the backbone either
-    return net
+    net = Classifier(backbone, n_classes, frozen=recipe.freeze_backbone).to(device)
+    return net.train()
 
 
 def train_run(
