@@ -154,3 +154,28 @@ def test_finetuning_beats_the_frozen_probe_on_real_data(tmp_path):
     full = finetune(bb, "digits", recipe, root=tmp_path, progress=False)
     assert full.chosen.best_val_accuracy > frozen.chosen.best_val_accuracy + 0.05, (
         full.chosen.best_val_accuracy, frozen.chosen.best_val_accuracy)
+
+
+def test_best_depth_reads_the_test_maximum_ties_deeper_with_a_bootstrap_interval():
+    import pandas as pd
+
+    from probekit.studies.finetune import best_depth
+    from probekit.studies.probing import ProbeStudy
+
+    rng = np.random.default_rng(0)
+    y = rng.integers(0, 3, 400)
+    wrong = (y + 1) % 3
+
+    def pred(acc):  # the first acc * n predictions right, the rest wrong
+        p = wrong.copy()
+        p[: int(acc * len(y))] = y[: int(acc * len(y))]
+        return p
+
+    preds = {f"blocks.{i}.resid_post/mean": pred(a) for i, a in enumerate([0.5, 0.9, 0.9, 0.6])}
+    study = ProbeStudy(pd.DataFrame(), depth=4, y_test={"d": y}, predictions={"d": preds})
+    layer, rel, lo, hi = best_depth(study, "d", n_boot=200)
+    assert (layer, rel) == (3, 0.75)  # blocks 1 and 2 tie: the deeper one
+    assert lo == hi == 0.75  # identical predictions: every resample ties the same way
+    preds["blocks.1.resid_post/mean"] = pred(0.95)
+    layer, rel, lo, hi = best_depth(study, "d", n_boot=200)
+    assert (layer, rel) == (2, 0.5) and lo <= 0.5 <= hi
