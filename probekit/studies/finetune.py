@@ -211,17 +211,18 @@ def summary_text(study: FinetuneStudy, depths: pd.DataFrame, claims: pd.DataFram
         verdict = ("holds: the last layer is the best" if c["last_is_best"] else
                    "holds: the last layer is within the interval of the best" if c["last_within_ci"] else
                    "does not hold: the best layer beats the last beyond its interval")  # fmt: skip
+        caution = ""
         if study.backbones[dataset].weights_digest == study.pretrained_digest:
-            verdict += (". Caution: the best validation step came before the backbone had moved (its weights equal "
-                        "the pretrained ones), so this run is no control; give it more steps")  # fmt: skip
+            caution = (" Caution: the best validation step came before the backbone had moved (its weights equal "
+                       "the pretrained ones), so this run is no control; give it more steps.")  # fmt: skip
         lines.append(
             f"- **{dataset}**: fine-tuned ({tuned.recipe.name}, {tuned.recipe.steps} steps of {tuned.recipe.batch_size}: "
-            f"{seen / paper_seen:.2%} of the images the paper's run sees; lr {r.lr:g} chosen on validation) to a "
+            f"{100 * seen / paper_seen:.2g} % of the images the paper's run sees; lr {r.lr:g} chosen on validation) to a "
             f"validation accuracy of {r.best_val_accuracy:.3f} (step {r.best_step}). Best relative "
             f"depth: pretrained {d.loc['pretrained', 'value']:.2f} [{d.loc['pretrained', 'ci_low']:.2f}, "
             f"{d.loc['pretrained', 'ci_high']:.2f}], fine-tuned {d.loc['fine-tuned', 'value']:.2f} "
             f"[{d.loc['fine-tuned', 'ci_low']:.2f}, {d.loc['fine-tuned', 'ci_high']:.2f}]. Last-layer probe: "
             f"pretrained {d.loc['pretrained', 'last_value']:.3f}, fine-tuned {d.loc['fine-tuned', 'last_value']:.3f}. "
-            f"Paper 1's in-distribution claim {verdict} (gap {c['value']:+.3f} [{c['ci_low']:+.3f}, {c['ci_high']:+.3f}])."
+            f"Paper 1's in-distribution claim {verdict} (gap {c['value']:+.3f} [{c['ci_low']:+.3f}, {c['ci_high']:+.3f}]).{caution}"
         )  # fmt: skip
     return "\n".join(lines)
