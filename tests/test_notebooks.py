@@ -35,11 +35,12 @@ def tiny_suite(tmp_path_factory) -> Path:
 @pytest.mark.slow
 def test_every_notebook_ran_and_wrote_its_tables(tiny_suite: Path):
     runs = json.loads((tiny_suite / "runs.json").read_text())["runs"]
-    assert [r["name"] for r in runs] == ["shift", "layerwise", "modulewise", "fusion", "summary"]
+    assert [r["name"] for r in runs] == ["shift", "layerwise", "modulewise", "fusion", "summary", "finetune"]
     assert all(r["status"] == "ok" for r in runs)
     results = tiny_suite / "results"
     for name in ("shift", "shift_dial", "probes", "layerwise_best", "modulewise", "modulewise_best",
-                 "modulewise_sites", "fusion", "fusion_gains", "summary"):
+                 "modulewise_sites", "fusion", "fusion_gains", "summary", "finetune_history", "finetune_grid",
+                 "finetune_probes", "finetune_depth", "finetune_claim"):
         table = pd.read_csv(results / f"{name}.csv")
         assert set(TABLE_COLUMNS) <= set(table.columns), name
         assert len(table) > 0, name
@@ -54,7 +55,7 @@ def test_every_notebook_ran_and_wrote_its_tables(tiny_suite: Path):
 
 @pytest.mark.slow
 def test_reports_render_offline_with_charts_drawn(tiny_suite: Path):
-    for name in ("shift", "layerwise", "modulewise", "fusion", "summary"):
+    for name in ("shift", "layerwise", "modulewise", "fusion", "summary", "finetune"):
         html = (tiny_suite / f"{name}.html").read_text()
         assert "cdn.jsdelivr" not in html and "Run info" in html
     index = (tiny_suite / "index.html").read_text()

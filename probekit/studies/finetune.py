@@ -1,0 +1,228 @@
+"""Notebook 06: paper 1's in-distribution control. Fine-tune the backbone on each dataset, then
+probe every layer and site of the fine-tuned model beside the pretrained one.
+
+Paper 1's second arm: the pretrained ViT probed on shifted data is best at an intermediate layer;
+the same ViT fine-tuned on the dataset (making it in-distribution) is best at its last layer.
+:func:`finetune_study` runs both arms through the same path (``load_model`` → feature store →
+:func:`probekit.studies.probing.probe_study`); the summaries give each arm's best relative depth
+with a bootstrap interval and test the claim: for the fine-tuned model, the last block output is
+the best, or within the paired interval of the best.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+import torch
+
+from .. import finetune as ft
+from ..keys import make_key
+from ..models import Backbone
+from ..probes.linear import DEFAULT_CS
+from . import probing
+
+ARMS = ("pretrained", "fine-tuned")
+
+
+@dataclass
+class FinetuneStudy:
+    """Both arms' probe studies per dataset, the fine-tuning grids, and the recipe used."""
+
+    depth: int
+    pretrained_digest: str = ""
+    pretrained: dict[str, probing.ProbeStudy] = field(default_factory=dict)
+    finetuned: dict[str, probing.ProbeStudy] = field(default_factory=dict)
+    tuned: dict[str, ft.FineTuned] = field(default_factory=dict)
+    backbones: dict[str, Backbone] = field(default_factory=dict)
+
+    def arms(self, dataset: str) -> dict[str, probing.ProbeStudy]:
+        return {"pretrained": self.pretrained[dataset], "fine-tuned": self.finetuned[dataset]}
+
+    @property
+    def table(self) -> pd.DataFrame:
+        """Every probe of both arms (the tidy probe table plus an ``arm`` column)."""
+        parts = [s.table.assign(arm=arm) for d in self.pretrained for arm, s in self.arms(d).items()]
+        return pd.concat(parts, ignore_index=True)
+
+    def test_rows(self, metric: str = "accuracy") -> pd.DataFrame:
+        t = self.table
+        return t[(t["split"] == "test") & (t["metric"] == metric)]
+
+    def history(self) -> pd.DataFrame:
+        return pd.concat([t.history() for t in self.tuned.values()], ignore_index=True)
+
+    def grid(self) -> pd.DataFrame:
+        return pd.concat([t.grid() for t in self.tuned.values()], ignore_index=True)
+
+
+def recipe_for(dataset: str, device: torch.device | str, *, gpu_recipe: str = "paper", cpu_steps: int = 40,
+               cpu_lrs: Sequence[float] = (1e-2,), cpu_seeds: Sequence[int] = (42,), cpu_batch_size: int = 32,
+               train_images_per_class: int = 20, val_images_per_class: int = 10) -> ft.Recipe:  # fmt: skip
+    """Paper 1's recipe on a GPU (``gpu_recipe="paper"``), the scaled-down one on a CPU (or with
+    ``gpu_recipe="cpu"``). The paper fine-tunes on the whole training split; the CPU recipe caps it."""
+    if torch.device(device).type == "cuda" and gpu_recipe == "paper":
+        return ft.paper_recipe(dataset)
+    if gpu_recipe not in ("paper", "cpu"):
+        raise ValueError(f"gpu_recipe must be 'paper' or 'cpu', got {gpu_recipe!r}")
+    return ft.cpu_recipe(dataset, steps=cpu_steps, lrs=tuple(cpu_lrs), seeds=tuple(cpu_seeds),
+                         batch_size=cpu_batch_size, train_per_class=train_images_per_class,
+                         val_per_class=val_images_per_class)  # fmt: skip
+
+
+def recipes_for(datasets: Sequence[str], device: torch.device | str, **kw) -> dict[str, ft.Recipe]:
+    """:func:`recipe_for` of each dataset."""
+    return {d: recipe_for(d, device, **kw) for d in datasets}
+
+
+def finetune_study(
+    backbone: Backbone,
+    datasets: Sequence[str],
+    recipes: dict[str, ft.Recipe],
+    *,
+    sites: Sequence[str] | None = None,
+    pools: Sequence[str] = ("mean",),
+    probe_sites: Sequence[str] | None = None,
+    images_per_class: int = 40,
+    protocol: str = "validated",
+    Cs: Sequence[float] = DEFAULT_CS,
+    val_fraction: float = 0.2,
+    seed: int = 0,
+    progress: bool = True,
+) -> FinetuneStudy:
+    """Fine-tune on each dataset with ``recipes[dataset]``, then probe both arms the same way.
+
+    The fine-tuning data are the ``train``/``val`` splits drawn with ``seed``, the probes' splits
+    too, so the test images the probes are scored on are never trained on.
+    """
+    study = FinetuneStudy(depth=backbone.depth, pretrained_digest=backbone.weights_digest)
+    for dataset in datasets:
+        tuned = ft.finetune(backbone, dataset, recipes[dataset], data_seed=seed, progress=progress)
+        tuned_bb = ft.load_finetuned(backbone, tuned)
+        kw = {"sites": sites, "pools": pools, "probe_sites": probe_sites, "images_per_class": images_per_class,
+              "protocol": protocol, "Cs": Cs, "val_fraction": val_fraction, "seed": seed, "progress": progress}
+        study.pretrained[dataset] = probing.probe_study(backbone, [dataset], **kw)
+        study.finetuned[dataset] = probing.probe_study(tuned_bb, [dataset], **kw)
+        study.tuned[dataset], study.backbones[dataset] = tuned, tuned_bb
+    return study
+
+
+def site_panels(study: FinetuneStudy, pool: str = "mean") -> pd.DataFrame:
+    """Test accuracy of every block site, one panel per (dataset, site), both arms in each."""
+    rows = study.test_rows()
+    rows = rows[(rows["pool"] == pool) & rows["site"].isin(probing.BLOCK_SITES)].copy()
+    rows["panel"] = rows["dataset"] + " · " + rows["site"]
+    return rows
+
+
+def _best_layer(correct: np.ndarray) -> np.ndarray:
+    """Per column of accuracies (layers × resamples), the deepest layer index reaching the maximum."""
+    flipped = correct[::-1]
+    return correct.shape[0] - 1 - np.argmax(flipped >= flipped.max(0, keepdims=True) - 1e-12, axis=0)
+
+
+def best_depth(ps: probing.ProbeStudy, dataset: str, *, site: str = probing.BLOCK_OUTPUT, pool: str = "mean",
+               n_boot: int = 1000, seed: int = 0) -> tuple[int, float, float, float]:  # fmt: skip
+    """(best layer, its relative depth, 95 % interval low, high) of ``site`` by test accuracy.
+
+    The best layer is the one with the highest test accuracy (ties to the deeper one), as paper 1
+    reads it; the interval resamples the test images (percentile bootstrap) and recomputes it.
+    """
+    y = ps.y_test[dataset]
+    keys = [make_key(site, b, pool) for b in range(ps.depth)]
+    correct = np.stack([ps.predictions[dataset][k] == y for k in keys]).astype(np.float32)  # layers × n
+    point = int(_best_layer(correct.mean(1, keepdims=True))[0])
+    rng = np.random.default_rng(seed)
+    picks = []
+    for start in range(0, n_boot, 100):
+        idx = rng.integers(0, len(y), size=(min(100, n_boot - start), len(y)))
+        picks.append(_best_layer(correct[:, idx].mean(-1)))
+    rel = (np.concatenate(picks) + 1) / ps.depth
+    return point + 1, (point + 1) / ps.depth, float(np.quantile(rel, 0.025)), float(np.quantile(rel, 0.975))
+
+
+def best_depths(study: FinetuneStudy, *, pool: str = "mean", n_boot: int = 1000, seed: int = 0) -> pd.DataFrame:
+    """Per dataset and arm: the best block output's relative depth with its bootstrap interval, and
+    the best-minus-last gap with its paired interval (:func:`probing.best_vs_last`)."""
+    out = []
+    for dataset in study.pretrained:
+        for arm, ps in study.arms(dataset).items():
+            layer, rel, lo, hi = best_depth(ps, dataset, pool=pool, n_boot=n_boot, seed=seed)
+            gap = probing.best_vs_last(ps, pool=pool, seed=seed).iloc[0]
+            out.append({
+                "model": gap["model"], "dataset": dataset, "site": probing.BLOCK_OUTPUT, "layer": layer, "pool": pool,
+                "metric": "best_relative_depth", "value": rel, "ci_low": lo, "ci_high": hi, "arm": arm,
+                "depth": ps.depth, "validated_best_key": gap["best_key"], "best_value": gap["best_value"],
+                "last_value": gap["last_value"], "gap_best_minus_last": gap["value"], "gap_ci_low": gap["ci_low"],
+                "gap_ci_high": gap["ci_high"], "protocol": ps.protocol,
+            })  # fmt: skip
+    return pd.DataFrame(out)
+
+
+def claim_test(depths: pd.DataFrame) -> pd.DataFrame:
+    """Paper 1's in-distribution claim per dataset and arm: the last block output is the best, or the
+    best's paired gap over it has an interval reaching 0. Expected to hold for the fine-tuned arm."""
+    t = depths.copy()
+    last_key = t.apply(lambda r: make_key(probing.BLOCK_OUTPUT, int(r["depth"]) - 1, r["pool"]), axis=1)
+    t["last_is_best"] = t["validated_best_key"] == last_key
+    t["last_within_ci"] = t["last_is_best"] | (t["gap_ci_low"] <= 0)
+    t["metric"], t["value"], t["ci_low"], t["ci_high"] = (
+        "gap_best_minus_last", t["gap_best_minus_last"], t["gap_ci_low"], t["gap_ci_high"])  # fmt: skip
+    return t[["model", "dataset", "site", "layer", "pool", "metric", "value", "ci_low", "ci_high", "arm",
+              "validated_best_key", "best_value", "last_value", "last_is_best", "last_within_ci"]]  # fmt: skip
+
+
+def depth_headline(depths: pd.DataFrame, arm: str) -> str:
+    """``0.83 [0.67, 1.00]`` for one dataset; ``digits 0.83 [0.67, 1.00]; ...`` for several."""
+    rows = depths[depths["arm"] == arm]
+    parts = [f"{r.value:.2f} [{r.ci_low:.2f}, {r.ci_high:.2f}]" for r in rows.itertuples()]
+    if len(parts) == 1:
+        return parts[0]
+    return "; ".join(f"{d} {p}" for d, p in zip(rows["dataset"], parts))
+
+
+def claim_headline(claims: pd.DataFrame, arm: str = "fine-tuned") -> str:
+    rows = claims[claims["arm"] == arm]
+    return f"{int(rows['last_within_ci'].sum())}/{len(rows)}"
+
+
+def recipe_tables(study: FinetuneStudy) -> pd.DataFrame:
+    """Per dataset, the recipe beside paper 1's (how far the run is from the paper)."""
+    parts = []
+    for dataset, tuned in study.tuned.items():
+        bb = study.backbones[dataset]
+        t = ft.compare_to_paper(tuned.recipe, dataset, model=bb.name, image_size=bb.image_size,
+                                n_train=tuned.n_train, n_val=tuned.n_val)  # fmt: skip
+        parts.append(t.assign(dataset=dataset, recipe=tuned.recipe.name))
+    return pd.concat(parts, ignore_index=True)
+
+
+def summary_text(study: FinetuneStudy, depths: pd.DataFrame, claims: pd.DataFrame) -> str:
+    """The findings in words, from the numbers."""
+    lines = []
+    for dataset, tuned in study.tuned.items():
+        d = depths[depths["dataset"] == dataset].set_index("arm")
+        c = claims[(claims["dataset"] == dataset) & (claims["arm"] == "fine-tuned")].iloc[0]
+        r = tuned.chosen
+        paper = ft.paper_recipe(dataset)
+        seen, paper_seen = tuned.recipe.steps * tuned.recipe.batch_size, paper.steps * paper.batch_size
+        verdict = ("holds: the last layer is the best" if c["last_is_best"] else
+                   "holds: the last layer is within the interval of the best" if c["last_within_ci"] else
+                   "does not hold: the best layer beats the last beyond its interval")  # fmt: skip
+        caution = ""
+        if study.backbones[dataset].weights_digest == study.pretrained_digest:
+            caution = (" Caution: the best validation step came before the backbone had moved (its weights equal "
+                       "the pretrained ones), so this run is no control; give it more steps.")  # fmt: skip
+        lines.append(
+            f"- **{dataset}**: fine-tuned ({tuned.recipe.name}, {tuned.recipe.steps} steps of {tuned.recipe.batch_size}: "
+            f"{100 * seen / paper_seen:.2g} % of the images the paper's run sees; lr {r.lr:g} chosen on validation) to a "
+            f"validation accuracy of {r.best_val_accuracy:.3f} (step {r.best_step}). Best relative "
+            f"depth: pretrained {d.loc['pretrained', 'value']:.2f} [{d.loc['pretrained', 'ci_low']:.2f}, "
+            f"{d.loc['pretrained', 'ci_high']:.2f}], fine-tuned {d.loc['fine-tuned', 'value']:.2f} "
+            f"[{d.loc['fine-tuned', 'ci_low']:.2f}, {d.loc['fine-tuned', 'ci_high']:.2f}]. Last-layer probe: "
+            f"pretrained {d.loc['pretrained', 'last_value']:.3f}, fine-tuned {d.loc['fine-tuned', 'last_value']:.3f}. "
+            f"Paper 1's in-distribution claim {verdict} (gap {c['value']:+.3f} [{c['ci_low']:+.3f}, {c['ci_high']:+.3f}]).{caution}"
+        )  # fmt: skip
+    return "\n".join(lines)
