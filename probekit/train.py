@@ -56,6 +56,7 @@ import pandas as pd
 import torch
 from torch import nn
 
+from probekit.device import resolve_device
 from probekit.errors import ProbekitError
 from probekit.metrics import balanced_accuracy, bootstrap_ci
 from probekit.splits import stratified_split
@@ -70,14 +71,7 @@ CPU_MAX_STEPS = 300  # our cap on one cycle on CPU; the paper's minimum is 1,000
 
 def cpu_default_max_steps(device: torch.device | str | None) -> int | None:
     """The step cap for ``device``: ``CPU_MAX_STEPS`` on CPU, ``None`` (paper protocol) on a GPU."""
-    return CPU_MAX_STEPS if torch.device(resolve_device(device)).type == "cpu" else None
-
-
-def resolve_device(device: torch.device | str | None) -> torch.device:
-    """``device`` or, when None, the first CUDA GPU if there is one, else the CPU."""
-    if device is not None:
-        return torch.device(device)
-    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return CPU_MAX_STEPS if resolve_device(device).type == "cpu" else None
 
 
 @dataclass(frozen=True)

@@ -14,7 +14,7 @@ import tarfile
 import tempfile
 from pathlib import Path
 
-from ..assets import Asset, has_command, pip_install_no_deps, pip_package_file
+from ..provisioning import Asset, has_command, pip_install_no_deps, pip_package_file
 from ..paths import data_dir
 from . import offline
 

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..assets import pip_package_file
+from ..provisioning import pip_package_file
 from .errors import AssetMissingError
 from .source import FileLoader, GrayArrayLoader, Source
 

@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from ..assets import pip_package_file
+from ..provisioning import pip_package_file
 from .errors import AssetMissingError
 from .images import load_rgb
 from .source import Source

@@ -44,7 +44,7 @@ class OfflineSpec:
 
 
 def _pip_file(dist: str, rel: str) -> Callable[[], bool]:
-    from ..assets import pip_package_file
+    from ..provisioning import pip_package_file
 
     return lambda: pip_package_file(dist, rel) is not None
 

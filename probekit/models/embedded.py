@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..assets import pip_package_file
+from ..provisioning import pip_package_file
 from ..errors import AssetMissingError, FingerprintMismatchError
 from ..paths import weights_dir
 
@@ -151,9 +151,11 @@ def fingerprint_image() -> PIL.Image.Image:  # noqa: F821
 
 def compute_fingerprint(weights: Path, image_size: int = 224) -> dict:
     """Final-norm CLS numbers of the converted model on the fingerprint image."""
-    from .load import load_model
+    from .build import create_local, frozen_backbone
 
-    backbone = load_model(NAME, image_size=image_size, weights=weights, device="cpu", _skip_fingerprint=True)
+    model = create_local(f"{ARCH}.lvd142m", image_size=image_size, weights=weights)
+    backbone = frozen_backbone(model, name=NAME, architecture=ARCH, display_name=DISPLAY_NAME, source=SOURCE,
+                               image_size=image_size, device="cpu")
     x = backbone.transform(fingerprint_image()).unsqueeze(0)
     with torch.no_grad():
         cls = backbone.model.forward_features(x)[0, 0].double().numpy()

@@ -8,18 +8,15 @@ the image size is a parameter, and position embeddings are resampled to it by ti
 from __future__ import annotations
 
 import difflib
-import hashlib
 from pathlib import Path
 
 import torch
-from torch import nn
 
-from ..errors import NotAViTError, ProbekitError, UnknownModelError, WeightsMismatchError
+from ..device import resolve_device
+from ..errors import ProbekitError, UnknownModelError, WeightsMismatchError
 from . import embedded
 from .backbone import Backbone
-
-BLOCK_PARTS = ("norm1", "attn", "norm2", "mlp")
-MLP_PARTS = ("fc2",)  # fc1 is absent from SwiGLU MLPs (fc1_g, fc1_x); the act site reads fc2's input
+from .build import create_local, frozen_backbone, timm_kwargs
 
 
 class HubUnavailableError(ProbekitError, OSError):
@@ -30,8 +27,7 @@ def default_image_size(name: str, device: torch.device | str | None = None) -> i
     """112 px on a CPU and 224 on a GPU for the embedded model; None (the model's own) otherwise."""
     if name != embedded.NAME:
         return None
-    kind = torch.device(device).type if device is not None else ("cuda" if torch.cuda.is_available() else "cpu")
-    return 224 if kind == "cuda" else 112
+    return 224 if resolve_device(device).type == "cuda" else 112
 
 
 def _known_names() -> list[str]:
@@ -52,43 +48,6 @@ def _check_known(name: str) -> str:
         f"unknown model {name!r}: neither the embedded default ({embedded.NAME!r}) nor a timm "
         f"architecture.{hint} `probekit models` lists what can be loaded."
     )
-
-
-def check_vit_structure(model: nn.Module, name: str) -> None:
-    """Raise :class:`NotAViTError` naming what is missing when ``model`` lacks pre-norm ViT blocks."""
-    blocks = getattr(model, "blocks", None)
-    if blocks is None or not isinstance(blocks, nn.Sequential | nn.ModuleList) or len(blocks) == 0:
-        children = ", ".join(n for n, _ in model.named_children()) or "none"
-        raise NotAViTError(
-            f"{name} is not a ViT that probekit can probe: it has no `blocks` sequence of transformer "
-            f"blocks (its top-level modules are: {children}). probekit needs timm ViT-family models "
-            "(vit_*, deit*, *_dinov2, ...)."
-        )
-    block = blocks[0]
-    from ..sites import check_supported
-
-    check_supported(model)  # post-norm and parallel blocks: refused naming why
-    missing = [p for p in BLOCK_PARTS if not hasattr(block, p)]
-    mlp = getattr(block, "mlp", None)
-    missing += [f"mlp.{p}" for p in MLP_PARTS if mlp is not None and not hasattr(mlp, p)]
-    for attr in ("num_prefix_tokens", "patch_embed", "norm"):
-        if not hasattr(model, attr):
-            missing.append(attr if attr != "norm" else "norm (final)")
-    if missing:
-        raise NotAViTError(
-            f"{name} has `blocks`, but not the pre-norm ViT block structure the site taxonomy needs: "
-            f"missing {', '.join(missing)} (block type {type(block).__name__}). Expected "
-            "x = x + attn(norm1(x)); x = x + mlp(norm2(x)) with mlp.fc1/mlp.fc2."
-        )
-
-
-def state_digest(model: nn.Module) -> str:
-    """Short sha256 over the parameters and buffers, in key order: names the weights exactly."""
-    h = hashlib.sha256()
-    for key, tensor in sorted(model.state_dict().items()):
-        h.update(key.encode())
-        h.update(tensor.detach().cpu().contiguous().numpy().tobytes())
-    return h.hexdigest()[:16]
 
 
 def _hub_reachable(host: str = "huggingface.co", timeout: float = 3.0) -> bool:
@@ -112,19 +71,12 @@ def _go_offline_if_unreachable() -> None:
 def _create(arch_or_name: str, *, pretrained: bool, image_size: int | None, weights: Path | None, kwargs: dict):
     import timm
 
-    from .weights import load_weights_file
-
-    extra = dict(num_classes=0, **kwargs)
-    if image_size is not None:
-        extra["img_size"] = image_size
-    if weights is not None:
-        model = timm.create_model(arch_or_name, pretrained=False, **extra)
-        load_weights_file(model, weights, arch_or_name)
-        return model
-    if pretrained:
-        _go_offline_if_unreachable()
+    if weights is not None or not pretrained:
+        return create_local(arch_or_name, image_size=image_size, weights=weights, kwargs=kwargs)
+    extra = timm_kwargs(image_size, kwargs)
+    _go_offline_if_unreachable()
     try:
-        return timm.create_model(arch_or_name, pretrained=pretrained, **extra)
+        return timm.create_model(arch_or_name, pretrained=True, **extra)
     except RuntimeError as exc:
         if "size mismatch" in str(exc) or "Missing key" in str(exc) or "Unexpected key" in str(exc):
             lines = [ln.strip() for ln in str(exc).splitlines() if ln.strip()][:6]
@@ -134,16 +86,14 @@ def _create(arch_or_name: str, *, pretrained: bool, image_size: int | None, weig
             ) from exc
         raise
     except (OSError, ValueError) as exc:
-        if pretrained:
-            raise HubUnavailableError(
-                f"could not fetch pretrained weights for {arch_or_name} from the hub ({type(exc).__name__}: "
-                f"{str(exc).splitlines()[0][:200]}). Offline? Give a local weights file saved from this "
-                "architecture (.safetensors, or .pth/.bin with a state dict): `--weights PATH` on "
-                "`probekit extract` and `probekit layers`, `weights: PATH` in a suite config's defaults or a "
-                "notebook's parameters, load_model(..., weights=PATH) in Python; or use the embedded offline "
-                f"default {embedded.NAME!r} (`--model {embedded.NAME}`), or `--random-init` for a control."
-            ) from exc
-        raise
+        raise HubUnavailableError(
+            f"could not fetch pretrained weights for {arch_or_name} from the hub ({type(exc).__name__}: "
+            f"{str(exc).splitlines()[0][:200]}). Offline? Give a local weights file saved from this "
+            "architecture (.safetensors, or .pth/.bin with a state dict): `--weights PATH` on "
+            "`probekit extract` and `probekit layers`, `weights: PATH` in a suite config's defaults or a "
+            "notebook's parameters, load_model(..., weights=PATH) in Python; or use the embedded offline "
+            f"default {embedded.NAME!r} (`--model {embedded.NAME}`), or `--random-init` for a control."
+        ) from exc
 
 
 def load_model(
@@ -154,7 +104,6 @@ def load_model(
     weights: str | Path | None = None,
     device: str | torch.device | None = None,
     seed: int = 0,
-    _skip_fingerprint: bool = False,
     **model_kwargs,
 ) -> Backbone:
     """Load a frozen ViT as a :class:`Backbone`.
@@ -169,13 +118,11 @@ def load_model(
         weights: a local weights file saved from this architecture (``.safetensors``, or a torch
             ``.pth``/``.bin`` state dict, possibly nested under ``model``/``state_dict``), loaded
             strictly: only the classifier head may be absent (:mod:`probekit.models.weights`).
-        device: where to put the model (default: CUDA when available).
+        device: where to put the model (``None``: :func:`probekit.device.resolve_device`).
         model_kwargs: passed to ``timm.create_model`` (e.g. ``depth=2`` for tiny test models).
     """
-    from timm.data import create_transform, resolve_model_data_config
-
     arch = _check_known(name)
-    device = torch.device(device) if device is not None else torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = resolve_device(device)
     image_size = image_size or default_image_size(name, device)
     weights = Path(weights).expanduser() if weights else None  # "" (a notebook's default) means none
 
@@ -192,22 +139,12 @@ def load_model(
 
     torch.manual_seed(seed)
     model = _create(timm_name, pretrained=pretrained, image_size=image_size, weights=weights, kwargs=model_kwargs)
-    check_vit_structure(model, name)
-    model.eval().requires_grad_(False).to(device)
-
-    data_config = dict(resolve_model_data_config(model))
-    size = image_size or int(data_config["input_size"][-1])
-    data_config["input_size"] = (3, size, size)
-    transform = create_transform(**data_config, is_training=False)
-    backbone = Backbone(
-        model=model,
+    return frozen_backbone(
+        model,
         name=name,
         architecture=arch if name != embedded.NAME else embedded.ARCH,
         display_name=display,
         source=source,
-        image_size=size,
-        data_config=data_config,
-        transform=transform,
-        weights_digest=state_digest(model),
+        image_size=image_size,
+        device=device,
     )
-    return backbone

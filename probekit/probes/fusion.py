@@ -41,6 +41,7 @@ import pandas as pd
 import torch
 from torch import nn
 
+from probekit.device import resolve_device
 from probekit.errors import NonFiniteFeaturesError, ProbekitError
 from probekit.keys import make_key
 from probekit.metrics import paired_bootstrap_diff
@@ -48,7 +49,7 @@ from probekit.probes.attentive import AttentiveProbe
 from probekit.probes.fusion_linear import fit_exact_linear
 from probekit.probes.linear import DEFAULT_CS
 from probekit.probes.standardize import l2_rows
-from probekit.train import TrainConfig, cpu_default_max_steps, resolve_device, resolve_grid, select_and_fit
+from probekit.train import TrainConfig, cpu_default_max_steps, resolve_grid, select_and_fit
 
 
 class FusionInputError(ProbekitError, KeyError):

@@ -41,12 +41,12 @@ import numpy as np
 import pandas as pd
 import torch
 
+from probekit.device import resolve_device
 from probekit.metrics import balanced_accuracy, bootstrap_ci
 from probekit.probes.linear import DEFAULT_CS, check_grid, encode_labels, row_space
 from probekit.probes.softmax import SoftmaxFit, fit_softmax
 from probekit.probes.standardize import prepare
 from probekit.splits import stratified_split
-from probekit.train import resolve_device
 
 
 @dataclass

@@ -39,6 +39,7 @@ import numpy as np
 import pandas as pd
 import torch
 
+from probekit.device import resolve_device
 from probekit.errors import NonFiniteFeaturesError
 from probekit.keys import parse_key
 from probekit.probes.softmax import SoftmaxFit, fit_softmax
@@ -97,10 +98,6 @@ def encode_labels(y_train: np.ndarray, y_test: np.ndarray) -> tuple[np.ndarray, 
     pos = np.searchsorted(classes, y_test).clip(0, len(classes) - 1)
     te = np.where(classes[pos] == y_test, pos, -1)
     return classes, np.searchsorted(classes, y_train), te
-
-
-def default_device() -> torch.device:
-    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
 def _chunks(
@@ -231,7 +228,7 @@ def fit_linear_probes(
     selected ``C`` (shape ``(m,)``), or at every ``C`` (``(len(Cs), m)``) when nothing is selected;
     for paired comparisons between probes.
     """
-    dev = torch.device(device) if device is not None else default_device()
+    dev = resolve_device(device)
     labels = dict(labels or {})
     keys = probe_keys(train, test, keys)
     y_train, y_test = np.asarray(y_train), np.asarray(y_test)

@@ -1,8 +1,9 @@
 """Tensor plumbing shared by the shift measures: float64 tensors on a chosen device, seeded RNGs.
 
-Every measure takes numpy arrays or tensors and an optional ``device`` (``None`` = CPU, or
-``"cuda"``); arithmetic runs in float64 on that device, results come back as Python floats or
-numpy arrays.
+Every measure takes numpy arrays or tensors and a ``device``, ``"cpu"`` by default: the measures
+run in float64, which is exact and identical on every machine on the CPU and slow on most GPUs, so
+a GPU is opt-in (``device="cuda"``; ``None`` follows :func:`probekit.device.resolve_device`).
+Results come back as Python floats or numpy arrays.
 """
 
 from __future__ import annotations
@@ -10,15 +11,13 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from probekit.device import resolve_device
 from probekit.shift.errors import ShiftInputError
 
-
-def resolve_device(device: str | torch.device | None) -> torch.device:
-    """``None`` means CPU; anything else goes through ``torch.device``."""
-    return torch.device("cpu") if device is None else torch.device(device)
+DEFAULT_DEVICE = "cpu"  # float64 measures: exact and the same on every machine (module docstring)
 
 
-def as_f64(x: np.ndarray | torch.Tensor, device: str | torch.device | None = None,
+def as_f64(x: np.ndarray | torch.Tensor, device: str | torch.device | None = DEFAULT_DEVICE,
            name: str = "features") -> torch.Tensor:
     """A 2-D float64 tensor on ``device``; rejects other ranks and non-finite values with a clear message."""
     t = x if isinstance(x, torch.Tensor) else torch.from_numpy(np.asarray(x))

@@ -26,7 +26,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from probekit.shift.backend import as_f64, check_pair
+from probekit.shift.backend import DEFAULT_DEVICE, as_f64, check_pair
 from probekit.shift.errors import ShiftInputError
 
 
@@ -94,7 +94,7 @@ def domain_classifier(
     folds: int = 5,
     ridge: float = 0.01,
     seed: int = 0,
-    device: str | torch.device | None = None,
+    device: str | torch.device | None = DEFAULT_DEVICE,
 ) -> DomainResult:
     """Cross-validated accuracy of a linear reference-vs-target classifier, and the proxy A-distance.
 

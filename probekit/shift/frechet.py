@@ -29,7 +29,8 @@ import warnings
 import numpy as np
 import torch
 
-from probekit.shift.backend import as_f64, check_pair, resolve_device
+from probekit.device import resolve_device
+from probekit.shift.backend import DEFAULT_DEVICE, as_f64, check_pair
 from probekit.shift.errors import SmallSampleWarning
 from probekit.shift.gram import PairGram
 
@@ -56,7 +57,7 @@ def frechet_from_stats(
     mu2: np.ndarray | torch.Tensor,
     sigma2: np.ndarray | torch.Tensor,
     *,
-    device: str | torch.device | None = None,
+    device: str | torch.device | None = DEFAULT_DEVICE,
 ) -> float:
     """FD between N(μ₁, Σ₁) and N(μ₂, Σ₂) from the Gaussians' parameters (covariance route).
 
@@ -72,7 +73,7 @@ def frechet_from_stats(
     return float(value)
 
 
-def gaussian_fit(x: np.ndarray | torch.Tensor, *, device: str | torch.device | None = None
+def gaussian_fit(x: np.ndarray | torch.Tensor, *, device: str | torch.device | None = DEFAULT_DEVICE
                  ) -> tuple[np.ndarray, np.ndarray]:
     """Mean and unbiased covariance (``n − 1``) of the rows of ``x``, float64 numpy arrays."""
     t = as_f64(x, device)
@@ -169,7 +170,7 @@ def frechet_distance(
     x: np.ndarray | torch.Tensor,
     y: np.ndarray | torch.Tensor,
     *,
-    device: str | torch.device | None = None,
+    device: str | torch.device | None = DEFAULT_DEVICE,
     warn: bool = True,
 ) -> float:
     """Fréchet distance between Gaussian fits of the rows of ``x`` (n1, d) and ``y`` (n2, d).

@@ -30,7 +30,7 @@ from typing import Literal
 import numpy as np
 import torch
 
-from probekit.shift.backend import as_f64, check_pair
+from probekit.shift.backend import DEFAULT_DEVICE, as_f64, check_pair
 from probekit.shift.errors import ShiftInputError
 from probekit.shift.gram import PairGram
 
@@ -64,7 +64,7 @@ def reference_bandwidth(x: np.ndarray | torch.Tensor, *, max_points: int = BANDW
     Uses a seeded subsample of at most ``max_points`` rows; falls back to 1.0 when all rows
     coincide. This is the default RBF bandwidth of :func:`mmd2` and of the shift table.
     """
-    z = _subsample(as_f64(x, x.device if isinstance(x, torch.Tensor) else None, "reference"), max_points, seed)
+    z = _subsample(as_f64(x, x.device if isinstance(x, torch.Tensor) else DEFAULT_DEVICE, "reference"), max_points, seed)
     if z.shape[0] < 2:
         raise ShiftInputError("the reference bandwidth needs at least 2 reference rows")
     z = z - z.mean(0, keepdim=True)
@@ -166,7 +166,7 @@ def mmd2(
     kernel: Kernel = "rbf",
     bandwidth: float | None = None,
     block_size: int = 2048,
-    device: str | torch.device | None = None,
+    device: str | torch.device | None = DEFAULT_DEVICE,
 ) -> float:
     """Unbiased MMD² between the rows of ``x`` (n1, d; the reference) and ``y`` (n2, d).
 

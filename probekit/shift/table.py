@@ -36,7 +36,8 @@ import pandas as pd
 import torch
 
 from probekit.keys import BLOCK_SITES, FeatureKey, parse_key
-from probekit.shift.backend import as_f64, bootstrap_counts, percentile_ci, resolve_device
+from probekit.device import resolve_device
+from probekit.shift.backend import DEFAULT_DEVICE, as_f64, bootstrap_counts, percentile_ci
 from probekit.shift.domain import cv_correct, proxy_a_distance
 from probekit.shift.errors import ShiftInputError, SmallSampleWarning
 from probekit.shift.frechet import frechet_resamples, use_gram_route
@@ -99,7 +100,7 @@ def shift_table(
     level: float = 0.95,
     seed: int = 0,
     folds: int = 5,
-    device: str | torch.device | None = None,
+    device: str | torch.device | None = DEFAULT_DEVICE,
     progress: bool = True,
 ) -> pd.DataFrame:
     """Shift between ``reference`` and ``target`` features for every key × measure, with bootstrap CIs.
