@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import platform
 import sys
 import time
 import warnings
@@ -30,6 +29,7 @@ from torch.utils.data import DataLoader, Dataset
 from . import distributed
 from .device import local_rank, resolve_device
 from .errors import ProbekitError
+from .provenance import environment_info, runtime_versions
 from .sites import DEFAULT_POOLS, capture, key_dims, resolve_sites
 from .store import (
     INPUTS,
@@ -72,27 +72,6 @@ class _Rows(Dataset):
     def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
         image, label = self.dataset[i]
         return self.transform(image), int(label)
-
-
-def _versions() -> dict[str, str]:
-    import timm
-
-    return {
-        "python": sys.version.split()[0],
-        "torch": torch.__version__,
-        "timm": timm.__version__,
-        "numpy": np.__version__,
-        "platform": platform.platform(),
-    }
-
-
-def _provenance() -> dict[str, Any]:
-    try:
-        from .provenance import environment_info  # written by a colleague; optional here
-
-        return environment_info()
-    except Exception:  # noqa: BLE001 - provenance must never stop an extraction
-        return _versions()
 
 
 def _rank_device(device: str | torch.device | None) -> torch.device:
@@ -242,7 +221,7 @@ def _open_or_create(
 ) -> tuple[FeatureStore, list[str]]:
     """The store at ``path`` (created, or opened and repaired) and the damaged keys to re-extract."""
     inputs = _jsonable(inputs)
-    info = {"versions": _versions(), **_skipped_info(dataset)}
+    info = {"versions": runtime_versions(), **_skipped_info(dataset)}
     damaged: list[str] = []
     if (path / META).is_file() or (path / INPUTS).is_file() or any(path.glob("*.npy")):
         try:
@@ -432,7 +411,7 @@ def _record_run(
             run["ranks"] = ranks
             store.merge_progress()
         store.meta.setdefault("runs", []).append(run)
-        store.meta["provenance"] = _provenance()
+        store.meta["provenance"] = environment_info()
         store.save()
     distributed.barrier()
     if info.world_size > 1:

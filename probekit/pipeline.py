@@ -1,4 +1,4 @@
-"""From a model and dataset ids to feature stores: where every analysis gets its features.
+"""From a model and datasets to feature stores: where every study gets its features.
 
 Each call loads a dataset split from the registry and returns its content-addressed feature
 store, extracting only what is not on disk yet. Every notebook goes through here with the same
@@ -116,6 +116,15 @@ def check_classes(datasets: dict[str, ImageDataset], dataset_id: str) -> None:
                 f"(about {MIN_PER_CLASS * 5} for a dataset without official splits), remove it"
                 + (f", or raise images_per_class (now {cap})" if cap else "") + "."
             )
+
+
+def dataset_features(backbone: Backbone, dataset: ImageDataset, **extract_kw) -> FeatureStore:
+    """The feature store of one loaded dataset (a reference set, a corrupted copy), extracted once.
+
+    ``extract_kw`` go to :func:`probekit.extract.features` unchanged: the shift study asks for its
+    own sites, pools and layers; :func:`split_features` is the same for every split of an id.
+    """
+    return features(backbone, dataset, **extract_kw)
 
 
 def split_features(

@@ -62,6 +62,21 @@ def device_name() -> str:
     return f"cpu ({platform.machine()}, {threads} torch threads)"
 
 
+def runtime_versions() -> dict[str, str]:
+    """Python, torch, timm, numpy and platform versions: what a feature store records it was made with."""
+    import numpy as np
+    import timm
+    import torch
+
+    return {
+        "python": sys.version.split()[0],
+        "torch": torch.__version__,
+        "timm": timm.__version__,
+        "numpy": np.__version__,
+        "platform": platform.platform(),
+    }
+
+
 def environment_info() -> dict[str, str]:
     """Versions of the tracked packages plus python, platform, device and git sha."""
     info = {name: package_version(name) for name in TRACKED_PACKAGES}

@@ -1,4 +1,4 @@
-"""measure_shift end to end: a random-init timm ViT, the offline reference photos and digits."""
+"""The shift study's measure_shift end to end: a random-init timm ViT, the offline reference photos and digits."""
 
 from __future__ import annotations
 
@@ -11,7 +11,8 @@ import pytest
 from probekit.data import load_dataset, reference_set
 from probekit.extract import features
 from probekit.models import load_model
-from probekit.shift import COLUMNS, SmallSampleWarning, measure_shift, shift_table
+from probekit.shift import COLUMNS, SmallSampleWarning, shift_table
+from probekit.studies.shift import measure_shift
 
 
 @pytest.fixture(scope="module")

@@ -8,19 +8,20 @@ pool. Modules, one measure each:
 * :mod:`~probekit.shift.mmd`: unbiased MMD², RBF (bandwidth from the reference alone) and linear kernels, blockwise.
 * :mod:`~probekit.shift.domain`: cross-validated domain-classifier accuracy, proxy A-distance.
 * :mod:`~probekit.shift.table`: every measure for every key of a store pair, bootstrap CIs.
-* :mod:`~probekit.shift.measure`: backbone + datasets -> extracted stores -> one shift table.
+
+A library over arrays and feature stores: extracting the stores is the shift study's job
+(:func:`probekit.studies.shift.measure_shift`).
 """
 
 from probekit.shift.domain import DomainResult, domain_classifier, proxy_a_distance
 from probekit.shift.errors import ShiftInputError, SmallSampleWarning
 from probekit.shift.frechet import frechet_distance, frechet_from_stats, gaussian_fit, trace_sqrt_product
-from probekit.shift.measure import measure_shift
 from probekit.shift.mmd import median_bandwidth, mmd2, reference_bandwidth
 from probekit.shift.table import COLUMNS, MEASURES, shift_keys, shift_table
 
 __all__ = [
     "COLUMNS", "MEASURES", "DomainResult", "ShiftInputError", "SmallSampleWarning",
     "domain_classifier", "frechet_distance", "frechet_from_stats", "gaussian_fit",
-    "measure_shift", "median_bandwidth", "mmd2", "proxy_a_distance", "reference_bandwidth", "shift_keys", "shift_table",
+    "median_bandwidth", "mmd2", "proxy_a_distance", "reference_bandwidth", "shift_keys", "shift_table",
     "trace_sqrt_product",
 ]

@@ -16,18 +16,85 @@ depend on which other datasets are in the run. The last-layer MMD² (:data:`SCOR
 from __future__ import annotations
 
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from typing import Any
 
 import pandas as pd
+import torch
 
 from ..cache import cached
-from ..data import reference_set
+from ..data import load_dataset, reference_set
 from ..models import Backbone
-from ..shift import SmallSampleWarning, measure_shift
+from ..pipeline import dataset_features
+from ..shift import MEASURES, ShiftInputError, SmallSampleWarning, shift_table
+from ..shift.backend import DEFAULT_DEVICE
+from ..sites import resolve_sites
 from .datasets import base_and_corruption, corrupted_ids, load_all
 
 # The per-dataset scalar later notebooks relate to probe results: the shift at the last layer.
 SCORE_SITE, SCORE_POOL = "norm", "mean"
+
+
+def _as_dataset(ds: Any) -> Any:
+    return load_dataset(ds) if isinstance(ds, str) else ds
+
+
+def _name(ds: Any) -> str:
+    return str(getattr(ds, "id", None) or getattr(ds, "name", None) or type(ds).__name__)
+
+
+def measure_shift(
+    backbone: Backbone,
+    reference: Any,
+    targets: Any | Sequence[Any],
+    *,
+    sites: Iterable[str] | None = None,
+    pools: Sequence[str] = ("cls", "ap", "mean"),
+    layers: Iterable[int] | None = None,
+    measures: Sequence[str] = MEASURES,
+    n: int | None = None,
+    n_boot: int = 20,
+    seed: int = 0,
+    device: str | torch.device | None = None,
+    measure_device: str | torch.device = DEFAULT_DEVICE,
+    extract_kw: Mapping[str, Any] | None = None,
+    progress: bool = True,
+) -> pd.DataFrame:
+    """Shift of each target dataset from ``reference`` at every (site, layer, pool), with CIs.
+
+    ``backbone`` is a :func:`probekit.models.load_model` result; ``reference`` and ``targets`` are
+    datasets (``ds[i] -> (PIL image, label)`` with ``.id``) or dataset ids, whose feature stores
+    come through :func:`probekit.pipeline.dataset_features` (cached by content hash, so a second
+    call only measures). ``sites``, ``pools``, ``layers`` choose the keys as in
+    :func:`probekit.extract.extract` (``tokens`` pools are skipped), ``extract_kw`` passes more
+    (``batch_size``, ``root``, ...). Every image of each dataset is extracted (size them with
+    ``max_per_class`` or ``reference_set(n=...)``); ``n`` images per side are then drawn at random
+    for the measures (default: the smaller dataset). ``device`` is where extraction runs
+    (:func:`probekit.device.resolve_device`), ``measure_device`` where the float64 measures run
+    (the CPU unless asked). Other arguments go to :func:`~probekit.shift.shift_table`. Returns the
+    concatenated tidy tables.
+    """
+    kw = dict(extract_kw or {})
+    kw.setdefault("progress", progress)
+    if device is not None:
+        kw.setdefault("device", device)
+    pools = [p for p in pools if p != "tokens"]
+    if not pools:
+        raise ShiftInputError("shift measures need pooled features: pass pools from ('cls', 'ap', 'mean')")
+    many = isinstance(targets, (list, tuple))
+    target_list = [_as_dataset(t) for t in (targets if many else [targets])]
+    reference = _as_dataset(reference)
+    ref_store = dataset_features(backbone, reference, sites=sites, pools=pools, layers=layers, **kw)
+    keys = [k for k in resolve_sites(backbone.model, sites=sites, pools=pools, layers=layers)
+            if not k.endswith("/tokens")]
+    tables = []
+    for target in target_list:
+        tgt_store = dataset_features(backbone, target, sites=sites, pools=pools, layers=layers, **kw)
+        labels = {"model": str(backbone.name), "dataset": _name(target), "reference": _name(reference)}
+        tables.append(shift_table(ref_store, tgt_store, keys=keys, depth=int(backbone.depth), labels=labels,
+                                  measures=measures, n=n, n_boot=n_boot, seed=seed, device=measure_device,
+                                  progress=progress))
+    return pd.concat(tables, ignore_index=True)
 
 
 def _per_target(backbone: Backbone, reference, targets: list, kw: dict) -> pd.DataFrame:
