@@ -32,11 +32,7 @@ results_dir: str = ""  # folder for the tidy CSV tables; empty means reports/res
 from probekit import charts, model_check, report
 from probekit.models import load_model
 
-info = report.run_info(
-    {"model": model, "dataset": "digits", "image_size": image_size, "pretrained": pretrained, "depth": depth,
-         "n_images": n_images},
-    seed,
-)
+info = report.run_info({**report.notebook_parameters(globals()), "dataset": "digits"}, seed)
 
 # %% [markdown]
 # ## Load the model and read every layer

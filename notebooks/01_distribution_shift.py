@@ -55,11 +55,7 @@ from probekit import charts, report
 from probekit.models import load_model
 from probekit.studies import shift as study
 
-info = report.run_info({"model": model, "image_size": image_size, "datasets": datasets,
-                        "reference_folder": reference_folder, "reference_images": reference_images,
-                        "images_per_class": images_per_class, "dial_dataset": dial_dataset,
-                        "dial_severities": dial_severities, "sites": sites, "pools": pools, "measures": measures,
-                        "n_boot": n_boot}, seed)
+info = report.run_info(report.notebook_parameters(globals()), seed)
 
 # %%
 with report.Timer("load model"):
@@ -79,7 +75,7 @@ with report.Timer("extract and measure shift"):
     shift = study.shift_study(backbone, datasets, reference_folder=reference_folder or None,
                               reference_images=reference_images, images_per_class=images_per_class,
                               sites=sites or None, pools=pools, measures=measures, n_boot=n_boot, seed=seed)
-report.save_table(shift, "shift", results_dir or None)
+report.save_table(shift, study.SHIFT_TABLE, results_dir or None)
 
 # %%
 ranked = study.last_layer(shift, "mmd_rbf")
@@ -123,7 +119,7 @@ charts.depth_curve(shift[(shift["measure"] == "domain_acc") & (shift["pool"] == 
 with report.Timer("corruption dial"):
     dial = study.corruption_dial(backbone, dial_dataset, severities=dial_severities,
                                  images_per_class=images_per_class, pools=pools, n_boot=n_boot, seed=seed)
-report.save_table(dial, "shift_dial", results_dir or None)
+report.save_table(dial, study.DIAL_TABLE, results_dir or None)
 dial_check = study.dial_is_monotone(dial, "mmd_rbf")
 report.headline("dial_rises", f"{int(dial_check['rises'].sum())}/{len(dial_check)}",
                 label="Dial families rising with severity")

@@ -49,10 +49,7 @@ from probekit.models import load_model
 from probekit.studies import probing
 
 deviations = probing.protocol_deviations(protocol, model, image_size, datasets, images_per_class, pool=curve_pool, seed=seed)
-info = report.run_info(dict(model=model, image_size=image_size, datasets=datasets, images_per_class=images_per_class,
-                            sites=sites, pools=pools, probe_sites=probe_sites, protocol=protocol, Cs=Cs, val_fraction=val_fraction, shift_measure=shift_measure,
-                            deviations_from_paper1=deviations),
-                       seed)
+info = report.run_info({**report.notebook_parameters(globals()), "deviations_from_paper1": deviations}, seed)
 Markdown(probing.deviations_text(deviations))
 
 # %%
@@ -65,7 +62,7 @@ with report.Timer("extract features and train every probe"):
     study = probing.probe_study(backbone, datasets, sites=sites or None, pools=pools, probe_sites=probe_sites,
                                 images_per_class=images_per_class,
                                 protocol=protocol, Cs=Cs, val_fraction=val_fraction, seed=seed)
-report.save_table(study.table, "probes", results_dir or None)
+report.save_table(study.table, probing.PROBES_TABLE, results_dir or None)
 layers = study.test_rows("accuracy")
 Markdown(probing.constant_text(study))
 
@@ -93,7 +90,7 @@ charts.depth_curve(layers[layers["site"] == "resid_post"], color="pool", facet="
 
 # %%
 best = probing.best_vs_last(study, pool=curve_pool, seed=seed)
-report.save_table(best, "layerwise_best", results_dir or None)
+report.save_table(best, probing.LAYERWISE_BEST_TABLE, results_dir or None)
 probing.record_median("median_gap", "Median gap best − last layer", best, seed=seed)
 report.headline("best_not_last", f"{int((best['ci_low'] > 0).sum())}/{len(best)}",
                 label="Datasets whose best layer beats the last (CI > 0)")

@@ -46,9 +46,7 @@ from probekit.models import load_model
 from probekit.studies import probing
 
 deviations = probing.protocol_deviations(protocol, model, image_size, datasets, images_per_class, pool=probe_pool, seed=seed)
-info = report.run_info(dict(model=model, image_size=image_size, datasets=datasets, images_per_class=images_per_class,
-                            sites=sites, pools=pools, probe_pool=probe_pool, protocol=protocol, Cs=Cs, val_fraction=val_fraction,
-                            shift_measure=shift_measure, deviations_from_paper1=deviations), seed)
+info = report.run_info({**report.notebook_parameters(globals()), "deviations_from_paper1": deviations}, seed)
 Markdown(probing.deviations_text(deviations))
 
 # %%
@@ -60,7 +58,7 @@ report.describe(backbone)
 with report.Timer("extract features and train every probe"):
     study = probing.probe_study(backbone, datasets, sites=sites or None, pools=pools, probe_pools=[probe_pool],
                                 images_per_class=images_per_class, protocol=protocol, Cs=Cs, val_fraction=val_fraction, seed=seed)
-report.save_table(study.table, "modulewise", results_dir or None)
+report.save_table(study.table, probing.MODULEWISE_TABLE, results_dir or None)
 rows = study.test_rows("accuracy")
 Markdown(probing.constant_text(study))
 
@@ -82,7 +80,7 @@ charts.site_layer_heatmap(rows[~rows["site"].isin(["embed", "norm"])], metric="a
 
 # %%
 best = probing.best_sites(study, pool=probe_pool, seed=seed)
-report.save_table(best, "modulewise_best", results_dir or None)
+report.save_table(best, probing.MODULEWISE_BEST_TABLE, results_dir or None)
 probing.record_median("median_site_gain", "Median gain of best site over block output", best, seed=seed)
 best[["dataset", "best_key", "best_value", "block_output_key", "block_output_value", "value", "ci_low", "ci_high"]]
 
@@ -98,7 +96,7 @@ charts.ranked_bars_with_ci(best, category="dataset", metric=best["metric"].iloc[
 
 # %%
 summary = probing.site_summary(study, pool=probe_pool)
-report.save_table(summary, "modulewise_sites", results_dir or None)
+report.save_table(summary, probing.MODULEWISE_SITES_TABLE, results_dir or None)
 table = summary.pivot_table(index="site", columns="dataset", values="value")
 table.assign(mean=table.mean(axis=1)).sort_values("mean", ascending=False).round(3)
 

@@ -65,10 +65,7 @@ from probekit import charts, report
 from probekit.models import load_model
 from probekit.studies import fusion, probing
 
-info = report.run_info(dict(model=model, image_size=image_size, datasets=datasets, images_per_class=images_per_class,
-                            token_sites=token_sites, extra_sites=extra_sites, layer_embedding=layer_embedding,
-                            grid=grid, max_steps=max_steps, max_cycles=max_cycles, Cs=Cs, val_fraction=val_fraction,
-                            linear_solver=linear_solver, sites=sites, pools=pools, shift_measure=shift_measure), seed)
+info = report.run_info(report.notebook_parameters(globals()), seed)
 
 # %%
 with report.Timer("load model"):
@@ -82,9 +79,9 @@ with report.Timer("extract tokens and train every method"):
                                              images_per_class=images_per_class, extract_sites=sites or None,
                                              pools=pools, max_steps=max_steps or None, max_cycles=max_cycles, Cs=Cs,
                                              val_fraction=val_fraction, linear_solver=linear_solver, seed=seed)
-report.save_table(results, "fusion", results_dir or None)
+report.save_table(results, fusion.FUSION_TABLE, results_dir or None)
 gains = fusion.gains(results)
-report.save_table(gains, "fusion_gains", results_dir or None)
+report.save_table(gains, fusion.GAINS_TABLE, results_dir or None)
 results.pivot_table(index="dataset", columns="method", values="value").round(3)
 
 # %% [markdown]

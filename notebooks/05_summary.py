@@ -32,7 +32,7 @@ from IPython.display import Markdown
 from probekit import charts, report
 from probekit.studies import summary
 
-info = report.run_info(dict(model=model, shift_measure=shift_measure), seed)
+info = report.run_info(report.notebook_parameters(globals()), seed)
 folder = results_dir or report.default_results_dir()
 
 # %% [markdown]
@@ -57,7 +57,7 @@ consistency.round(3)
 # %%
 per_dataset = summary.outcomes_by_dataset(folder, measure=shift_measure, model=model)
 correlations = summary.correlations(per_dataset, seed=seed, model=model)
-report.save_table(correlations, "summary", results_dir or None)
+report.save_table(correlations, summary.SUMMARY_TABLE, results_dir or None)
 per_dataset.round(3)
 
 # %% [markdown]

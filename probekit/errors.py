@@ -41,6 +41,10 @@ class UnknownDatasetError(ProbekitError, KeyError):
         return str(self.args[0])
 
 
+class MissingTableError(ProbekitError, FileNotFoundError):
+    """A result table a study reads was never written: the message names the notebook that writes it."""
+
+
 class NonFiniteFeaturesError(ProbekitError, ValueError):
     """Stored features with inf or NaN values (float16 overflow at extraction, or a broken model)."""
 

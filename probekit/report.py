@@ -21,6 +21,7 @@ import os
 import re
 import time
 import warnings
+from collections.abc import Mapping, Sequence
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -28,7 +29,7 @@ from typing import Any
 import pandas as pd
 from typing_extensions import Self
 
-from .errors import ProbekitError
+from .errors import MissingTableError, ProbekitError
 from .provenance import environment_info, seed_everything
 
 RECORD_MIME = "application/vnd.probekit.record+json"
@@ -162,6 +163,24 @@ def default_results_dir() -> Path:
     return Path(env) if env else reports_dir() / "results"
 
 
+def notebook_parameters(namespace: Mapping[str, Any], *, exclude: Sequence[str] = ("seed",)) -> dict[str, Any]:
+    """A notebook's parameters and their values, for :func:`run_info`: derived, never hand-copied.
+
+    ``namespace`` is the notebook's ``globals()``. The parameters are the names its parameters cell
+    declares with a type (``image_size: int = 112``; the suite checks values against these types),
+    read from the namespace's ``__annotations__`` in the cell's order, with the values they hold now
+    (papermill's injected values included). ``exclude``: names recorded elsewhere (``run_info``
+    takes the seed on its own).
+    """
+    names = namespace.get("__annotations__") or {}
+    if not names:
+        raise ValueError(
+            "no typed parameters in this namespace: call notebook_parameters(globals()) in a notebook whose "
+            "parameters cell declares each parameter with a type (image_size: int = 112)"
+        )
+    return {name: namespace[name] for name in names if name not in exclude and name in namespace}
+
+
 def run_info(params: dict[str, Any], seed: int | None = None) -> pd.DataFrame:
     """Seed everything, then show and return a table of the run's parameters and environment.
 
@@ -225,6 +244,22 @@ def save_table(
     where = f"[`{shown}`]({shown})" if report_mode() and not Path(shown).is_absolute() else f"`{shown}`"
     _emit("table", payload, f"Saved table `{name}` ({len(df)} rows) to {where}")
     return SavedPath(path)
+
+
+def read_table(name: str, results_dir: str | Path | None, *, notebook: str) -> pd.DataFrame:
+    """``<results_dir>/<name>.csv`` as :func:`save_table` wrote it (``results_dir`` defaults as there).
+
+    ``notebook`` is the notebook that writes the table; a missing table is a
+    :class:`~probekit.errors.MissingTableError` that says to run it.
+    """
+    folder = Path(results_dir) if results_dir else default_results_dir()
+    path = folder / f"{name}.csv"
+    if not path.is_file():
+        raise MissingTableError(
+            f"{path} is missing: notebook {notebook} writes the {name!r} table. Run it first with "
+            f"results_dir={str(folder)!r} (a suite config runs it when listed before this notebook)."
+        )
+    return pd.read_csv(path)
 
 
 def headline(

@@ -126,8 +126,22 @@ def test_spearman_over_two_datasets_says_why(tmp_path) -> None:
     shift.to_csv(tmp_path / "shift.csv", index=False)
     pd.DataFrame({"model": "m", "dataset": ["a", "b"], "relative_depth": [1.0, 0.5], "value": [0.0, 0.1]}).to_csv(
         tmp_path / "layerwise_best.csv", index=False)
+    pd.DataFrame({"model": "m", "dataset": ["a", "b"], "value": [0.02, 0.03]}).to_csv(
+        tmp_path / "modulewise_best.csv", index=False)  # notebook 03's table; 04's is optional (paper-1 runs)
     per = summary.outcomes_by_dataset(tmp_path, model="m")
     corr = summary.correlations(per, model="m")
     lines = summary.findings(corr)
     assert "nan" not in " ".join(lines).lower()
     assert "needs at least 3 datasets with both numbers, this run has 2" in lines[0]
+
+
+def test_summary_refuses_a_missing_table_naming_the_notebook(tmp_path) -> None:
+    from probekit.errors import MissingTableError
+
+    with pytest.raises(MissingTableError, match="01_distribution_shift"):
+        summary.outcomes_by_dataset(tmp_path, model="m")
+    pd.DataFrame({"model": "m", "dataset": ["a"], "site": "norm", "layer": np.nan, "pool": "mean",
+                  "measure": "mmd_rbf", "value": [0.1], "ci_low": 0.0, "ci_high": 0.5}).to_csv(
+        tmp_path / "shift.csv", index=False)
+    with pytest.raises(MissingTableError, match="02_layerwise_probing"):
+        summary.outcomes_by_dataset(tmp_path, model="m")

@@ -173,3 +173,11 @@ def test_checker_fails_on_each_defect_a_reader_would_see(tmp_path, monkeypatch):
     good = _chart_notebook(monkeypatch)
     problems, _ = check.check_page(chromium, render_html(good, tmp_path / "good.html", title="good"))
     assert problems == []
+
+
+def test_notebook_parameters_are_the_typed_names_in_cell_order():
+    namespace = {"__annotations__": {"model": str, "curve_pool": str, "seed": int}, "model": "m",
+                 "curve_pool": "cls", "seed": 3, "report": report, "derived": [1, 2]}
+    assert report.notebook_parameters(namespace) == {"model": "m", "curve_pool": "cls"}
+    with pytest.raises(ValueError, match="parameters cell"):
+        report.notebook_parameters({"model": "m"})

@@ -23,7 +23,10 @@ from ..probes.linear import DEFAULT_CS, check_grid
 from ..train import resolve_grid
 from .datasets import check_inputs
 
-TABLE_COLUMNS = ("model", "dataset", "site", "layer", "pool", "metric", "value", "ci_low", "ci_high")
+# The tables notebook 04 writes (``<results_dir>/<name>.csv``); notebook 05 reads them.
+NOTEBOOK = "04_attentive_fusion"
+FUSION_TABLE = "fusion"  # every method on every dataset
+GAINS_TABLE = "fusion_gains"  # each method's gain over the CLS-last linear probe
 
 
 def fusion_study(

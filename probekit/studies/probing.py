@@ -29,7 +29,17 @@ from ..pipeline import per_class_cap, split_features
 from ..probes.linear import DEFAULT_CS, check_grid, fit_linear_probes
 from ..sites import resolve_sites
 from .datasets import check_inputs
-from .shift import SCORE_POOL, SCORE_SITE
+from ..report import read_table
+from .shift import NOTEBOOK as SHIFT_NOTEBOOK
+from .shift import SCORE_POOL, SCORE_SITE, SHIFT_TABLE
+
+# The tables notebooks 02 and 03 write (``<results_dir>/<name>.csv``); notebooks 04 and 05 read some.
+LAYERWISE_NOTEBOOK, MODULEWISE_NOTEBOOK = "02_layerwise_probing", "03_modulewise_probing"
+PROBES_TABLE = "probes"  # 02: every probe
+LAYERWISE_BEST_TABLE = "layerwise_best"  # 02: each dataset's best layer
+MODULEWISE_TABLE = "modulewise"  # 03: every probe
+MODULEWISE_BEST_TABLE = "modulewise_best"  # 03: each dataset's best site
+MODULEWISE_SITES_TABLE = "modulewise_sites"  # 03: each site's best layer, per dataset
 
 BLOCK_OUTPUT = "resid_post"  # paper 1's "layer": the block output (RC2)
 BLOCK_SITES = ("ln1", "attn", "resid_mid", "ln2", "fc1", "act", "fc2", "resid_post")
@@ -324,15 +334,14 @@ SHIFT_MEASURE = "mmd_rbf"  # unbiased, so comparable across datasets of differen
 
 
 def shift_scores(results_dir: str | Path, *, measure: str = SHIFT_MEASURE, model: str | None = None) -> pd.DataFrame:
-    """Per dataset, the last-layer shift from notebook 01's table (``shift.csv``), if it exists.
+    """Per dataset, the last-layer shift from notebook 01's table (:data:`~probekit.studies.shift.SHIFT_TABLE`).
 
-    ``model`` keeps only that model's rows (a results folder may hold several models' runs).
+    ``model`` keeps only that model's rows (a results folder may hold several models' runs). A
+    missing table is a :class:`~probekit.errors.MissingTableError` that says to run notebook 01.
     """
-    path = Path(results_dir) / "shift.csv"
-    if not path.exists():
-        return pd.DataFrame(columns=["dataset", "shift", "shift_low", "shift_high"])
-    t = pd.read_csv(path)
+    t = read_table(SHIFT_TABLE, results_dir, notebook=SHIFT_NOTEBOOK)
     if measure not in set(t["measure"]):
+        path = Path(results_dir) / f"{SHIFT_TABLE}.csv"
         raise ValueError(f"shift measure {measure!r} is not in {path}; it has {sorted(set(t['measure']))}")
     if model is not None:
         t = t[t["model"] == model]

@@ -34,6 +34,11 @@ from .datasets import base_and_corruption, corrupted_ids, load_all
 # The per-dataset scalar later notebooks relate to probe results: the shift at the last layer.
 SCORE_SITE, SCORE_POOL = "norm", "mean"
 
+# The tables notebook 01 writes (``<results_dir>/<name>.csv``) and later notebooks read.
+NOTEBOOK = "01_distribution_shift"
+SHIFT_TABLE = "shift"  # every dataset against the reference
+DIAL_TABLE = "shift_dial"  # the corruption dial
+
 
 def _as_dataset(ds: Any) -> Any:
     return load_dataset(ds) if isinstance(ds, str) else ds

@@ -1,16 +1,19 @@
 """Notebook 05: across datasets, does distribution shift predict where the best features are?
 
-Reads the tidy tables notebooks 01–04 wrote (``shift.csv``, ``layerwise_best.csv``,
-``modulewise_best.csv``, ``fusion_gains.csv``) and relates each dataset's last-layer shift to
+Reads the tidy tables notebooks 01–04 wrote (named by the studies that write them:
+:data:`.shift.SHIFT_TABLE`, :data:`.probing.LAYERWISE_BEST_TABLE`,
+:data:`.probing.MODULEWISE_BEST_TABLE`, :data:`.fusion.GAINS_TABLE`) and relates each dataset's last-layer shift to
 three outcomes: the best layer's relative depth (paper 1: lower under shift), the gain of the best
 site over the block output (paper 1: larger under shift), and the attentive-fusion gain over the
 CLS-last probe (paper 2: larger far from the pretraining domain). Each relation gets Spearman's
 rho with a bootstrap interval, and the findings are written from those numbers; a relation that
-cannot be computed (fewer than three datasets) says why.
+cannot be computed (fewer than three datasets) says why. A missing table is an error that names
+the notebook to run, except notebook 04's: a paper-1-only run (``configs/paper1.yaml``) has no
+fusion, and that relation is then not computed (no datasets).
 
 :func:`cls_last_consistency` checks the notebooks against each other: notebook 04's linear probe on
-the last layer's CLS token (``cls_last_linear`` in ``fusion.csv``) and notebook 02's probe on the
-same feature (``norm/cls`` in ``probes.csv``) must agree within :data:`CONSISTENCY_TOLERANCE`
+the last layer's CLS token (``cls_last_linear`` in :data:`.fusion.FUSION_TABLE`) and notebook 02's
+probe on the same feature (``norm/cls`` in :data:`.probing.PROBES_TABLE`) must agree within :data:`CONSISTENCY_TOLERANCE`
 balanced accuracy on every dataset.
 """
 
@@ -23,21 +26,30 @@ import pandas as pd
 
 from ..headlines import spearman_why
 from ..metrics import spearman_ci, spearman_permutation_p
+from ..report import read_table
+from . import fusion, probing
 from .probing import SHIFT_MEASURE, shift_scores
 
+NOTEBOOK = "05_summary"
+SUMMARY_TABLE = "summary"  # the correlations
+
+# outcome -> (table, notebook that writes it, method filter, label, direction the papers predict)
 OUTCOMES = {
-    "relative_depth": ("layerwise_best.csv", None, "the best layer's relative depth", "lower"),
-    "best_site_gain": ("modulewise_best.csv", None, "the best site's gain over the block output", "higher"),
-    "alf_gain": ("fusion_gains.csv", "alf_attentive", "the attentive-fusion gain over CLS-last", "higher"),
+    "relative_depth": (probing.LAYERWISE_BEST_TABLE, probing.LAYERWISE_NOTEBOOK, None,
+                       "the best layer's relative depth", "lower"),
+    "best_site_gain": (probing.MODULEWISE_BEST_TABLE, probing.MODULEWISE_NOTEBOOK, None,
+                       "the best site's gain over the block output", "higher"),
+    "alf_gain": (fusion.GAINS_TABLE, fusion.NOTEBOOK, "alf_attentive",
+                 "the attentive-fusion gain over CLS-last", "higher"),
 }
+OPTIONAL = {"alf_gain"}  # paper 2's outcome: a paper-1-only run skips notebook 04
 
 
 def _outcome(results_dir: Path, name: str, model: str | None) -> pd.DataFrame:
-    file, method, _, _ = OUTCOMES[name]
-    path = results_dir / file
-    if not path.exists():
+    table, notebook, method, _, _ = OUTCOMES[name]
+    if name in OPTIONAL and not (results_dir / f"{table}.csv").is_file():
         return pd.DataFrame(columns=["dataset", name])
-    t = pd.read_csv(path)
+    t = read_table(table, results_dir, notebook=notebook)
     if model is not None:
         t = t[t["model"] == model]
     if method is not None:
@@ -47,7 +59,11 @@ def _outcome(results_dir: Path, name: str, model: str | None) -> pd.DataFrame:
 
 
 def outcomes_by_dataset(results_dir: str | Path, *, measure: str = SHIFT_MEASURE, model: str | None = None) -> pd.DataFrame:
-    """One row per dataset: its last-layer shift and the three outcomes (NaN where not measured)."""
+    """One row per dataset: its last-layer shift and the three outcomes (NaN where not measured).
+
+    Raises :class:`~probekit.errors.MissingTableError` naming the notebook to run when a table
+    other than notebook 04's is missing.
+    """
     results_dir = Path(results_dir)
     table = shift_scores(results_dir, measure=measure, model=model)
     for name in OUTCOMES:
@@ -58,7 +74,7 @@ def outcomes_by_dataset(results_dir: str | Path, *, measure: str = SHIFT_MEASURE
 def correlations(per_dataset: pd.DataFrame, *, seed: int = 0, model: str = "") -> pd.DataFrame:
     """Spearman's rho of shift with each outcome, with a bootstrap interval, as a tidy table."""
     rows = []
-    for name, (_, _, label, _) in OUTCOMES.items():
+    for name, (_, _, _, label, _) in OUTCOMES.items():
         ok = per_dataset[["shift", name]].dropna()
         rho, lo, hi = spearman_ci(ok["shift"], ok[name], seed=seed)
         rows.append({"model": model, "dataset": "all", "site": "", "layer": np.nan, "pool": "",
@@ -71,7 +87,7 @@ def correlations(per_dataset: pd.DataFrame, *, seed: int = 0, model: str = "") -
 def findings(corr: pd.DataFrame) -> list[str]:
     """Plain sentences, one per relation, stating sign, interval and whether it matches the papers."""
     out = []
-    for (name, (_, _, label, expected)), row in zip(OUTCOMES.items(), corr.itertuples()):
+    for (_, (_, _, _, label, expected)), row in zip(OUTCOMES.items(), corr.itertuples()):
         if row.n_datasets < 3 or not np.isfinite(row.value):
             out.append(f"Shift against {label}: not computed: {spearman_why(row.n_datasets)}.")
             continue
@@ -100,8 +116,8 @@ def record_headlines(corr: pd.DataFrame) -> None:
 
 
 CONSISTENCY_TOLERANCE = 0.02  # balanced accuracy: the same probe on the same feature in two notebooks
-FUSION_BASELINE = ("fusion.csv", "cls_last_linear")  # notebook 04: linear probe on the last layer's CLS token
-LAYERWISE_KEY = ("probes.csv", "norm/cls")  # notebook 02: the same feature (final norm, CLS token)
+FUSION_BASELINE = "cls_last_linear"  # notebook 04: linear probe on the last layer's CLS token
+LAYERWISE_KEY = "norm/cls"  # notebook 02: the same feature (final norm, CLS token)
 
 
 def cls_last_consistency(results_dir: str | Path, *, model: str | None = None,
@@ -110,20 +126,21 @@ def cls_last_consistency(results_dir: str | Path, *, model: str | None = None,
 
     Columns ``dataset``, ``fusion_cls_last`` (04), ``layerwise_norm_cls`` (02), ``gap`` (04 − 02)
     and ``agrees`` (``|gap| <= tolerance``), for the datasets both notebooks ran. Empty (with the
-    same columns) when either table is missing.
+    same columns) when either table is missing: the check needs both notebooks, and a
+    paper-1-only run has no notebook 04 (:func:`consistency_text` then says the check did not run).
     """
     results_dir = Path(results_dir)
     cols = ["dataset", "fusion_cls_last", "layerwise_norm_cls", "gap", "agrees"]
-    fusion_path, probes_path = results_dir / FUSION_BASELINE[0], results_dir / LAYERWISE_KEY[0]
-    if not fusion_path.exists() or not probes_path.exists():
+    if _absent(results_dir):
         return pd.DataFrame(columns=cols)
-    fusion, probes = pd.read_csv(fusion_path), pd.read_csv(probes_path)
+    fusion_t = read_table(fusion.FUSION_TABLE, results_dir, notebook=fusion.NOTEBOOK)
+    probes = read_table(probing.PROBES_TABLE, results_dir, notebook=probing.LAYERWISE_NOTEBOOK)
     if model is not None:
-        fusion, probes = fusion[fusion["model"] == model], probes[probes["model"] == model]
-    fusion = fusion[(fusion["method"] == FUSION_BASELINE[1]) & (fusion["metric"] == "balanced_accuracy")]
-    probes = probes[(probes["key"] == LAYERWISE_KEY[1]) & (probes["split"] == "test")
+        fusion_t, probes = fusion_t[fusion_t["model"] == model], probes[probes["model"] == model]
+    fusion_t = fusion_t[(fusion_t["method"] == FUSION_BASELINE) & (fusion_t["metric"] == "balanced_accuracy")]
+    probes = probes[(probes["key"] == LAYERWISE_KEY) & (probes["split"] == "test")
                     & (probes["metric"] == "balanced_accuracy")]  # fmt: skip
-    a = fusion.groupby("dataset", sort=False)["value"].mean().rename("fusion_cls_last")
+    a = fusion_t.groupby("dataset", sort=False)["value"].mean().rename("fusion_cls_last")
     b = probes.groupby("dataset", sort=False)["value"].mean().rename("layerwise_norm_cls")
     table = pd.concat([a, b], axis=1, join="inner").rename_axis("dataset").reset_index()
     table["gap"] = table["fusion_cls_last"] - table["layerwise_norm_cls"]
@@ -131,11 +148,16 @@ def cls_last_consistency(results_dir: str | Path, *, model: str | None = None,
     return table[cols]
 
 
+def _absent(results_dir: Path) -> bool:
+    """Whether a table of the CLS-last check is missing from ``results_dir``."""
+    return not all((results_dir / f"{name}.csv").is_file() for name in (fusion.FUSION_TABLE, probing.PROBES_TABLE))
+
+
 def consistency_text(table: pd.DataFrame, tolerance: float = CONSISTENCY_TOLERANCE) -> str:
     """One paragraph: do notebooks 02 and 04 give the same number for the CLS-last linear probe?"""
     if table.empty:
-        return ("The CLS-last check needs notebook 04's `fusion.csv` and notebook 02's `probes.csv` in the same "
-                "results folder; one of them is missing, so it was not run.")  # fmt: skip
+        return (f"The CLS-last check needs notebook 04's `{fusion.FUSION_TABLE}.csv` and notebook 02's "
+                f"`{probing.PROBES_TABLE}.csv` in the same results folder; one of them is missing, so it was not run.")
     bad = table[~table["agrees"]]
     head = (f"Notebook 04's linear probe on the last layer's CLS token (`cls_last_linear`) against notebook 02's "
             f"probe on the same feature (`norm/cls`), test balanced accuracy, on {len(table)} dataset(s): ")
