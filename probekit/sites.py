@@ -39,7 +39,7 @@ import torch
 from torch import nn
 
 from .errors import NotAViTError, ProbekitError
-from .keys import BLOCK_SITES, MODEL_SITES, make_key, parse_key
+from .keys import BLOCK_SITES, MODEL_SITES, make_key, model_order, parse_key
 from .keys import POOLS as _ALL_POOLS
 
 SITES: tuple[str, ...] = BLOCK_SITES + MODEL_SITES
@@ -248,16 +248,8 @@ def resolve_sites(
                 raise SiteError(f"site {s!r} is not available on this model (it has {have})")
             requested.setdefault((s, b), []).append("tokens")
 
-    def order(item: tuple[str, int | None]) -> tuple[int, int]:
-        s, b = item
-        if s == "embed":
-            return (-1, 0)
-        if s == "norm":
-            return (depth, 0)
-        return (b, BLOCK_SITES.index(s))
-
     keys = []
-    for s, b in sorted(requested, key=order):
+    for s, b in sorted(requested, key=lambda item: model_order(*item)):
         for p in POOLS:  # canonical pool order
             if p in requested[(s, b)]:
                 keys.append(make_key(s, b, p))

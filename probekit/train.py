@@ -14,7 +14,7 @@ the attentive fusion probe are trained the same way, as in
   adjust_batch_size``) and 40 epochs raised so that training has at least 1,000 steps.
 
 Grid search (``src/tasks/hyperparameter_tuner.py`` + ``regularization_tuner.py``): every point
-is trained on a stratified 80/20 split of the training set (``probekit.splits``, seeded by the
+is trained on a stratified 80/20 split of the training set (``probekit.validation_split``, seeded by the
 run's seed, 0 by default as in the paper's scripts) and scored by balanced accuracy on the
 held-out 20 %, jittered once per point as the paper's validation ``Subset`` of the jittered
 training set is (``TrainConfig.jitter_validation``); the first strictly best point wins
@@ -59,7 +59,7 @@ from torch import nn
 from probekit.device import resolve_device
 from probekit.errors import ProbekitError
 from probekit.metrics import balanced_accuracy, bootstrap_ci
-from probekit.splits import stratified_split
+from probekit.validation_split import stratified_split
 
 
 class TrainingError(ProbekitError, ValueError):

@@ -21,12 +21,12 @@ from probekit.probes.fusion import (
     fusion_token_list,
     fusion_tokens,
     fusion_variant,
-    l2_normalise,
     normalise_all_tokens,
     paired_gain_ci,
     run_fusion,
 )
-from probekit.splits import stratified_split
+from probekit.probes.standardize import l2_rows
+from probekit.validation_split import stratified_split
 
 DEPTH = 4
 
@@ -91,7 +91,7 @@ def test_fusion_tokens_follow_the_paper(digits_stores) -> None:
     assert [t.layer for t in tokens] == [1, 1, 2, 2, 3, 3, 4, 4]
     np.testing.assert_allclose(np.linalg.norm(x, axis=-1), 1.0, rtol=1e-5)
     assert np.all(x[:, 7, 3:] == 0)  # the 3-wide norm/ap token is zero-padded
-    np.testing.assert_allclose(x[:, 5, :4], l2_normalise(train["blocks.3.ln2/ap"]))
+    np.testing.assert_allclose(x[:, 5, :4], l2_rows(train["blocks.3.ln2/ap"], np.float32))
 
 
 def test_other_sites_can_feed_the_fusion() -> None:

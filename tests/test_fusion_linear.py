@@ -17,7 +17,7 @@ from probekit.probes.fusion import concat_features
 from probekit.probes.fusion_linear import fit_exact_linear
 from probekit.probes.linear import fit_linear_probes
 from probekit.probes.standardize import l2_rows
-from probekit.splits import stratified_split
+from probekit.validation_split import stratified_split
 
 
 @pytest.fixture(scope="module")

@@ -12,7 +12,7 @@ from sklearn.preprocessing import StandardScaler
 from probekit.metrics import bootstrap_ci
 from probekit.probes.linear import row_space
 from probekit.probes.softmax import SoftmaxFit, fit_softmax
-from probekit.probes.standardize import l2_normalize, prepare
+from probekit.probes.standardize import l2_rows, prepare
 from probekit.probes.table import bootstrap_balanced_accuracy
 
 
@@ -29,7 +29,7 @@ def test_prepare_matches_standard_scaler(digits) -> None:
     a, b = prepare(torch.tensor(x[:600])[None], torch.tensor(x[600:])[None])
     np.testing.assert_allclose(a[0].numpy(), sc.transform(xl[:600]), atol=1e-9)
     np.testing.assert_allclose(b[0].numpy(), sc.transform(xl[600:]), atol=1e-9)
-    assert torch.allclose(l2_normalize(torch.tensor(x)).norm(dim=1), torch.ones(len(x), dtype=torch.float64))
+    assert torch.allclose(l2_rows(torch.tensor(x)).norm(dim=1), torch.ones(len(x), dtype=torch.float64))
 
 
 @pytest.mark.parametrize("C", [0.01, 1.0])

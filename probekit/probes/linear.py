@@ -6,7 +6,7 @@ batched solver of :mod:`probekit.probes.softmax`, after paper 1's preprocessing 
 norm, then per-feature standardising fitted on the training rows of that probe).
 
 Protocol (``val_fraction > 0`` and more than one ``C``): hold out a stratified ``val_fraction`` of
-the training rows (:func:`probekit.splits.stratified_split`), fit every ``C``, pick per key the
+the training rows (:func:`probekit.validation_split.stratified_split`), fit every ``C``, pick per key the
 ``C`` with the best validation accuracy (ties go to the smaller ``C``, the stronger penalty),
 refit on train+val at that ``C``, score test. With ``val_fraction=0`` every ``C`` is fitted on
 all training rows and scored on test (no selection); ``Cs=(1.0,), val_fraction=0`` is paper 1's
@@ -45,8 +45,8 @@ from probekit.keys import parse_key
 from probekit.probes.softmax import SoftmaxFit, fit_softmax
 from probekit.probes.standardize import prepare
 from probekit.probes.table import COLUMNS, base_row, probe_rows
-from probekit.splits import stratified_split
 from probekit.store import FeatureStore
+from probekit.validation_split import stratified_split
 
 DEFAULT_CS: tuple[float, ...] = tuple(float(c) for c in np.logspace(-4, 3, 8))
 DEFAULT_METRICS = ("accuracy", "balanced_accuracy")

@@ -35,8 +35,8 @@ import numpy as np
 import pandas as pd
 import torch
 
-from probekit.keys import BLOCK_SITES, FeatureKey, parse_key
 from probekit.device import resolve_device
+from probekit.keys import FeatureKey, model_order, parse_key
 from probekit.shift.backend import DEFAULT_DEVICE, as_f64, bootstrap_counts, percentile_ci
 from probekit.shift.domain import cv_correct, proxy_a_distance
 from probekit.shift.errors import ShiftInputError, SmallSampleWarning
@@ -49,7 +49,6 @@ COLUMNS: tuple[str, ...] = (
     "model", "dataset", "reference", "site", "layer", "pool", "measure",
     "value", "ci_low", "ci_high", "n", "dim",
 )
-_SITE_ORDER = {s: i for i, s in enumerate(("embed",) + BLOCK_SITES + ("norm",))}
 
 
 def shift_keys(reference: Mapping[str, np.ndarray], target: Mapping[str, np.ndarray]) -> list[str]:
@@ -68,8 +67,7 @@ def shift_keys(reference: Mapping[str, np.ndarray], target: Mapping[str, np.ndar
 
 
 def _order(k: FeatureKey) -> tuple:
-    block = -1 if k.site == "embed" else (10**6 if k.site == "norm" else k.block)
-    return (block, _SITE_ORDER[k.site], k.pool)
+    return (*model_order(k.site, k.block), k.pool)
 
 
 def _rows_of(store: Mapping[str, np.ndarray], keys: Sequence[str], side: str) -> int:

@@ -20,12 +20,12 @@ def load_all(ids: Sequence[str], *, split: str = "train", max_per_class: int | N
 
 
 def base_and_corruption(dataset_id: str) -> tuple[str, str, int]:
-    """``("emoji", "contrast", 5)`` for ``emoji+contrast@5``; ``(id, "clean", 0)`` for a clean id."""
-    base, plus, rest = dataset_id.partition("+")
-    if not plus:
-        return dataset_id, "clean", 0
-    family, _, severity = rest.partition("@")
-    return base, family, int(severity)
+    """``("emoji", "contrast", 5)`` for ``emoji+contrast@5``; ``(id, "clean", 0)`` for a clean id.
+
+    The registry's :func:`~probekit.data.parse_id` reads the id; this is its tidy-table shape.
+    """
+    base, corruption = parse_id(dataset_id)
+    return (base, "clean", 0) if corruption is None else (base, *corruption)
 
 
 def check_inputs(backbone, datasets: Sequence[str], sites: Sequence[str] | None, pools: Sequence[str]) -> None:

@@ -22,14 +22,14 @@ import numpy as np
 import pandas as pd
 
 from ..cache import cached
-from ..keys import make_key
+from ..keys import BLOCK_SITES, make_key
 from ..metrics import paired_bootstrap_diff, spearman_ci
 from ..models import Backbone
 from ..pipeline import per_class_cap, split_features
 from ..probes.linear import DEFAULT_CS, check_grid, fit_linear_probes
+from ..report import read_table
 from ..sites import resolve_sites
 from .datasets import check_inputs
-from ..report import read_table
 from .shift import NOTEBOOK as SHIFT_NOTEBOOK
 from .shift import SCORE_POOL, SCORE_SITE, SHIFT_TABLE
 
@@ -42,7 +42,6 @@ MODULEWISE_BEST_TABLE = "modulewise_best"  # 03: each dataset's best site
 MODULEWISE_SITES_TABLE = "modulewise_sites"  # 03: each site's best layer, per dataset
 
 BLOCK_OUTPUT = "resid_post"  # paper 1's "layer": the block output (RC2)
-BLOCK_SITES = ("ln1", "attn", "resid_mid", "ln2", "fc1", "act", "fc2", "resid_post")
 
 # How probes are trained and how "best" is chosen:
 #   validated: C chosen per probe on a stratified validation split, refit on train+val; the best
