@@ -18,8 +18,8 @@ probes and each feature matrix is read once per evaluation, not once per ``C``.
 
 The L-BFGS memory is kept in compact form (Byrd, Nocedal & Schnabel 1994): ``-H g`` is one
 batched product of the stored pairs with a ``2m``-vector of coefficients from ``m x m`` algebra,
-and each new pair's inner products with the memory come from one more product. That replaces the
-two-loop recursion's ``~4m`` elementwise passes per iteration, which dominated the time. A
+and each new pair's inner products with the memory come from one more product, instead of the
+two-loop recursion's ``~4m`` elementwise passes per iteration. A
 probe that needs backtracking is re-evaluated alone (with the other ``C`` values of its feature
 set), not with the whole batch.
 
@@ -30,12 +30,8 @@ never below ``tol / 100``. The first bound implies scikit-learn's ``max |grad| <
 with fewer rows than dimensions the optimum is flat there (the penalty's curvature is
 ``1/(C n)``, so a probe may sit ``||grad|| C n`` from the optimum along its flattest direction),
 and a fixed tolerance leaves test accuracy unresolved. Asking the gradient to be a small
-fraction of the penalty's own pull ``||W|| / (C n)`` bounds that distance by ``rtol ||W||``.
-Measured (DINOv2-S/14 features of digits, 200 training and 200 test images, 288 feature sets):
-with ``tol=1e-5`` alone, 57 of the 288 probes at C = 1000 ended more than 1 point of test
-accuracy from the optimum (up to 3.5 points); with ``rtol=0.03`` none did at any C (at most 1
-point, i.e. two test images), for about 30% more time at C >= 1. scikit-learn's default
-``tol=1e-4`` stops several points away at large C.
+fraction of the penalty's own pull ``||W|| / (C n)`` bounds that distance by ``rtol ||W||``
+(measurements in ``benchmarks/README.md``, "Solver measurements").
 
 ``dtype=float32`` (the default, about twice as fast) resolves gradients down to about ``1e-6`` on
 standardised features: a float32 solve stops a probe there at the latest, and the probes whose
@@ -55,10 +51,7 @@ that flat direction, so every step is projected onto the class-centred subspace 
 lies in it, so the projection keeps descent). Every ``refit`` iterations ``p`` is re-fitted to
 the current point (at large C the rows a probe separates stop contributing curvature) and the
 L-BFGS memory is carried over into the new variables (its pairs rescaled, their inner products
-recomputed), not cleared. On DINOv2-S/14 features of digits (2304 probes) these two changes took
-the mean number of iterations from 42.5 (a class-averaged ``p`` re-fitted by restarting every 20
-iterations with an empty memory) to 31.4, the slowest probe's from 294 to 133. Runs on any torch
-device.
+recomputed), not cleared (what that saves: ``benchmarks/README.md``). Runs on any torch device.
 """
 
 from __future__ import annotations
