@@ -1,12 +1,12 @@
 # probekit: two commands for a fresh machine (see README.md).
 #   make demo   create .venv, install, provision offline assets, run the suite, write reports/index.html
-#   make test   create .venv if needed, provision assets, run the whole test suite
+#   make test   create .venv if needed, provision assets, lint, run the whole test suite
 PYTHON ?= python3
 VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.probekit-installed
 
-.PHONY: demo test venv assets system-deps jupyter-settings check-reports clean-features clean-reports
+.PHONY: demo test lint venv assets system-deps jupyter-settings check-reports clean-features clean-reports
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -30,7 +30,12 @@ jupyter-settings: venv
 assets: venv
 	$(VENV)/bin/probekit assets
 
-test: venv system-deps jupyter-settings assets
+# Lint: the linter must have nothing to report (rules in pyproject.toml); `ruff check --fix .`
+# repairs most of it.
+lint: venv
+	$(VENV)/bin/ruff check .
+
+test: venv system-deps jupyter-settings assets lint
 	$(PY) -m pytest
 
 demo: venv system-deps jupyter-settings assets

@@ -95,7 +95,7 @@ def provision(assets: Iterable[Asset] | None = None, *, required_only: bool = Fa
             try:
                 asset.provision()
                 outcomes[asset.name] = "provisioned" if asset.locate() is not None else "failed: still missing"
-            except Exception as exc:  # report, do not crash: the table says what to do
+            except Exception as exc:  # noqa: BLE001 - report, do not crash: the table says what to do
                 outcomes[asset.name] = f"failed: {type(exc).__name__}: {exc}"
         return outcomes[asset.name]
 

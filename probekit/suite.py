@@ -215,7 +215,7 @@ def resolve_parameters(
             params["results_dir"] = str((out / "results").resolve())
         params.update(r.parameters)
         resolved[r.name] = params
-        source = {**{k: "defaults" for k in config.defaults}, **{k: f"run {r.name!r}" for k in r.parameters}}
+        source = {**dict.fromkeys(config.defaults, "defaults"), **dict.fromkeys(r.parameters, f"run {r.name!r}")}
         for key, value in params.items():
             if key in valid and key != "results_dir":
                 why = check_value(valid[key], value)

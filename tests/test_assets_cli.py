@@ -15,7 +15,7 @@ PROBEKIT = [sys.executable, "-m", "probekit.cli"]
 
 
 def run(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([*PROBEKIT, *args], capture_output=True, text=True, timeout=300)
+    return subprocess.run([*PROBEKIT, *args], capture_output=True, text=True, timeout=300, check=False)
 
 
 def test_assets_is_idempotent_and_reports_where_each_asset_is():
@@ -57,6 +57,6 @@ def test_cli_without_command_prints_help():
 def test_cli_reports_probekit_errors_without_traceback(tmp_path: Path):
     out = subprocess.run(
         [sys.executable, "-c", "import sys; from probekit.cli import main; sys.exit(main(['models', '--all']))"],
-        capture_output=True, text=True, timeout=300,
+        capture_output=True, text=True, timeout=300, check=False,
     )
     assert out.returncode == 0 and "Traceback" not in out.stderr

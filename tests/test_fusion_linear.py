@@ -72,7 +72,7 @@ def test_the_grid_is_chosen_on_validation_balanced_accuracy(pixels) -> None:
     fit = fit_exact_linear(x_tr, y_tr, x_te, y_te, Cs=Cs, val_fraction=0.2, seed=0, device="cpu", n_boot=50)
     assert list(fit.search["C"]) == Cs and fit.search["converged"].all()
     scores = fit.search["val_balanced_accuracy"].to_numpy()
-    assert fit.C == Cs[int(np.argmax(scores))] and fit.val_score == scores.max()
+    assert Cs[int(np.argmax(scores))] == fit.C and fit.val_score == scores.max()
     assert fit.C != 1e-4 and fit.value > 0.9  # 1e-4 is far too strong a penalty for digits
     # the same choice by hand with scikit-learn on the same split
     fit_i, val_i = stratified_split(y_tr, 0.2, 0)

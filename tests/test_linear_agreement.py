@@ -29,7 +29,8 @@ LAYERS = (2, 5, 8, 11)
 def dinov2_digits(tmp_path_factory):
     bb = load_model("dinov2_vits14", image_size=56)
     root = tmp_path_factory.mktemp("features")
-    kw = dict(sites=SITES, layers=LAYERS, pools=("mean",), root=root, progress=False, storage_dtype="float32")
+    kw = {"sites": SITES, "layers": LAYERS, "pools": ("mean",), "root": root, "progress": False,
+          "storage_dtype": "float32"}
     train = extract(bb, load_dataset("digits", split="train", max_per_class=25), **kw)
     test = extract(bb, load_dataset("digits", split="test", max_per_class=25), **kw)
     return bb.depth, train, test
@@ -39,7 +40,7 @@ def dinov2_digits(tmp_path_factory):
 def test_batched_agrees_with_sklearn(dinov2_digits, C: float, ref_tol: float) -> None:
     depth, train, test = dinov2_digits
     assert len(train.keys()) == len(SITES) * len(LAYERS)
-    common = dict(depth=depth, metrics=("accuracy",), n_boot=0, progress=False)
+    common = {"depth": depth, "metrics": ("accuracy",), "n_boot": 0, "progress": False}
     ours = fit_linear_probes(train, train.labels, test, test.labels, Cs=[C], val_fraction=0, **common)
     ref = reference_probes(train, train.labels, test, test.labels, C=C, tol=ref_tol, **common)
     m = ours.merge(ref, on="key", suffixes=("_b", "_s"))

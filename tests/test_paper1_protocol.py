@@ -42,8 +42,12 @@ def test_crop_boxes_are_drawn_as_torchvision_draws_them() -> None:
     for boxes in (ours, theirs):
         top, left, h, w = boxes.T
         assert (top >= 0).all() and (left >= 0).all() and (top + h <= height).all() and (left + w <= width).all()
-    area = lambda b: b[:, 2] * b[:, 3] / (width * height)
-    aspect = lambda b: np.log(b[:, 3] / b[:, 2])
+    def area(b):
+        return b[:, 2] * b[:, 3] / (width * height)
+
+    def aspect(b):
+        return np.log(b[:, 3] / b[:, 2])
+
     assert abs(area(ours).mean() - area(theirs).mean()) < 0.02
     assert abs(aspect(ours).mean() - aspect(theirs).mean()) < 0.03
     assert abs(np.quantile(area(ours), 0.9) - np.quantile(area(theirs), 0.9)) < 0.03
@@ -104,8 +108,10 @@ def test_paper1_probes_match_scikit_learn_on_every_image(vit) -> None:
     assert set(t["regularisation"]) == {1.0}
     assert (t["n_train"] == len(load_dataset("textures", split="train"))).all()  # every image, under 512
     sf = split_features(vit, "textures", sites=["resid_post"], pools=["mean"], view="paper1", progress=False)
+    def l2(x):
+        return x / np.linalg.norm(x, axis=1, keepdims=True)
+
     for key in ("blocks.3.resid_post/mean", "blocks.11.resid_post/mean"):
-        l2 = lambda x: x / np.linalg.norm(x, axis=1, keepdims=True)
         clf = make_pipeline(StandardScaler(), LogisticRegression(C=1.0, max_iter=5000))
         clf.fit(l2(sf.train[key]), sf.labels("train"))
         sk = clf.score(l2(sf.test[key]), sf.labels("test"))

@@ -221,7 +221,7 @@ EUROSAT_CLASSES = ["AnnualCrop", "Forest", "HerbaceousVegetation", "Highway", "I
 
 def write_eurosat(root: Path, per_class: int = 5) -> Written:
     rng = _rng("eurosat")
-    for c, name in enumerate(EUROSAT_CLASSES):
+    for name in EUROSAT_CLASSES:
         for i in range(per_class):
             _jpg(root / "eurosat" / "2750" / name / f"{name}_{i + 1}.jpg", rng, size=16)
     return Written(EUROSAT_CLASSES, 10, {"all": _labels(10, per_class)})

@@ -405,7 +405,7 @@ def _solve(
             obj.keep(kr, kc)
             mem.keep((kr[:, None] * C + kc).reshape(-1))
             C = len(cols)
-            sub = lambda t: t[kr][:, kc]  # noqa: E731
+            sub = lambda t: t[kr][:, kc]  # noqa: E731, B023 - used at once, in this iteration
             theta, f, g, v, gv, pre, gnorm, conv, active, n_iter, stalled, best = map(
                 sub, (theta, f, g, v, gv, pre, gnorm, conv, active, n_iter, stalled, best))
         B = len(rows)
@@ -422,7 +422,7 @@ def _solve(
         v_new, f_new, g_new = v, f, g  # replaced, not written into, by the first (full-batch) trial
         idx = None
         for _ls in range(40):
-            sel = (lambda a: a) if idx is None else (lambda a: a[idx])  # noqa: E731
+            sel = (lambda a: a) if idx is None else (lambda a: a[idx])  # noqa: B023 - used in this iteration
             ts = sel(t)
             trial = sel(v) + ts[:, :, None, None] * sel(d)
             ft, gt = obj.value_grad(trial * sel(pre), idx)
