@@ -163,14 +163,18 @@ def default_results_dir() -> Path:
     return Path(env) if env else reports_dir() / "results"
 
 
-def notebook_parameters(namespace: Mapping[str, Any], *, exclude: Sequence[str] = ("seed",)) -> dict[str, Any]:
+# Parameters run_info does not list: the seed has its own row, and local paths (where tables go, a
+# weights file) name this machine's folders, which a published page must not show.
+NOT_RECORDED = ("seed", "results_dir", "weights")
+
+
+def notebook_parameters(namespace: Mapping[str, Any], *, exclude: Sequence[str] = NOT_RECORDED) -> dict[str, Any]:
     """A notebook's parameters and their values, for :func:`run_info`: derived, never hand-copied.
 
     ``namespace`` is the notebook's ``globals()``. The parameters are the names its parameters cell
     declares with a type (``image_size: int = 112``; the suite checks values against these types),
     read from the namespace's ``__annotations__`` in the cell's order, with the values they hold now
-    (papermill's injected values included). ``exclude``: names recorded elsewhere (``run_info``
-    takes the seed on its own).
+    (papermill's injected values included). ``exclude``: names left out (:data:`NOT_RECORDED`).
     """
     names = namespace.get("__annotations__") or {}
     if not names:
