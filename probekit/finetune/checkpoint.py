@@ -26,7 +26,7 @@ import torch
 from ..paths import data_dir
 from ..store import _slug, content_hash, store_lock
 
-FORMAT = 1  # bump when the training loop changes what a run produces
+FORMAT = 2  # 2: validation at step 0 (a candidate best) and the head_init field. Bump when the training loop changes what a run produces
 STATE = "state.pt"
 BACKBONE = "best-backbone.safetensors"
 HEAD = "best-head.safetensors"

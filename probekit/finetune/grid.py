@@ -49,8 +49,9 @@ class FineTuned:
             for h in run.history:
                 common = {"model": self.model, "dataset": self.dataset, "site": np.nan, "layer": np.nan,
                           "pool": np.nan, "ci_low": np.nan, "ci_high": np.nan, "step": h["step"], "lr": run.lr,
-                          "seed": run.seed, "run": f"lr={run.lr:g} seed={run.seed}", "scheduled_lr": h["lr"]}  # fmt: skip
-                rows.append({**common, "metric": "train_loss", "value": h["loss"]})
+                          "seed": run.seed, "run": f"lr={run.lr:g} seed={run.seed}", "scheduled_lr": h.get("lr", 0.0)}  # fmt: skip
+                if "loss" in h:  # step 0 (before training) has a validation accuracy only
+                    rows.append({**common, "metric": "train_loss", "value": h["loss"]})
                 if "val_accuracy" in h:
                     rows.append({**common, "metric": "val_accuracy", "value": h["val_accuracy"]})
         return pd.DataFrame(rows)

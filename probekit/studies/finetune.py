@@ -58,9 +58,10 @@ class FinetuneStudy:
         return pd.concat([t.grid() for t in self.tuned.values()], ignore_index=True)
 
 
-def recipe_for(dataset: str, device: torch.device | str, *, gpu_recipe: str = "paper", cpu_steps: int = 40,
-               cpu_lrs: Sequence[float] = (1e-2,), cpu_seeds: Sequence[int] = (42,), cpu_batch_size: int = 32,
-               train_images_per_class: int = 20, val_images_per_class: int = 10) -> ft.Recipe:  # fmt: skip
+def recipe_for(dataset: str, device: torch.device | str, *, gpu_recipe: str = "paper", cpu_steps: int = 60,
+               cpu_lrs: Sequence[float] = (1e-3,), cpu_seeds: Sequence[int] = (42,), cpu_batch_size: int = 32,
+               train_images_per_class: int = 40, val_images_per_class: int = 10, cpu_head_init: str = "probe",
+               cpu_augment: bool = False) -> ft.Recipe:  # fmt: skip
     """Paper 1's recipe on a GPU (``gpu_recipe="paper"``), the scaled-down one on a CPU (or with
     ``gpu_recipe="cpu"``). The paper fine-tunes on the whole training split; the CPU recipe caps it."""
     if torch.device(device).type == "cuda" and gpu_recipe == "paper":
@@ -69,7 +70,8 @@ def recipe_for(dataset: str, device: torch.device | str, *, gpu_recipe: str = "p
         raise ValueError(f"gpu_recipe must be 'paper' or 'cpu', got {gpu_recipe!r}")
     return ft.cpu_recipe(dataset, steps=cpu_steps, lrs=tuple(cpu_lrs), seeds=tuple(cpu_seeds),
                          batch_size=cpu_batch_size, train_per_class=train_images_per_class,
-                         val_per_class=val_images_per_class)  # fmt: skip
+                         val_per_class=val_images_per_class, head_init=cpu_head_init,
+                         augment=cpu_augment)  # fmt: skip
 
 
 def recipes_for(datasets: Sequence[str], device: torch.device | str, **kw) -> dict[str, ft.Recipe]:
@@ -199,6 +201,10 @@ def recipe_tables(study: FinetuneStudy) -> pd.DataFrame:
     return pd.concat(parts, ignore_index=True)
 
 
+def _start(recipe: ft.Recipe) -> str:
+    return "the frozen linear probe" if recipe.head_init == "probe" else "a new random head"
+
+
 def summary_text(study: FinetuneStudy, depths: pd.DataFrame, claims: pd.DataFrame) -> str:
     """The findings in words, from the numbers."""
     lines = []
@@ -213,12 +219,14 @@ def summary_text(study: FinetuneStudy, depths: pd.DataFrame, claims: pd.DataFram
                    "does not hold: the best layer beats the last beyond its interval")  # fmt: skip
         caution = ""
         if study.backbones[dataset].weights_digest == study.pretrained_digest:
-            caution = (" Caution: the best validation step came before the backbone had moved (its weights equal "
-                       "the pretrained ones), so this run is no control; give it more steps.")  # fmt: skip
+            caution = (" Caution: no fine-tuning step beat the starting model on validation (the best step is 0, "
+                       "so the probed weights are the pretrained ones) and this run is no control; give it more "
+                       "steps or another learning rate.")  # fmt: skip
         lines.append(
             f"- **{dataset}**: fine-tuned ({tuned.recipe.name}, {tuned.recipe.steps} steps of {tuned.recipe.batch_size}: "
-            f"{100 * seen / paper_seen:.2g} % of the images the paper's run sees; lr {r.lr:g} chosen on validation) to a "
-            f"validation accuracy of {r.best_val_accuracy:.3f} (step {r.best_step}). Best relative "
+            f"{100 * seen / paper_seen:.2g} % of the images the paper's run sees; lr {r.lr:g} chosen on validation) from a "
+            f"validation accuracy of {r.history[0]['val_accuracy']:.3f} at step 0 ({_start(tuned.recipe)}) to "
+            f"{r.best_val_accuracy:.3f} (step {r.best_step}). Best relative "
             f"depth: pretrained {d.loc['pretrained', 'value']:.2f} [{d.loc['pretrained', 'ci_low']:.2f}, "
             f"{d.loc['pretrained', 'ci_high']:.2f}], fine-tuned {d.loc['fine-tuned', 'value']:.2f} "
             f"[{d.loc['fine-tuned', 'ci_low']:.2f}, {d.loc['fine-tuned', 'ci_high']:.2f}]. Last-layer probe: "
