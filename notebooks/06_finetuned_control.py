@@ -102,8 +102,9 @@ finetune.recipe_tables(study)
 history = study.history()
 report.save_table(history, "finetune_history", results_dir or None)
 report.save_table(study.grid(), "finetune_grid", results_dir or None)
-report.headline("finetuned_val_accuracy", float(study.grid().query("chosen")["value"].mean()),
-                label="Fine-tuned validation accuracy (chosen run)", fmt=".3f")
+val = finetune.validation_headline(study)
+report.headline("finetuned_val_accuracy", val["value"], ci=val["ci"], n=val["n"], fmt=".3f",
+                label=f"Fine-tuned validation accuracy (step 0, {val['start_what']}: {val['start']:.3f})")
 charts.depth_curve(history[history["metric"] == "val_accuracy"], x="step", color="run", facet="dataset", band=False,
                    title="Validation accuracy during fine-tuning")
 
@@ -146,10 +147,8 @@ depths = finetune.best_depths(study, pool=pools[0], n_boot=n_boot, seed=seed)
 claims = finetune.claim_test(depths)
 report.save_table(depths, "finetune_depth", results_dir or None)
 report.save_table(claims, "finetune_claim", results_dir or None)
-report.headline("pretrained_best_depth", finetune.depth_headline(depths, "pretrained"),
-                label="Pretrained: best relative depth [95% CI]")
-report.headline("finetuned_best_depth", finetune.depth_headline(depths, "fine-tuned"),
-                label="Fine-tuned: best relative depth [95% CI]")
+finetune.record_depth("pretrained_best_depth", "Pretrained: best relative depth", study, depths, "pretrained")
+finetune.record_depth("finetuned_best_depth", "Fine-tuned: best relative depth", study, depths, "fine-tuned")
 report.headline("claim_holds", finetune.claim_headline(claims),
                 label="Datasets where the fine-tuned last layer is best or within CI")
 claims

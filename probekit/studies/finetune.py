@@ -185,9 +185,43 @@ def depth_headline(depths: pd.DataFrame, arm: str) -> str:
     return "; ".join(f"{d} {p}" for d, p in zip(rows["dataset"], parts))
 
 
+def record_depth(name: str, label: str, study: FinetuneStudy, depths: pd.DataFrame, arm: str) -> object:
+    """One arm's best relative depth as a headline: for one dataset its value, 95 % interval and the
+    number of test images it was read from; for several, each dataset's value and interval."""
+    from .. import report
+
+    rows = depths[depths["arm"] == arm]
+    if len(rows) == 1:
+        r = rows.iloc[0]
+        n = len(study.pretrained[r["dataset"]].y_test[r["dataset"]])
+        return report.headline(name, float(r["value"]), label=label, fmt=".2f", ci=(float(r["ci_low"]),
+                               float(r["ci_high"])), n=f"{n} test images")  # fmt: skip
+    return report.headline(name, depth_headline(depths, arm), label=label, n=f"{len(rows)} datasets")
+
+
 def claim_headline(claims: pd.DataFrame, arm: str = "fine-tuned") -> str:
     rows = claims[claims["arm"] == arm]
     return f"{int(rows['last_within_ci'].sum())}/{len(rows)}"
+
+
+def wilson_interval(accuracy: float, n: int, z: float = 1.959964) -> tuple[float, float]:
+    """95 % Wilson score interval of an accuracy measured on ``n`` images."""
+    if n <= 0:
+        return float("nan"), float("nan")
+    centre = (accuracy + z * z / (2 * n)) / (1 + z * z / n)
+    half = z * np.sqrt(accuracy * (1 - accuracy) / n + z * z / (4 * n * n)) / (1 + z * z / n)
+    return float(centre - half), float(centre + half)
+
+
+def validation_headline(study: FinetuneStudy) -> dict:
+    """The chosen runs' best validation accuracy (pooled over datasets by their validation images),
+    its Wilson interval and n, and the accuracy at step 0 (the starting model) for comparison."""
+    n = sum(t.n_val for t in study.tuned.values())
+    best = sum(t.chosen.best_val_accuracy * t.n_val for t in study.tuned.values()) / max(1, n)
+    start = sum(t.chosen.history[0]["val_accuracy"] * t.n_val for t in study.tuned.values()) / max(1, n)
+    starts = {_start(t.recipe) for t in study.tuned.values()}
+    return {"value": best, "ci": wilson_interval(best, n), "n": f"{n} validation images", "start": start,
+            "start_what": starts.pop() if len(starts) == 1 else "the starting model"}  # fmt: skip
 
 
 def recipe_tables(study: FinetuneStudy) -> pd.DataFrame:
