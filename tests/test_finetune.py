@@ -159,14 +159,20 @@ def test_finetuning_learns_on_real_data(tmp_path):
 
 
 @pytest.mark.slow
-def test_cpu_recipe_beats_the_frozen_linear_probe(tmp_path):
+def test_cpu_recipe_starts_at_the_frozen_probe_and_trains_the_backbone(tmp_path):
     """The embedded DINOv2-S/14 on digits at 56 px with the CPU recipe's defaults (LP-FT, 60 steps of
-    32): step 0 is the frozen linear probe (scikit-learn's solution as the head); fine-tuning must
-    beat it on the validation images by at least 2 points, and the probed checkpoint is a trained step."""
+    32). Step 0 is the frozen linear probe: its validation accuracy equals scikit-learn's logistic
+    regression on the frozen features. Training lowers the loss and moves every block.
+
+    Not asserted: that fine-tuning beats the frozen probe. At this scale it does not, beyond noise:
+    validation accuracy went 0.90 -> 0.93 on 100 images (best 0.94 over 21 passes) while the weights
+    moved by ~6e-5 relative L2; the summary says so and calls the run no control.
+    """
     from sklearn.linear_model import LogisticRegression
 
     from probekit.data import load_dataset
     from probekit.finetune import batches
+    from probekit.studies.finetune import relative_weight_change
 
     bb = load_model("dinov2_vits14", image_size=56, device="cpu")
     recipe = cpu_recipe("digits")
@@ -174,7 +180,6 @@ def test_cpu_recipe_beats_the_frozen_linear_probe(tmp_path):
     start = tuned.chosen.history[0]
     assert start["step"] == 0 and "loss" not in start
 
-    # step 0 is the frozen probe: recompute it here from the frozen features
     def feats(split, per_class):
         ds = load_dataset("digits", split=split, seed=0, max_per_class=per_class)
         images, labels = batches.decode(ds)
@@ -186,9 +191,14 @@ def test_cpu_recipe_beats_the_frozen_linear_probe(tmp_path):
     (xt, yt), (xv, yv) = feats("train", recipe.train_per_class), feats("val", recipe.val_per_class)
     frozen = LogisticRegression(C=1.0, max_iter=5000).fit(xt, yt).score(xv, yv)
     assert start["val_accuracy"] == pytest.approx(frozen, abs=1 / len(yv))
-    assert tuned.chosen.best_step > 0
-    assert tuned.chosen.best_val_accuracy >= start["val_accuracy"] + 0.02, tuned.chosen.history
-    assert load_finetuned(bb, tuned).weights_digest != bb.weights_digest
+    losses = [h["loss"] for h in tuned.chosen.history if "loss" in h]
+    assert len(losses) == recipe.steps and np.mean(losses[-10:]) < np.mean(losses[:10])
+    tuned_bb = load_finetuned(bb, tuned)
+    moved = relative_weight_change(bb, tuned_bb)
+    assert 0 < moved < 1e-2
+    before, after = bb.model.state_dict(), tuned_bb.model.state_dict()
+    assert all(not torch.equal(before[f"blocks.{b}.mlp.fc1.weight"], after[f"blocks.{b}.mlp.fc1.weight"])
+               for b in range(bb.depth))  # fmt: skip
 
 
 def test_best_depth_reads_the_test_maximum_ties_deeper_with_a_bootstrap_interval():

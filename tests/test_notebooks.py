@@ -13,6 +13,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -95,5 +96,8 @@ def test_every_numeric_headline_carries_its_n_and_interval(tiny_suite: Path):
     numeric = [(r["name"], h) for r in runs for h in r.get("headlines", [])
                if isinstance(h["value"], (int, float)) and not isinstance(h["value"], bool)]  # fmt: skip
     assert len(numeric) >= 8
-    missing = [(run, h["name"]) for run, h in numeric if not h["n"] or (h["ci_low"] is None and not h["note"])]
+    def has_interval(h: dict) -> bool:
+        return h["ci_low"] is not None and np.isfinite([h["ci_low"], h["ci_high"]]).all()
+
+    missing = [(run, h["name"]) for run, h in numeric if not h["n"] or not (has_interval(h) or h["note"])]
     assert not missing, missing

@@ -37,7 +37,7 @@ class RunResult:
     seed: int
     best_val_accuracy: float
     best_step: int
-    history: list[dict] = field(default_factory=list)  # {step, loss, lr, grad_norm[, val_accuracy]}
+    history: list[dict] = field(default_factory=list)  # {step, loss, lr, grad_norm[, val_accuracy]}; step 0: val only
     seconds: float = 0.0  # training time of this process (0 when reused)
     reused: bool = False
     resumed_from: int = 0  # the step a resumed run started from (0: from scratch)
@@ -172,7 +172,8 @@ def train_run(
             ckpt.save_tensors_atomic(net.backbone.state_dict(), path / ckpt.BACKBONE, meta)
             ckpt.save_tensors_atomic(net.head.state_dict(), path / ckpt.HEAD, meta)
 
-        transform = batches.train_transform(data_config, recipe.augment)
+        # without augmentation training images go through the eval transform the head was fitted on
+        transform = batches.train_transform(data_config) if recipe.augment else eval_transform
         stop = recipe.steps if stop_after is None else min(recipe.steps, step + stop_after)
         loader = batches.train_batches(images, labels, transform, batch_size=recipe.batch_size, seed=seed,
                                        start=step, stop=stop, workers=workers)  # fmt: skip
