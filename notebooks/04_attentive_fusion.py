@@ -106,7 +106,7 @@ fusion.method_times(results)
 
 # %%
 alf = gains[gains["method"] == "alf_attentive"]
-report.headline("median_alf_gain", float(alf["value"].median()), label="Median ALF gain over CLS-last", fmt="+.3f")
+probing.record_median("median_alf_gain", "Median ALF gain over CLS-last", alf, seed=seed)
 charts.ranked_bars_with_ci(gains, category="dataset", color="method", metric=gains["metric"].iloc[0],
                            title="Gain over CLS-last (balanced accuracy, paired 95% CI)")
 
@@ -129,7 +129,7 @@ charts.layer_attention_heatmap(attention[attention["method"] == "alf_attentive"]
 profile = fusion.depth_profile(attention)
 shifts = probing.shift_scores(results_dir or report.default_results_dir(), measure=shift_measure, model=backbone.name)
 depth_vs_shift, (rho, lo, hi) = probing.against_shift(profile, shifts, "weighted_relative_depth", seed=seed)
-report.headline("rho_shift_attention_depth", rho, label="Spearman ρ(shift, attention depth)", fmt="+.2f")
+probing.record_rho("rho_shift_attention_depth", "Spearman ρ(shift, attention depth)", depth_vs_shift, (rho, lo, hi))
 profile
 
 # %%

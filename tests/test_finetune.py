@@ -117,7 +117,8 @@ def test_a_killed_run_resumes_from_its_checkpoint(tmp_path):
     a = load_finetuned(tiny_backbone(), resumed, **TINY).model.state_dict()
     b = load_finetuned(tiny_backbone(), straight, **TINY).model.state_dict()
     assert all(torch.allclose(a[k], b[k], atol=1e-5) for k in a)
-    assert [round(h["loss"], 4) for h in resumed.chosen.history] == [round(h["loss"], 4) for h in straight.chosen.history]
+    assert [round(h.get("loss", 0), 4) for h in resumed.chosen.history] == [
+        round(h.get("loss", 0), 4) for h in straight.chosen.history]
 
 
 def test_finetuned_model_goes_through_the_standard_path(tmp_path):
@@ -145,20 +146,59 @@ def test_finetuned_model_goes_through_the_standard_path(tmp_path):
 
 
 def test_finetuning_learns_on_real_data(tmp_path):
-    """Digits, a real training loop: validation accuracy climbs well above chance and the backbone moves.
-
-    (Beating the frozen linear probe, the same recipe training the head alone, does not hold at CPU
-    scale: at 30-40 steps of 32 images DINOv2-S/14 reached 0.26 fine-tuned against 0.30 head-only,
-    and a random-init ViT 0.46 against 0.43 after 100 steps. Gradient clipping at 1 against norms of
-    30-80 leaves the backbone barely moved in so few steps; the paper runs 4k-20k steps of 512.)
-    """
+    """Digits, the paper's loop from a random head with augmentation: validation accuracy climbs well
+    above chance and the backbone moves."""
     bb = tiny_backbone()
-    recipe = cpu_recipe("digits", steps=40, lrs=(3e-2,), batch_size=32, train_per_class=40, val_per_class=15)
+    recipe = cpu_recipe("digits", steps=40, lrs=(3e-2,), batch_size=32, train_per_class=40, val_per_class=15,
+                        head_init="random", augment=True)  # fmt: skip
     tuned = finetune(bb, "digits", recipe, root=tmp_path, progress=False)
     vals = [h["val_accuracy"] for h in tuned.chosen.history if "val_accuracy" in h]
-    assert len(vals) == 20  # the paper's 20 validation passes per run
+    assert len(vals) == 21  # step 0 (before training) and the paper's 20 validation passes per run
     assert tuned.chosen.best_val_accuracy == max(vals) > 0.2 > 1.5 * vals[0], vals  # chance is 0.1 (150 images)
     assert load_finetuned(bb, tuned, **TINY).weights_digest != bb.weights_digest
+
+
+@pytest.mark.slow
+def test_cpu_recipe_starts_at_the_frozen_probe_and_trains_the_backbone(tmp_path):
+    """The embedded DINOv2-S/14 on digits at 56 px with the CPU recipe's defaults (LP-FT, 60 steps of
+    32). Step 0 is the frozen linear probe: its validation accuracy equals scikit-learn's logistic
+    regression on the frozen features. Training lowers the loss and moves every block.
+
+    Not asserted: that fine-tuning beats the frozen probe. At this scale it does not, beyond noise:
+    validation accuracy went 0.90 -> 0.93 on 100 images (best 0.94 over 21 passes) while the weights
+    moved by ~6e-5 relative L2; the summary says so and calls the run no control.
+    """
+    from sklearn.linear_model import LogisticRegression
+
+    from probekit.data import load_dataset
+    from probekit.finetune import batches
+    from probekit.studies.finetune import relative_weight_change
+
+    bb = load_model("dinov2_vits14", image_size=56, device="cpu")
+    recipe = cpu_recipe("digits")
+    tuned = finetune(bb, "digits", recipe, root=tmp_path, progress=False)
+    start = tuned.chosen.history[0]
+    assert start["step"] == 0 and "loss" not in start
+
+    def feats(split, per_class):
+        ds = load_dataset("digits", split=split, seed=0, max_per_class=per_class)
+        images, labels = batches.decode(ds)
+        with torch.no_grad():
+            x = torch.cat([bb.model(torch.stack([bb.transform(i) for i in images[k : k + 64]]))
+                           for k in range(0, len(images), 64)])  # fmt: skip
+        return x.numpy(), labels
+
+    (xt, yt), (xv, yv) = feats("train", recipe.train_per_class), feats("val", recipe.val_per_class)
+    frozen = LogisticRegression(C=1.0, max_iter=5000).fit(xt, yt).score(xv, yv)
+    assert start["val_accuracy"] == pytest.approx(frozen, abs=1 / len(yv))
+    losses = [h["loss"] for h in tuned.chosen.history if "loss" in h]
+    assert len(losses) == recipe.steps and np.mean(losses[-10:]) < np.mean(losses[:10])
+    tuned_bb = load_finetuned(bb, tuned)
+    moved = relative_weight_change(bb, tuned_bb)
+    assert 0 < moved < 1e-2
+    before, after = bb.model.state_dict(), tuned_bb.model.state_dict()
+    assert all(not torch.equal(before[f"blocks.{b}.mlp.fc1.weight"], after[f"blocks.{b}.mlp.fc1.weight"])
+               for b in range(bb.depth))  # fmt: skip
 
 
 def test_best_depth_reads_the_test_maximum_ties_deeper_with_a_bootstrap_interval():

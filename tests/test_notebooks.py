@@ -13,6 +13,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -86,3 +87,17 @@ def test_fusion_cls_last_baseline_matches_notebook_02(tiny_suite: Path):
     assert {"solver", "train_loss", "steps", "cycles", "converged"} <= set(fusion.columns)
     linear = fusion[fusion["probe"] == "linear"]
     assert linear["converged"].all() and (linear["solver"] == "lbfgs_exact").all()
+
+
+def test_every_numeric_headline_carries_its_n_and_interval(tiny_suite: Path):
+    """The index's numbers are honest about their uncertainty: each numeric headline names its sample
+    size and carries an interval (or says why it could not be computed)."""
+    runs = json.loads((tiny_suite / "runs.json").read_text())["runs"]
+    numeric = [(r["name"], h) for r in runs for h in r.get("headlines", [])
+               if isinstance(h["value"], (int, float)) and not isinstance(h["value"], bool)]  # fmt: skip
+    assert len(numeric) >= 8
+    def has_interval(h: dict) -> bool:
+        return h["ci_low"] is not None and np.isfinite([h["ci_low"], h["ci_high"]]).all()
+
+    missing = [(run, h["name"]) for run, h in numeric if not h["n"] or not (has_interval(h) or h["note"])]
+    assert not missing, missing

@@ -19,7 +19,9 @@ from torch.utils.data import DataLoader, Dataset
 
 def train_transform(data_config: dict, augment: bool = True):
     """Paper 1's training transform (RandomResizedCrop + horizontal flip), with the model's own
-    resolution, interpolation, mean and std; without ``augment`` the model's eval transform."""
+    resolution, interpolation, mean and std; without ``augment`` a resize and centre crop to the
+    input size (the training loop uses the model's own eval transform instead, whose crop may
+    differ)."""
     from torchvision import transforms as T
 
     size = int(data_config["input_size"][-1])

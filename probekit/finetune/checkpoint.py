@@ -26,7 +26,7 @@ import torch
 from ..paths import data_dir
 from ..store import _slug, content_hash, store_lock
 
-FORMAT = 1  # bump when the training loop changes what a run produces
+FORMAT = 3  # bump when the training loop changes what a run produces (3: no-augmentation runs use the eval transform)
 STATE = "state.pt"
 BACKBONE = "best-backbone.safetensors"
 HEAD = "best-head.safetensors"

@@ -43,14 +43,16 @@ class FineTuned:
         return self.chosen.backbone_weights
 
     def history(self) -> pd.DataFrame:
-        """Tidy per-step table of every run: train_loss (every step) and val_accuracy (every pass)."""
+        """Tidy per-step table of every run: train_loss (every step) and val_accuracy (every pass, and
+        at step 0, before training)."""
         rows = []
         for run in self.runs:
             for h in run.history:
                 common = {"model": self.model, "dataset": self.dataset, "site": np.nan, "layer": np.nan,
                           "pool": np.nan, "ci_low": np.nan, "ci_high": np.nan, "step": h["step"], "lr": run.lr,
-                          "seed": run.seed, "run": f"lr={run.lr:g} seed={run.seed}", "scheduled_lr": h["lr"]}  # fmt: skip
-                rows.append({**common, "metric": "train_loss", "value": h["loss"]})
+                          "seed": run.seed, "run": f"lr={run.lr:g} seed={run.seed}", "scheduled_lr": h.get("lr", np.nan)}  # fmt: skip
+                if "loss" in h:  # step 0 (before training) has a validation accuracy only
+                    rows.append({**common, "metric": "train_loss", "value": h["loss"]})
                 if "val_accuracy" in h:
                     rows.append({**common, "metric": "val_accuracy", "value": h["val_accuracy"]})
         return pd.DataFrame(rows)

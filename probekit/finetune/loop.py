@@ -2,7 +2,9 @@
 
 The backbone (a copy of the frozen :class:`~probekit.models.Backbone`'s timm model, all
 parameters trainable) feeds its usual output (timm's pre-logits: the final-norm CLS token for a
-ViT) to a new linear head. Each step: cross-entropy, backward, gradient-norm clipping, SGD with
+ViT) to a linear head: a new one (the paper), or the frozen linear probe's solution (LP-FT, the CPU
+recipe's choice; :func:`probe_head`). Before the first step the validation accuracy is measured
+(step 0: the frozen model with its starting head) and counts as a candidate best. Each step: cross-entropy, backward, gradient-norm clipping, SGD with
 momentum at the scheduled learning rate. Every ``eval_period`` steps (and at the last) the
 validation accuracy is measured and the best step's backbone and head are kept, as in the
 paper's ``train.py``. The training loss, learning rate and gradient norm are recorded at every
@@ -35,7 +37,7 @@ class RunResult:
     seed: int
     best_val_accuracy: float
     best_step: int
-    history: list[dict] = field(default_factory=list)  # {step, loss, lr, grad_norm[, val_accuracy]}
+    history: list[dict] = field(default_factory=list)  # {step, loss, lr, grad_norm[, val_accuracy]}; step 0: val only
     seconds: float = 0.0  # training time of this process (0 when reused)
     reused: bool = False
     resumed_from: int = 0  # the step a resumed run started from (0: from scratch)
@@ -79,6 +81,36 @@ def accuracy(net: nn.Module, loader, device: torch.device) -> float:
         total += len(y)
     net.train(was)
     return right / max(1, total)
+
+
+@torch.no_grad()
+def probe_head(net: Classifier, images: list, labels: np.ndarray, eval_transform, device: torch.device,
+               C: float = 1.0) -> None:  # fmt: skip
+    """Set ``net.head`` to the frozen linear probe: multinomial logistic regression (scikit-learn,
+    L2 at ``C``, unweighted as the fine-tuning loss) on the backbone's output for the training
+    images through the eval transform. A 2-class probe's one weight row ``w`` becomes ``(-w/2, w/2)``,
+    which gives the same probabilities under the softmax."""
+    from sklearn.linear_model import LogisticRegression
+
+    was = net.training
+    net.eval()
+    loader = batches.eval_batches(images, labels, eval_transform, batch_size=64)
+    feats = torch.cat([net.backbone(x.to(device)).float().cpu() for x, _ in loader]).numpy()
+    net.train(was)
+    fit = LogisticRegression(C=C, max_iter=5000).fit(feats, labels)
+    coef = torch.as_tensor(fit.coef_, dtype=torch.float64)
+    bias = torch.as_tensor(fit.intercept_, dtype=torch.float64)
+    if coef.shape[0] == 1:
+        coef, bias = torch.cat([-coef / 2, coef / 2]), torch.cat([-bias / 2, bias / 2])
+    n_classes = net.head.out_features
+    weight = torch.zeros(n_classes, coef.shape[1], dtype=torch.float64)
+    b = torch.zeros(n_classes, dtype=torch.float64)
+    present = torch.as_tensor(fit.classes_, dtype=torch.long)
+    weight[present], b[present] = coef, bias
+    if len(present) < n_classes:  # a class absent from training can never win
+        b[[c for c in range(n_classes) if c not in set(fit.classes_.tolist())]] = -1e4
+    net.head.weight.copy_(weight.to(net.head.weight))
+    net.head.bias.copy_(b.to(net.head.bias))
 
 
 def _build(model: nn.Module, n_classes: int, recipe: Recipe, seed: int, device: torch.device) -> Classifier:
@@ -129,19 +161,31 @@ def train_run(
             opt.load_state_dict(state["opt"])
             step, history, best = state["step"], state["history"], state["best"]
         resumed_from = step
+        images, labels = train
 
         def save_state() -> None:
             ckpt.save_atomic({"net": net.state_dict(), "opt": opt.state_dict(), "step": step, "history": history,
                               "best": best}, path / ckpt.STATE)  # fmt: skip
 
-        images, labels = train
-        transform = batches.train_transform(data_config, recipe.augment)
+        def save_best() -> None:
+            meta = {"lr": f"{lr:g}", "seed": str(seed), "step": str(step)}
+            ckpt.save_tensors_atomic(net.backbone.state_dict(), path / ckpt.BACKBONE, meta)
+            ckpt.save_tensors_atomic(net.head.state_dict(), path / ckpt.HEAD, meta)
+
+        # without augmentation training images go through the eval transform the head was fitted on
+        transform = batches.train_transform(data_config) if recipe.augment else eval_transform
         stop = recipe.steps if stop_after is None else min(recipe.steps, step + stop_after)
         loader = batches.train_batches(images, labels, transform, batch_size=recipe.batch_size, seed=seed,
                                        start=step, stop=stop, workers=workers)  # fmt: skip
         val_loader = batches.eval_batches(*val, eval_transform, batch_size=min(512, recipe.batch_size * 2),
                                           workers=workers)  # fmt: skip
         start = time.perf_counter()
+        if state is None:
+            if recipe.head_init == "probe":
+                probe_head(net, images, labels, eval_transform, device)
+            best = {"acc": accuracy(net, val_loader, device), "step": 0}
+            history.append({"step": 0, "val_accuracy": best["acc"]})
+            save_best()
         bar = progress_bar(total=recipe.steps, initial=step, enabled=progress, desc=f"fine-tune lr={lr:g} seed={seed}")
         for x, y in loader:
             for group in opt.param_groups:
@@ -157,9 +201,7 @@ def train_run(
                 row["val_accuracy"] = accuracy(net, val_loader, device)
                 if row["val_accuracy"] > best["acc"]:
                     best = {"acc": row["val_accuracy"], "step": step}
-                    meta = {"lr": f"{lr:g}", "seed": str(seed), "step": str(step)}
-                    ckpt.save_tensors_atomic(net.backbone.state_dict(), path / ckpt.BACKBONE, meta)
-                    ckpt.save_tensors_atomic(net.head.state_dict(), path / ckpt.HEAD, meta)
+                    save_best()
             history.append(row)
             bar.update(1)
             bar.set_postfix(loss=f"{row['loss']:.3f}", val=f"{best['acc']:.3f}")

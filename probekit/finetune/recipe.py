@@ -25,6 +25,7 @@ PAPER_WARMUP = 2000  # src/core/optim.py SchedulerConfig.warmup: the default eve
 PAPER_DEFAULT_STEPS = 10_000  # CIFAR-10/100 and CIFAR-10-C; used for datasets the paper does not fine-tune
 PAPER_STEPS = {"cifar10": 10_000, "cifar100": 10_000, "domainnet": 20_000, "flowers102": 5_000, "pets": 4_000}
 PAPER_MODEL = "ViT-B/16 (ImageNet-21k), 224 px"
+HEAD_INITS = ("random", "probe")
 
 
 @dataclass(frozen=True)
@@ -45,6 +46,7 @@ class Recipe:
     train_per_class: int | None = None  # cap on training images per class (None: the whole train split)
     val_per_class: int | None = None  # cap on validation images per class
     freeze_backbone: bool = False  # True trains the head alone: the frozen linear-probe control
+    head_init: str = "random"  # random: a new linear layer (the paper); probe: the frozen linear probe's solution (LP-FT)
     name: str = "paper"  # how reports name the recipe (not part of the key)
 
     def __post_init__(self) -> None:
@@ -52,6 +54,8 @@ class Recipe:
             raise ValueError(f"steps and batch_size must be positive, got {self.steps} and {self.batch_size}")
         if not self.lrs or not self.seeds:
             raise ValueError("the recipe needs at least one learning rate and one seed")
+        if self.head_init not in HEAD_INITS:
+            raise ValueError(f"head_init must be one of {HEAD_INITS}, got {self.head_init!r}")
 
     @property
     def eval_period(self) -> int:
@@ -94,23 +98,34 @@ def paper_recipe(dataset_id: str) -> Recipe:
 def cpu_recipe(
     dataset_id: str,
     *,
-    steps: int = 40,
-    lrs: tuple[float, ...] = (1e-2,),
+    steps: int = 60,
+    lrs: tuple[float, ...] = (1e-3,),
     seeds: tuple[int, ...] = (PAPER_PROBED_SEED,),
     batch_size: int = 32,
-    train_per_class: int | None = 20,
+    train_per_class: int | None = 40,
     val_per_class: int | None = 10,
+    head_init: str = "probe",
+    augment: bool = False,
 ) -> Recipe:
-    """The paper's recipe shrunk to fit a CPU: fewer steps, a smaller batch and grid, capped data.
+    """The paper's recipe shrunk to fit a CPU: fewer steps, a smaller batch and grid, capped data,
+    and two changes without which so short a run damages the model instead of adapting it.
 
     The warmup keeps the paper's share of the run (2000 of 10000 steps, 20 %); the validation
-    period keeps its 20 evaluations per run. Everything else (SGD, momentum, clipping, schedule
-    shape, augmentation, best-checkpoint selection) is the paper's.
+    period keeps its 20 evaluations per run. SGD, momentum, clipping, schedule shape and
+    best-checkpoint selection are the paper's. The two changes (both named in
+    :func:`compare_to_paper`): the head starts from the frozen linear probe's solution (LP-FT,
+    Kumar et al. 2022) rather than at random, and training images are not augmented. Measured on
+    digits (DINOv2-S/14, 56 px, 40 steps of 32): with the paper's random head and
+    RandomResizedCrop, validation accuracy fell from the frozen probe's 0.83 to 0.24-0.39 at
+    lr 1e-3 and 1e-2 (gradient norms of 25-350 against the clip at 1 for a few dozen steps only
+    perturb the backbone); with LP-FT and no augmentation it rose from 0.90 to 0.93-0.94
+    (60 steps, 40 images per class, lr 1e-3).
     """
     share = PAPER_WARMUP / paper_steps(dataset_id)
     return Recipe(steps=steps, lrs=tuple(lrs), seeds=tuple(seeds), batch_size=batch_size,
                   warmup_steps=max(0, round(share * steps)), train_per_class=train_per_class,
-                  val_per_class=val_per_class, name="cpu (scaled down)")  # fmt: skip
+                  val_per_class=val_per_class, head_init=head_init, augment=augment,
+                  name="cpu (scaled down)")  # fmt: skip
 
 
 def lr_factor(step: int, warmup: int, steps: int) -> float:
@@ -144,8 +159,10 @@ def compare_to_paper(recipe: Recipe, dataset_id: str, *, model: str, image_size:
          f"{recipe.momentum:g}, {recipe.weight_decay:g}, {recipe.grad_clip:g}", None),
         ("schedule", "linear warmup, cosine to 0", "linear warmup, cosine to 0", None),
         ("augmentation", "RandomResizedCrop + flip", "RandomResizedCrop + flip" if recipe.augment else "none", None),
+        ("head initialisation", "new linear layer (random)",
+         "frozen linear probe (LP-FT)" if recipe.head_init == "probe" else "new linear layer (random)", None),
         ("checkpoint probed", f"best validation step, seed {paper.chosen_seed}",
-         f"best validation step, seed {recipe.chosen_seed}", None),
+         f"best validation step (step 0, before training, included), seed {recipe.chosen_seed}", None),
     ]  # fmt: skip
     out = pd.DataFrame(rows, columns=["setting", "paper", "this run", "ratio"])
     out["paper"] = out["paper"].astype(str)

@@ -117,17 +117,42 @@ def _fd_gram(pg: PairGram, w1: torch.Tensor, w2: torch.Tensor) -> np.ndarray:
     tr1 = (w1 @ torch.diagonal(g11) - n1 * m11) / (n1 - 1.0)
     tr2 = (w2 @ torch.diagonal(g22) - n2 * m22) / (n2 - 1.0)
     scale = torch.sqrt((n1 - 1.0) * (n2 - 1.0))
-    nuclear = []
-    for b in range(w1.shape[0]):
-        r, c = torch.nonzero(w1[b]).squeeze(1), torch.nonzero(w2[b]).squeeze(1)
-        chat = g12[r][:, c] - g12p2[b, r][:, None] - p1g12[b, c][None, :] + m12[b]
-        cmat = (w1[b, r].sqrt()[:, None] / scale[b]) * chat * w2[b, c].sqrt()[None, :]
-        if b == 0:
-            m = cmat @ cmat.T if cmat.shape[0] <= cmat.shape[1] else cmat.T @ cmat
-            nuclear.append(torch.linalg.eigvalsh(m).clamp(min=0.0).sqrt().sum())
-        else:
-            nuclear.append(torch.linalg.svdvals(cmat.float()).sum().double())
-    return (mean_term + tr1 + tr2 - 2.0 * torch.stack(nuclear)).cpu().numpy()
+    nuclear = [_nuclear_point(pg.g12, g12p2[0], p1g12[0], m12[0], w1[0], w2[0], scale[0])]
+    if w1.shape[0] > 1:
+        nuclear.append(_nuclear_resamples(g12, g12p2[1:], p1g12[1:], m12[1:], w1[1:], w2[1:], scale[1:]))
+    return (mean_term + tr1 + tr2 - 2.0 * torch.cat([n.reshape(-1) for n in nuclear])).cpu().numpy()
+
+
+def _nuclear_point(g12, g12p2, p1g12, m12, w1, w2, scale) -> torch.Tensor:
+    """``‖C‖_*`` of the point estimate: ``Σ √eigvalsh(C Cᵀ)`` in float64 on the smaller side."""
+    r, c = torch.nonzero(w1).squeeze(1), torch.nonzero(w2).squeeze(1)
+    chat = g12[r][:, c] - g12p2[r][:, None] - p1g12[c][None, :] + m12
+    cmat = (w1[r].sqrt()[:, None] / scale) * chat * w2[c].sqrt()[None, :]
+    m = cmat @ cmat.T if cmat.shape[0] <= cmat.shape[1] else cmat.T @ cmat
+    return torch.linalg.eigvalsh(m).clamp(min=0.0).sqrt().sum()
+
+
+def _first_nonzero(w: torch.Tensor) -> torch.Tensor:
+    """Per row of weights (B, n), the positions of its nonzero entries first (in order), then zeros,
+    cut to the largest count of nonzero entries: a zero-weight position gives a zero row of C."""
+    order = torch.argsort((w == 0).to(torch.int8), dim=1, stable=True)
+    return order[:, : int((w != 0).sum(1).max())]
+
+
+def _nuclear_resamples(g12, g12p2, p1g12, m12, w1, w2, scale) -> torch.Tensor:
+    """``‖C‖_*`` of every bootstrap resample in one batched float32 SVD.
+
+    Each resample's C keeps only its drawn rows and columns; padding a resample to the batch's
+    largest counts with zero-weight positions adds zero rows and columns, which leave the singular
+    values unchanged.
+    """
+    i1, i2 = _first_nonzero(w1), _first_nonzero(w2)  # (B, r), (B, c)
+    chat = (g12[i1[:, :, None], i2[:, None, :]] - torch.gather(g12p2, 1, i1)[:, :, None]
+            - torch.gather(p1g12, 1, i2)[:, None, :] + m12[:, None, None])  # fmt: skip
+    s1 = torch.gather(w1, 1, i1).sqrt() / scale[:, None]
+    s2 = torch.gather(w2, 1, i2).sqrt()
+    cmat = s1[:, :, None] * chat * s2[:, None, :]
+    return torch.linalg.svdvals(cmat.float()).sum(-1).double()
 
 
 def use_gram_route(n1: int, n2: int, dim: int) -> bool:

@@ -28,6 +28,7 @@ Measures (``measure`` column): ``fd`` (:mod:`probekit.shift.frechet`), ``mmd_rbf
 
 from __future__ import annotations
 
+import hashlib
 import warnings
 from collections.abc import Iterable, Mapping, Sequence
 
@@ -83,6 +84,23 @@ def _take(store: Mapping[str, np.ndarray], key: str, idx: np.ndarray, dev: torch
     if np.ndim(arr) != 2:
         raise ShiftInputError(f"key {key!r} has shape {np.shape(arr)}; shift measures need pooled (N, D) features")
     return as_f64(np.asarray(arr[idx]), dev, key)
+
+
+_BANDWIDTHS: dict[tuple[str, str, str], float] = {}
+
+
+def _bandwidth(reference: Mapping[str, np.ndarray], key: str, idx: np.ndarray, dev: torch.device) -> float:
+    """The reference's RBF bandwidth for ``key``, computed once per process for a feature store
+    (content-addressed, so its path names its contents): every target measured against the same
+    reference shares it."""
+    path = getattr(reference, "path", None)
+    tag = None if path is None else (str(path), key, hashlib.sha256(idx.tobytes()).hexdigest())
+    if tag is not None and tag in _BANDWIDTHS:
+        return _BANDWIDTHS[tag]
+    sigma = reference_bandwidth(_take(reference, key, idx, dev))
+    if tag is not None:
+        _BANDWIDTHS[tag] = sigma
+    return sigma
 
 
 def shift_table(
@@ -156,7 +174,7 @@ def shift_table(
             if n < dim:
                 small.append((key, dim))
         if "mmd_rbf" in measures:
-            sigma = reference_bandwidth(_take(reference, key, idx_bw, dev))
+            sigma = _bandwidth(reference, key, idx_bw, dev)
             stats["mmd_rbf"] = mmd2_resamples(x, y, w1, w2, kernel="rbf", bandwidth=sigma, gram=gram)
         if "mmd_linear" in measures:
             stats["mmd_linear"] = mmd2_resamples(x, y, w1, w2, kernel="linear")

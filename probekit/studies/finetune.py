@@ -37,6 +37,7 @@ class FinetuneStudy:
     finetuned: dict[str, probing.ProbeStudy] = field(default_factory=dict)
     tuned: dict[str, ft.FineTuned] = field(default_factory=dict)
     backbones: dict[str, Backbone] = field(default_factory=dict)
+    weight_change: dict[str, float] = field(default_factory=dict)  # relative L2 change of the backbone
 
     def arms(self, dataset: str) -> dict[str, probing.ProbeStudy]:
         return {"pretrained": self.pretrained[dataset], "fine-tuned": self.finetuned[dataset]}
@@ -58,9 +59,10 @@ class FinetuneStudy:
         return pd.concat([t.grid() for t in self.tuned.values()], ignore_index=True)
 
 
-def recipe_for(dataset: str, device: torch.device | str, *, gpu_recipe: str = "paper", cpu_steps: int = 40,
-               cpu_lrs: Sequence[float] = (1e-2,), cpu_seeds: Sequence[int] = (42,), cpu_batch_size: int = 32,
-               train_images_per_class: int = 20, val_images_per_class: int = 10) -> ft.Recipe:  # fmt: skip
+def recipe_for(dataset: str, device: torch.device | str, *, gpu_recipe: str = "paper", cpu_steps: int = 60,
+               cpu_lrs: Sequence[float] = (1e-3,), cpu_seeds: Sequence[int] = (42,), cpu_batch_size: int = 32,
+               train_images_per_class: int = 40, val_images_per_class: int = 10, cpu_head_init: str = "probe",
+               cpu_augment: bool = False) -> ft.Recipe:  # fmt: skip
     """Paper 1's recipe on a GPU (``gpu_recipe="paper"``), the scaled-down one on a CPU (or with
     ``gpu_recipe="cpu"``). The paper fine-tunes on the whole training split; the CPU recipe caps it."""
     if torch.device(device).type == "cuda" and gpu_recipe == "paper":
@@ -69,7 +71,8 @@ def recipe_for(dataset: str, device: torch.device | str, *, gpu_recipe: str = "p
         raise ValueError(f"gpu_recipe must be 'paper' or 'cpu', got {gpu_recipe!r}")
     return ft.cpu_recipe(dataset, steps=cpu_steps, lrs=tuple(cpu_lrs), seeds=tuple(cpu_seeds),
                          batch_size=cpu_batch_size, train_per_class=train_images_per_class,
-                         val_per_class=val_images_per_class)  # fmt: skip
+                         val_per_class=val_images_per_class, head_init=cpu_head_init,
+                         augment=cpu_augment)  # fmt: skip
 
 
 def recipes_for(datasets: Sequence[str], device: torch.device | str, **kw) -> dict[str, ft.Recipe]:
@@ -106,7 +109,22 @@ def finetune_study(
         study.pretrained[dataset] = probing.probe_study(backbone, [dataset], **kw)
         study.finetuned[dataset] = probing.probe_study(tuned_bb, [dataset], **kw)
         study.tuned[dataset], study.backbones[dataset] = tuned, tuned_bb
+        study.weight_change[dataset] = relative_weight_change(backbone, tuned_bb)
     return study
+
+
+MOVED_ENOUGH = 1e-3  # below this relative weight change the fine-tuned arm is the pretrained model to within noise
+
+
+def relative_weight_change(before: Backbone, after: Backbone) -> float:
+    """``‖θ_after − θ_before‖ / ‖θ_before‖`` over every floating-point tensor of the two backbones."""
+    a, b = before.model.state_dict(), after.model.state_dict()
+    num = den = 0.0
+    for k, v in a.items():
+        if k in b and v.is_floating_point():
+            num += float((b[k].double().cpu() - v.double().cpu()).pow(2).sum())
+            den += float(v.double().cpu().pow(2).sum())
+    return (num / den) ** 0.5 if den > 0 else float("nan")
 
 
 def site_panels(study: FinetuneStudy, pool: str = "mean") -> pd.DataFrame:
@@ -183,9 +201,44 @@ def depth_headline(depths: pd.DataFrame, arm: str) -> str:
     return "; ".join(f"{d} {p}" for d, p in zip(rows["dataset"], parts))
 
 
+def record_depth(name: str, label: str, study: FinetuneStudy, depths: pd.DataFrame, arm: str) -> object:
+    """One arm's best relative depth as a headline: for one dataset its value, 95 % interval and the
+    number of test images it was read from; for several, each dataset's value and interval."""
+    from .. import report
+
+    rows = depths[depths["arm"] == arm]
+    if len(rows) == 1:
+        r = rows.iloc[0]
+        n = len(study.arms(r["dataset"])[arm].y_test[r["dataset"]])
+        return report.headline(name, float(r["value"]), label=label, fmt=".2f", ci=(float(r["ci_low"]),
+                               float(r["ci_high"])), n=f"{n} test images")  # fmt: skip
+    return report.headline(name, depth_headline(depths, arm), label=label, n=f"{len(rows)} datasets")
+
+
 def claim_headline(claims: pd.DataFrame, arm: str = "fine-tuned") -> str:
     rows = claims[claims["arm"] == arm]
     return f"{int(rows['last_within_ci'].sum())}/{len(rows)}"
+
+
+def wilson_interval(accuracy: float, n: int, z: float = 1.959964) -> tuple[float, float]:
+    """95 % Wilson score interval of an accuracy measured on ``n`` images."""
+    if n <= 0:
+        return float("nan"), float("nan")
+    centre = (accuracy + z * z / (2 * n)) / (1 + z * z / n)
+    half = z * np.sqrt(accuracy * (1 - accuracy) / n + z * z / (4 * n * n)) / (1 + z * z / n)
+    return float(centre - half), float(centre + half)
+
+
+def validation_headline(study: FinetuneStudy) -> dict:
+    """The chosen runs' validation accuracy at their last step (fixed in advance, so unbiased by the
+    best-step pick; pooled over datasets by their validation images), its Wilson interval and n,
+    and the accuracy at step 0 (the starting model) for comparison."""
+    n = sum(t.n_val for t in study.tuned.values())
+    best = sum(_last_val(t.chosen) * t.n_val for t in study.tuned.values()) / max(1, n)
+    start = sum(t.chosen.history[0]["val_accuracy"] * t.n_val for t in study.tuned.values()) / max(1, n)
+    starts = {_start(t.recipe) for t in study.tuned.values()}
+    return {"value": best, "ci": wilson_interval(best, n), "n": f"{n} validation images", "start": start,
+            "start_what": starts.pop() if len(starts) == 1 else "the starting model"}  # fmt: skip
 
 
 def recipe_tables(study: FinetuneStudy) -> pd.DataFrame:
@@ -197,6 +250,14 @@ def recipe_tables(study: FinetuneStudy) -> pd.DataFrame:
                                 n_train=tuned.n_train, n_val=tuned.n_val)  # fmt: skip
         parts.append(t.assign(dataset=dataset, recipe=tuned.recipe.name))
     return pd.concat(parts, ignore_index=True)
+
+
+def _last_val(run: ft.RunResult) -> float:
+    return [h["val_accuracy"] for h in run.history if "val_accuracy" in h][-1]
+
+
+def _start(recipe: ft.Recipe) -> str:
+    return "the frozen linear probe" if recipe.head_init == "probe" else "a new random head"
 
 
 def summary_text(study: FinetuneStudy, depths: pd.DataFrame, claims: pd.DataFrame) -> str:
@@ -211,14 +272,23 @@ def summary_text(study: FinetuneStudy, depths: pd.DataFrame, claims: pd.DataFram
         verdict = ("holds: the last layer is the best" if c["last_is_best"] else
                    "holds: the last layer is within the interval of the best" if c["last_within_ci"] else
                    "does not hold: the best layer beats the last beyond its interval")  # fmt: skip
-        caution = ""
-        if study.backbones[dataset].weights_digest == study.pretrained_digest:
-            caution = (" Caution: the best validation step came before the backbone had moved (its weights equal "
-                       "the pretrained ones), so this run is no control; give it more steps.")  # fmt: skip
+        pre = claims[(claims["dataset"] == dataset) & (claims["arm"] == "pretrained")].iloc[0]
+        if pre["last_within_ci"] and c["last_within_ci"]:
+            verdict += ", but the pretrained model passes the same test, so here it does not tell the arms apart"
+        moved = study.weight_change.get(dataset, float("nan"))
+        caution = f" The backbone's weights moved by {moved:.2g} (relative L2)."
+        if r.best_step == 0:
+            caution += (" Caution: no fine-tuning step beat the starting model on validation (the best step is 0, so "
+                        "the probed weights are the pretrained ones) and this run is no control.")  # fmt: skip
+        elif moved < MOVED_ENOUGH:
+            caution += (f" Caution: that is below {MOVED_ENOUGH:g}, so the fine-tuned arm is, to within noise, the "
+                        "pretrained model and this run is no control; paper 1's recipe (a GPU) is.")  # fmt: skip
         lines.append(
             f"- **{dataset}**: fine-tuned ({tuned.recipe.name}, {tuned.recipe.steps} steps of {tuned.recipe.batch_size}: "
-            f"{100 * seen / paper_seen:.2g} % of the images the paper's run sees; lr {r.lr:g} chosen on validation) to a "
-            f"validation accuracy of {r.best_val_accuracy:.3f} (step {r.best_step}). Best relative "
+            f"{100 * seen / paper_seen:.2g} % of the images the paper's run sees; lr {r.lr:g} chosen on validation) from a "
+            f"validation accuracy of {r.history[0]['val_accuracy']:.3f} at step 0 ({_start(tuned.recipe)}) to "
+            f"{_last_val(r):.3f} at the last step (best {r.best_val_accuracy:.3f} at step {r.best_step}, picked on the "
+            f"same {tuned.n_val} images, so biased upwards). Best relative "
             f"depth: pretrained {d.loc['pretrained', 'value']:.2f} [{d.loc['pretrained', 'ci_low']:.2f}, "
             f"{d.loc['pretrained', 'ci_high']:.2f}], fine-tuned {d.loc['fine-tuned', 'value']:.2f} "
             f"[{d.loc['fine-tuned', 'ci_low']:.2f}, {d.loc['fine-tuned', 'ci_high']:.2f}]. Last-layer probe: "
