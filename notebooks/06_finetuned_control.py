@@ -53,13 +53,7 @@ from probekit import charts, report
 from probekit.models import load_model
 from probekit.studies import finetune
 
-info = report.run_info(dict(model=model, image_size=image_size, datasets=datasets, images_per_class=images_per_class,
-                            sites=sites, pools=pools, protocol=protocol, Cs=Cs, val_fraction=val_fraction,
-                            gpu_recipe=gpu_recipe, cpu_steps=cpu_steps, cpu_lrs=cpu_lrs, cpu_seeds=cpu_seeds,
-                            cpu_batch_size=cpu_batch_size, train_images_per_class=train_images_per_class,
-                            val_images_per_class=val_images_per_class, cpu_head_init=cpu_head_init,
-                            cpu_augment=cpu_augment, n_boot=n_boot),
-                       seed)
+info = report.run_info(report.notebook_parameters(globals()), seed)
 
 # %%
 with report.Timer("load model"):
