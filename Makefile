@@ -1,6 +1,6 @@
 # probekit: two commands for a fresh machine (see README.md).
 #   make demo   create .venv, install, provision offline assets, run the suite, write reports/index.html
-#   make test   create .venv if needed, provision assets, lint, run the whole test suite
+#   make test   create .venv if needed, provision assets, check format and lint, run the whole test suite
 PYTHON ?= python3
 VENV   ?= .venv
 PY     := $(VENV)/bin/python
@@ -30,9 +30,10 @@ jupyter-settings: venv
 assets: venv
 	$(VENV)/bin/probekit assets
 
-# Lint: the linter must have nothing to report (rules in pyproject.toml); `ruff check --fix .`
-# repairs most of it.
+# Format and lint: the formatter must have nothing to change, the linter nothing to report (rules
+# in pyproject.toml). `ruff format . && ruff check --fix .` repairs most of it.
 lint: venv
+	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/ruff check .
 
 test: venv system-deps jupyter-settings assets lint

@@ -71,8 +71,10 @@ def main() -> None:
     width, height = (int(v) for v in args.size.lower().split("x"))
     with tempfile.TemporaryDirectory() as tmp:
         path = make_photo(Path(tmp), (width, height), args.format)
-        print(f"test photo: {width} x {height} ({width * height / 1e6:.1f} MP) {args.format}, "
-              f"{path.stat().st_size / 1e6:.2f} MB; severity {args.severity}; {args.rounds} rounds, medians")
+        print(
+            f"test photo: {width} x {height} ({width * height / 1e6:.1f} MP) {args.format}, "
+            f"{path.stat().st_size / 1e6:.2f} MB; severity {args.severity}; {args.rounds} rounds, medians"
+        )
         plain = load_dataset(f"folder:{tmp}", split="all")
         sets = {f: load_dataset(f"folder:{tmp}+{f}@{args.severity}", split="all") for f in CORRUPTIONS}
         for ds in (plain, *sets.values()):  # warm up: imports, file cache
@@ -92,10 +94,14 @@ def main() -> None:
             t = statistics.median(times[family])
             ratios[family] = t / base
             flag = "" if t <= TARGET_SECONDS else f"  over the {TARGET_SECONDS} s target"
-            print(f"{family:16s} {t:9.3f} {t / base:8.2f} {traced_peak(ds) / 1e6:15.1f}  {sizes[family]}{flag}")
+            print(
+                f"{family:16s} {t:9.3f} {t / base:8.2f} {traced_peak(ds) / 1e6:15.1f}  {sizes[family]}{flag}"
+            )
         slowest = max(ratios, key=ratios.get)
-        print(f"slowest family: {slowest}, {statistics.median(times[slowest]):.3f} s "
-              f"(target <= {TARGET_SECONDS} s per item)")
+        print(
+            f"slowest family: {slowest}, {statistics.median(times[slowest]):.3f} s "
+            f"(target <= {TARGET_SECONDS} s per item)"
+        )
         print(f"ratio: {ratios[slowest]:.2f}")
 
 

@@ -52,11 +52,15 @@ def main() -> None:
     keys = resolve_sites(model)
     x = torch.randn(args.batch_size, 3, args.size, args.size, device=device)
     name = torch.cuda.get_device_name(device) if cuda else "cpu"
-    print(f"{args.model} @ {args.size}px on {name}, batch {args.batch_size}, {args.dtype} autocast, "
-          f"{len(keys)} feature keys, compile={args.compile}")
+    print(
+        f"{args.model} @ {args.size}px on {name}, batch {args.batch_size}, {args.dtype} autocast, "
+        f"{len(keys)} feature keys, compile={args.compile}"
+    )
 
     def autocast():
-        return torch.autocast(device.type, dtype=dtype) if dtype != torch.float32 else contextlib.nullcontext()
+        return (
+            torch.autocast(device.type, dtype=dtype) if dtype != torch.float32 else contextlib.nullcontext()
+        )
 
     def sync() -> None:
         if cuda:
@@ -91,8 +95,12 @@ def main() -> None:
 
         hooked = throughput(hooked_step, hooked_fwd)
 
-    print(f"plain forward:          {plain:,.0f} img/s ({plain / args.limit_img_s:.1%} of {args.limit_img_s:,.0f})")
-    print(f"all sites, pooled:      {hooked:,.0f} img/s ({hooked / args.limit_img_s:.1%} of {args.limit_img_s:,.0f})")
+    print(
+        f"plain forward:          {plain:,.0f} img/s ({plain / args.limit_img_s:.1%} of {args.limit_img_s:,.0f})"
+    )
+    print(
+        f"all sites, pooled:      {hooked:,.0f} img/s ({hooked / args.limit_img_s:.1%} of {args.limit_img_s:,.0f})"
+    )
     print(f"hook overhead:          {plain / hooked:.3f}x (time with hooks / plain time)")
 
     if args.full:
@@ -116,8 +124,15 @@ def main() -> None:
         fbb = dataclasses.replace(bb, transform=lambda t: t)
         with tempfile.TemporaryDirectory() as root:
             t = time.perf_counter()
-            extract(fbb, TensorSet(cpu_images), batch_size=args.batch_size, device=device, dtype=args.dtype,
-                    root=root, progress=False)
+            extract(
+                fbb,
+                TensorSet(cpu_images),
+                batch_size=args.batch_size,
+                device=device,
+                dtype=args.dtype,
+                root=root,
+                progress=False,
+            )
             full = n / (time.perf_counter() - t)
         print(f"extract() end to end:   {full:,.0f} img/s (DataLoader from CPU tensors, store on disk)")
     print(f"ratio: {hooked / args.limit_img_s:.3f}")

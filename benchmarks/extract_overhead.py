@@ -61,8 +61,10 @@ def main() -> None:
     ds = TensorSet(images)
     keys = resolve_sites(model)
     dtype = torch.bfloat16 if args.dtype == "bfloat16" else torch.float32
-    print(f"{args.model} @ {args.size}px, {args.images} images, batch {args.batch_size}, {args.dtype}, "
-          f"threads {torch.get_num_threads()}, {len(keys)} feature keys")
+    print(
+        f"{args.model} @ {args.size}px, {args.images} images, batch {args.batch_size}, {args.dtype}, "
+        f"threads {torch.get_num_threads()}, {len(keys)} feature keys"
+    )
 
     def timed(fn) -> tuple[float, float]:
         c, w = time.process_time(), time.perf_counter()
@@ -78,8 +80,16 @@ def main() -> None:
 
     def hooked() -> None:
         with tempfile.TemporaryDirectory() as root:
-            extract(bb, ds, batch_size=args.batch_size, dtype=args.dtype, device=args.device, root=root,
-                    progress=False, checkpoint_s=5.0)
+            extract(
+                bb,
+                ds,
+                batch_size=args.batch_size,
+                dtype=args.dtype,
+                device=args.device,
+                root=root,
+                progress=False,
+                checkpoint_s=5.0,
+            )
 
     plain()  # warm-up: allocator, kernels, lazy imports
     hooked()
@@ -89,13 +99,17 @@ def main() -> None:
         cpu_p.append(c), wall_p.append(w)
         c, w = timed(hooked)
         cpu_h.append(c), wall_h.append(w)
-        print(f"round {r}: plain {cpu_p[-1]:.2f} cpu-s / {wall_p[-1]:.2f} s, "
-              f"extract {cpu_h[-1]:.2f} cpu-s / {wall_h[-1]:.2f} s")
+        print(
+            f"round {r}: plain {cpu_p[-1]:.2f} cpu-s / {wall_p[-1]:.2f} s, "
+            f"extract {cpu_h[-1]:.2f} cpu-s / {wall_h[-1]:.2f} s"
+        )
     n = args.images
     print(f"plain:   {n / min(cpu_p):.2f} img/cpu-s, {n / min(wall_p):.2f} img/s (best round)")
     print(f"extract: {n / min(cpu_h):.2f} img/cpu-s, {n / min(wall_h):.2f} img/s (best round)")
-    print(f"wall-clock ratio (best rounds, noisy on shared cores): {min(wall_h) / min(wall_p):.3f}; "
-          f"median {statistics.median(wall_h) / statistics.median(wall_p):.3f}")
+    print(
+        f"wall-clock ratio (best rounds, noisy on shared cores): {min(wall_h) / min(wall_p):.3f}; "
+        f"median {statistics.median(wall_h) / statistics.median(wall_p):.3f}"
+    )
     print(f"ratio: {min(cpu_h) / min(cpu_p):.3f}")
 
 

@@ -42,36 +42,63 @@ from probekit.probes.reference import reference_probes as reference_probes_
 
 SITES = ("ln1", "attn", "resid_mid", "ln2", "fc1", "act", "fc2", "resid_post")
 # --scaling: (dataset, images per class in train, in test, scikit-learn probes sampled)
-SCALING = ((200, "digits", 20, 20, 48), (2000, "fashion_mnist", 200, 200, 16), (10000, "fashion_mnist", 1000, 200, 6))
+SCALING = (
+    (200, "digits", 20, 20, 48),
+    (2000, "fashion_mnist", 200, 200, 16),
+    (10000, "fashion_mnist", 1000, 200, 6),
+)
 
 
-def run_size(a: argparse.Namespace, bb, dataset: str, per_class_train: int, per_class_test: int,
-             reference_probes: int) -> dict:  # fmt: skip
+def run_size(
+    a: argparse.Namespace, bb, dataset: str, per_class_train: int, per_class_test: int, reference_probes: int
+) -> dict:
     """Extract (cached), train every probe batched, sample scikit-learn; print the lines of one size."""
     kw = {"pools": tuple(a.pools.split(",")), "sites": list(SITES), "progress": False, "device": a.device}
     t0 = time.perf_counter()
     train = features(bb, load_dataset(dataset, split="train", max_per_class=per_class_train), **kw)
     test = features(bb, load_dataset(dataset, split="test", max_per_class=per_class_test), **kw)
     # the requested sites x pools only: a shared store may hold more keys (another run extended it)
-    keys = [k for k in train.keys() if k in test and parse_key(k).site in SITES and parse_key(k).pool in kw["pools"]]
+    keys = [
+        k
+        for k in train.keys()
+        if k in test and parse_key(k).site in SITES and parse_key(k).pool in kw["pools"]
+    ]
     n_probes = len(keys) * len(DEFAULT_CS)
-    print(f"features: {a.model} @ {a.image_size}px on {dataset}: {len(train.labels)} train / {len(test.labels)} test images, "
-          f"{len(keys)} keys, {n_probes} probes; extraction/cache {time.perf_counter() - t0:.1f} s")  # fmt: skip
+    print(
+        f"features: {a.model} @ {a.image_size}px on {dataset}: {len(train.labels)} train / {len(test.labels)} test images, "
+        f"{len(keys)} keys, {n_probes} probes; extraction/cache {time.perf_counter() - t0:.1f} s"
+    )
     print(f"C grid: {', '.join(f'{c:g}' for c in DEFAULT_CS)}; torch threads {torch.get_num_threads()}")
 
     common = {"depth": bb.depth, "metrics": ("accuracy",), "n_boot": 0, "progress": False}
     t0 = time.perf_counter()
-    ours = fit_linear_probes(train, train.labels, test, test.labels, keys=keys, Cs=DEFAULT_CS, val_fraction=0,
-                             device=a.device, tol=a.tol, rtol=a.rtol if a.rtol > 0 else None, dtype=getattr(torch, a.dtype), **common)  # fmt: skip
+    ours = fit_linear_probes(
+        train,
+        train.labels,
+        test,
+        test.labels,
+        keys=keys,
+        Cs=DEFAULT_CS,
+        val_fraction=0,
+        device=a.device,
+        tol=a.tol,
+        rtol=a.rtol if a.rtol > 0 else None,
+        dtype=getattr(torch, a.dtype),
+        **common,
+    )
     if torch.cuda.is_available():
         torch.cuda.synchronize()
     t_batched = time.perf_counter() - t0
-    print(f"batched ({a.dtype}, tol {a.tol:g}, rtol {a.rtol:g}, {a.threads} threads): {n_probes} probes in {t_batched:.2f} s "
-          f"({ours.value.mean():.4f} mean test accuracy)")  # fmt: skip
+    print(
+        f"batched ({a.dtype}, tol {a.tol:g}, rtol {a.rtol:g}, {a.threads} threads): {n_probes} probes in {t_batched:.2f} s "
+        f"({ours.value.mean():.4f} mean test accuracy)"
+    )
 
     rng = np.random.default_rng(a.seed)
     grid = [(k, c) for k in keys for c in DEFAULT_CS]
-    pick = grid if reference_probes <= 0 else [grid[i] for i in rng.choice(len(grid), reference_probes, False)]
+    pick = (
+        grid if reference_probes <= 0 else [grid[i] for i in rng.choice(len(grid), reference_probes, False)]
+    )
     blas1 = threadpool_limits(limits=1, user_api="blas")
     t0 = time.perf_counter()
     ref = [
@@ -80,29 +107,47 @@ def run_size(a: argparse.Namespace, bb, dataset: str, per_class_train: int, per_
     ]
     t_ref_sample = time.perf_counter() - t0
     t_ref = t_ref_sample * len(grid) / len(pick)
-    how = "measured" if len(pick) == len(grid) else f"extrapolated from {len(pick)} random probes ({t_ref_sample:.1f} s)"
+    how = (
+        "measured"
+        if len(pick) == len(grid)
+        else f"extrapolated from {len(pick)} random probes ({t_ref_sample:.1f} s)"
+    )
     t0 = time.perf_counter()
     tight = [
-        reference_probes_(train, train.labels, test, test.labels, keys=[k], pool=None, C=c, tol=1e-8, **common)
+        reference_probes_(
+            train, train.labels, test, test.labels, keys=[k], pool=None, C=c, tol=1e-8, **common
+        )
         for k, c in pick
     ]
     t_tight = time.perf_counter() - t0
     blas1.restore_original_limits()
 
-    print(f"sklearn: {len(grid)} probes in {t_ref:.1f} s ({how}); tol=1e-8 on the same sample: {t_tight:.1f} s")
+    print(
+        f"sklearn: {len(grid)} probes in {t_ref:.1f} s ({how}); tol=1e-8 on the same sample: {t_tight:.1f} s"
+    )
     gaps = {}
     for name, r in (("sklearn tol=1e-4", ref), ("sklearn tol=1e-8", tight)):
         m = ours.merge(pd.concat(r), on=["key", "regularisation"], suffixes=("_b", "_s"))
         gap = (m.value_b - m.value_s).abs()
         gaps[name] = float(gap.max())
         per_c = ", ".join(f"C={c:g}: {g * 100:.1f}" for c, g in gap.groupby(m.regularisation).max().items())
-        print(f"accuracy on the {len(m)} compared probes vs {name}: batched {m.value_b.mean():.4f}, "
-              f"sklearn {m.value_s.mean():.4f}, mean |gap| {gap.mean() * 100:.2f} points, "
-              f"max |gap| {gap.max() * 100:.2f} points; max |gap| per C [{per_c}]")  # fmt: skip
+        print(
+            f"accuracy on the {len(m)} compared probes vs {name}: batched {m.value_b.mean():.4f}, "
+            f"sklearn {m.value_s.mean():.4f}, mean |gap| {gap.mean() * 100:.2f} points, "
+            f"max |gap| {gap.max() * 100:.2f} points; max |gap| per C [{per_c}]"
+        )
     ratio_opt = t_tight * len(grid) / len(pick) / t_batched
     print(f"time ratio against sklearn run to the optimum (tol=1e-8): {ratio_opt:.2f}")
-    return {"n": len(train.labels), "m": len(test.labels), "dataset": dataset, "batched": t_batched, "sklearn": t_ref,
-            "ratio": t_ref / t_batched, "ratio_opt": ratio_opt, "gap_opt": gaps["sklearn tol=1e-8"]}  # fmt: skip
+    return {
+        "n": len(train.labels),
+        "m": len(test.labels),
+        "dataset": dataset,
+        "batched": t_batched,
+        "sklearn": t_ref,
+        "ratio": t_ref / t_batched,
+        "ratio_opt": ratio_opt,
+        "gap_opt": gaps["sklearn tol=1e-8"],
+    }
 
 
 def main() -> None:
@@ -114,14 +159,27 @@ def main() -> None:
     p.add_argument("--pools", default="cls,ap,mean")
     p.add_argument("--device", default=None)
     p.add_argument("--reference-probes", type=int, default=48, help="0: fit every probe with sklearn")
-    p.add_argument("--scaling", action="store_true", help="n = 200 (digits), 2000 and 10000 (fashion_mnist); "
-                   "prints the growth with n, ratio_n2000 and, last, ratio for n = 200")  # fmt: skip
+    p.add_argument(
+        "--scaling",
+        action="store_true",
+        help="n = 200 (digits), 2000 and 10000 (fashion_mnist); "
+        "prints the growth with n, ratio_n2000 and, last, ratio for n = 200",
+    )
     p.add_argument("--sizes", default="200,2000,10000", help="with --scaling: which of the sizes to run")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--tol", type=float, default=1e-5, help="batched trainer's ||grad|| tolerance")
-    p.add_argument("--rtol", type=float, default=0.03, help="batched trainer's ||grad|| tolerance relative to the penalty's gradient (<= 0: none)")
-    p.add_argument("--dtype", choices=("float32", "float64"), default="float32", help="batched trainer's precision")
-    p.add_argument("--threads", type=int, default=torch.get_num_threads(), help="torch threads (batched trainer)")
+    p.add_argument(
+        "--rtol",
+        type=float,
+        default=0.03,
+        help="batched trainer's ||grad|| tolerance relative to the penalty's gradient (<= 0: none)",
+    )
+    p.add_argument(
+        "--dtype", choices=("float32", "float64"), default="float32", help="batched trainer's precision"
+    )
+    p.add_argument(
+        "--threads", type=int, default=torch.get_num_threads(), help="torch threads (batched trainer)"
+    )
     a = p.parse_args()
     torch.set_num_threads(a.threads)
     bb = load_model(a.model, image_size=a.image_size)
@@ -137,12 +195,18 @@ def main() -> None:
             print(f"--- n = {n} ---", flush=True)
             results.append(run_size(a, bb, dataset, per_train, per_test, n_ref))
     print(f"--- scaling (whole run {time.perf_counter() - t_start:.0f} s) ---")
-    print("train / test | batched s | x per x n | sklearn tol=1e-4 s (extrap.) | ratio | ratio at optimum | max gap to optimum")
+    print(
+        "train / test | batched s | x per x n | sklearn tol=1e-4 s (extrap.) | ratio | ratio at optimum | max gap to optimum"
+    )
     prev = None
     for r in results:
-        growth = "" if prev is None else f"{r['batched'] / prev['batched']:.2f} for {r['n'] / prev['n']:.0f}x n"
-        print(f"{r['n']} / {r['m']} ({r['dataset']}) | {r['batched']:.1f} | {growth} | {r['sklearn']:.0f} | "
-              f"{r['ratio']:.2f} | {r['ratio_opt']:.2f} | {r['gap_opt'] * 100:.2f} points")  # fmt: skip
+        growth = (
+            "" if prev is None else f"{r['batched'] / prev['batched']:.2f} for {r['n'] / prev['n']:.0f}x n"
+        )
+        print(
+            f"{r['n']} / {r['m']} ({r['dataset']}) | {r['batched']:.1f} | {growth} | {r['sklearn']:.0f} | "
+            f"{r['ratio']:.2f} | {r['ratio_opt']:.2f} | {r['gap_opt'] * 100:.2f} points"
+        )
         prev = r
     by_n = {r["n"]: r for r in results}
     if 2000 in by_n:

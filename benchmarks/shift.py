@@ -68,8 +68,10 @@ def bench_fd(d: int, rounds: int, device: str) -> tuple[float, float]:
         t_ours.append(t)
     rel = abs(v_ours - v_ref) / abs(v_ref)
     ref, ours = statistics.median(t_ref), statistics.median(t_ours)
-    print(f"d = {d:5d}: sqrtm {ref:8.3f} s   eigen {ours:8.3f} s   x{ref / ours:5.2f}   "
-          f"FD {v_ours:.6f} (rel. diff {rel:.1e})")
+    print(
+        f"d = {d:5d}: sqrtm {ref:8.3f} s   eigen {ours:8.3f} s   x{ref / ours:5.2f}   "
+        f"FD {v_ours:.6f} (rel. diff {rel:.1e})"
+    )
     if rel > 1e-6:
         raise SystemExit(f"routes disagree at d = {d}: {v_ours} vs {v_ref}")
     return ref, ours
@@ -92,11 +94,21 @@ def bench_table(n_keys: int, device: str) -> None:
     wall, cpu = time.perf_counter(), time.process_time()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", SmallSampleWarning)
-        df = shift_table(ref, tgt, depth=12, labels={"model": "m", "dataset": "d", "reference": "r"},
-                         n=300, n_boot=20, device=device, progress=False)
+        df = shift_table(
+            ref,
+            tgt,
+            depth=12,
+            labels={"model": "m", "dataset": "d", "reference": "r"},
+            n=300,
+            n_boot=20,
+            device=device,
+            progress=False,
+        )
     wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
-    print(f"shift_table: {n_keys} keys x 5 measures, n = 300, n_boot = 20: {wall:.1f} s wall, "
-          f"{cpu:.1f} s CPU ({torch.get_num_threads()} threads), {len(df)} rows")
+    print(
+        f"shift_table: {n_keys} keys x 5 measures, n = 300, n_boot = 20: {wall:.1f} s wall, "
+        f"{cpu:.1f} s CPU ({torch.get_num_threads()} threads), {len(df)} rows"
+    )
 
 
 def bench_mmd(n: int, device: str) -> None:
@@ -104,8 +116,10 @@ def bench_mmd(n: int, device: str) -> None:
     x = rng.normal(size=(n, 768)).astype(np.float32)
     y = (rng.normal(size=(n, 768)) + 0.02).astype(np.float32)
     t, value = timed(lambda: mmd2(x, y, device=device))
-    print(f"mmd2 rbf, blockwise (2048-row blocks, float64), n = {n} per side, d = 768: {t:.1f} s, "
-          f"MMD² = {value:.3e}")
+    print(
+        f"mmd2 rbf, blockwise (2048-row blocks, float64), n = {n} per side, d = 768: {t:.1f} s, "
+        f"MMD² = {value:.3e}"
+    )
 
 
 def main() -> None:

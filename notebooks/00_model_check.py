@@ -19,6 +19,8 @@
 # every analysis notebook follows (see `notebooks/README.md`).
 
 # %% tags=["parameters"]
+# papermill reads one `name: type = value  # help` line per parameter: not for the formatter
+# fmt: off
 model: str = "dinov2_vits14"  # timm name, or "dinov2_vits14" for the embedded offline default
 weights: str = ""  # local weights file for the model (.safetensors or .pth); empty: hub or embedded weights
 image_size: int = 112  # input resolution in pixels
@@ -27,6 +29,7 @@ depth: int = 0  # number of blocks; 0 keeps the model's own (small values make t
 n_images: int = 200  # digits to feed through the model (half fit class means, half test)
 seed: int = 0  # seeds python, numpy and torch
 results_dir: str = ""  # folder for the tidy CSV tables; empty means reports/results or the suite output
+# fmt: on
 
 # %%
 from probekit import charts, model_check, report
@@ -39,8 +42,13 @@ info = report.run_info({**report.notebook_parameters(globals()), "dataset": "dig
 
 # %%
 with report.Timer("load model"):
-    backbone = load_model(model, image_size=image_size, pretrained=pretrained, weights=weights,
-                          **({"depth": depth} if depth else {}))
+    backbone = load_model(
+        model,
+        image_size=image_size,
+        pretrained=pretrained,
+        weights=weights,
+        **({"depth": depth} if depth else {}),
+    )
 images, labels = model_check.digits_images(n_images, seed=seed)
 with report.Timer("features and table"):
     table = model_check.layer_table(backbone, images, labels, dataset="digits", seed=seed)
@@ -53,7 +61,9 @@ report.save_table(table, "model_check", results_dir or None)
 # classified; 95% bootstrap interval) and the CLS-token norm after each block.
 
 # %%
-charts.depth_curve(table, metric="ncm_accuracy", color="dataset", title="Nearest-class-mean accuracy by block")
+charts.depth_curve(
+    table, metric="ncm_accuracy", color="dataset", title="Nearest-class-mean accuracy by block"
+)
 
 # %%
 charts.depth_curve(table, metric="cls_norm", color="dataset", title="CLS-token norm by block")

@@ -32,6 +32,8 @@
 # as second routes: a ranking that only one measure supports should be read with care.
 
 # %% tags=["parameters"]
+# papermill reads one `name: type = value  # help` line per parameter: not for the formatter
+# fmt: off
 model: str = "dinov2_vits14"  # timm name, or dinov2_vits14 for the embedded offline default
 weights: str = ""  # local weights file for the model (.safetensors or .pth); empty: hub or embedded weights
 image_size: int = 0  # input resolution in px; 0 means the model default (112 on CPU for the embedded model)
@@ -47,6 +49,7 @@ measures: list = ["fd", "mmd_rbf", "mmd_linear", "domain_acc", "proxy_a"]  # shi
 n_boot: int = 20  # bootstrap resamples for the intervals
 seed: int = 0  # seeds python, numpy and torch, and every split and resample
 results_dir: str = ""  # folder for the tidy CSV tables; empty means reports/results or the suite output
+# fmt: on
 
 # %%
 from IPython.display import Markdown, display
@@ -72,21 +75,38 @@ report.describe(backbone)
 
 # %%
 with report.Timer("extract and measure shift"):
-    shift = study.shift_study(backbone, datasets, reference_folder=reference_folder or None,
-                              reference_images=reference_images, images_per_class=images_per_class,
-                              sites=sites or None, pools=pools, measures=measures, n_boot=n_boot, seed=seed)
+    shift = study.shift_study(
+        backbone,
+        datasets,
+        reference_folder=reference_folder or None,
+        reference_images=reference_images,
+        images_per_class=images_per_class,
+        sites=sites or None,
+        pools=pools,
+        measures=measures,
+        n_boot=n_boot,
+        seed=seed,
+    )
 report.save_table(shift, study.SHIFT_TABLE, results_dir or None)
 
 # %%
 ranked = study.last_layer(shift, "mmd_rbf")
 report.headline("nearest", ranked["dataset"].iloc[0], label="Nearest dataset (last layer, MMD²)")
 report.headline("farthest", ranked["dataset"].iloc[-1], label="Farthest dataset (last layer, MMD²)")
-charts.ranked_bars_with_ci(ranked, category="dataset", metric="mmd_rbf",
-                           title="Datasets ranked by shift at the last layer (final norm, mean pool, MMD² RBF, 95% CI)")
+charts.ranked_bars_with_ci(
+    ranked,
+    category="dataset",
+    metric="mmd_rbf",
+    title="Datasets ranked by shift at the last layer (final norm, mean pool, MMD² RBF, 95% CI)",
+)
 
 # %%
-charts.ranked_bars_with_ci(study.last_layer(shift, "fd"), category="dataset", metric="fd",
-                           title="The same at the last layer by Fréchet distance (biased upwards at small n)")
+charts.ranked_bars_with_ci(
+    study.last_layer(shift, "fd"),
+    category="dataset",
+    metric="fd",
+    title="The same at the last layer by Fréchet distance (biased upwards at small n)",
+)
 
 # %% [markdown]
 # ## Shift against depth, for each site
@@ -94,13 +114,21 @@ charts.ranked_bars_with_ci(study.last_layer(shift, "fd"), category="dataset", me
 # MMD² (RBF) of each dataset from the reference, mean-pooled tokens, one line per site.
 
 # %%
-charts.depth_curve(shift[(shift["measure"] == "mmd_rbf") & (shift["pool"] == "mean")], color="site",
-                   facet="dataset", metric="mmd_rbf", title="Shift (MMD², RBF) against depth, per site")
+charts.depth_curve(
+    shift[(shift["measure"] == "mmd_rbf") & (shift["pool"] == "mean")],
+    color="site",
+    facet="dataset",
+    metric="mmd_rbf",
+    title="Shift (MMD², RBF) against depth, per site",
+)
 
 # %%
-charts.depth_curve(shift[(shift["measure"] == "domain_acc") & (shift["pool"] == "mean")
-                         & (shift["site"] == "resid_post")], color="dataset", metric="domain_acc",
-                   title="Domain-classifier accuracy (reference vs dataset) against depth, block outputs")
+charts.depth_curve(
+    shift[(shift["measure"] == "domain_acc") & (shift["pool"] == "mean") & (shift["site"] == "resid_post")],
+    color="dataset",
+    metric="domain_acc",
+    title="Domain-classifier accuracy (reference vs dataset) against depth, block outputs",
+)
 
 # %% [markdown]
 # ## The corruption dial
@@ -117,18 +145,32 @@ charts.depth_curve(shift[(shift["measure"] == "domain_acc") & (shift["pool"] == 
 
 # %%
 with report.Timer("corruption dial"):
-    dial = study.corruption_dial(backbone, dial_dataset, severities=dial_severities,
-                                 images_per_class=images_per_class, pools=pools, n_boot=n_boot, seed=seed)
+    dial = study.corruption_dial(
+        backbone,
+        dial_dataset,
+        severities=dial_severities,
+        images_per_class=images_per_class,
+        pools=pools,
+        n_boot=n_boot,
+        seed=seed,
+    )
 report.save_table(dial, study.DIAL_TABLE, results_dir or None)
 dial_check = study.dial_is_monotone(dial, "mmd_rbf")
-report.headline("dial_rises", f"{int(dial_check['rises'].sum())}/{len(dial_check)}",
-                label="Dial families rising with severity")
+report.headline(
+    "dial_rises",
+    f"{int(dial_check['rises'].sum())}/{len(dial_check)}",
+    label="Dial families rising with severity",
+)
 display(dial_check)
 
 # %%
-charts.depth_curve(dial[(dial["measure"] == "mmd_rbf") & (dial["site"] == "norm") & (dial["pool"] == "mean")],
-                   x="severity", color="corruption", metric="mmd_rbf",
-                   title=f"Corruption dial on {dial_dataset}: shift from the clean images against severity (final norm)")
+charts.depth_curve(
+    dial[(dial["measure"] == "mmd_rbf") & (dial["site"] == "norm") & (dial["pool"] == "mean")],
+    x="severity",
+    color="corruption",
+    metric="mmd_rbf",
+    title=f"Corruption dial on {dial_dataset}: shift from the clean images against severity (final norm)",
+)
 
 # %%
 Markdown(study.reading(ranked, dial_check))

@@ -25,6 +25,8 @@
 # Feature keys that are the same for every image are flagged and never chosen as the best layer.
 
 # %% tags=["parameters"]
+# papermill reads one `name: type = value  # help` line per parameter: not for the formatter
+# fmt: off
 model: str = "dinov2_vits14"  # timm name, or dinov2_vits14 for the embedded offline default
 weights: str = ""  # local weights file for the model (.safetensors or .pth); empty: hub or embedded weights
 image_size: int = 0  # input resolution in px; 0 means the model default (112 on CPU for the embedded model)
@@ -40,6 +42,7 @@ val_fraction: float = 0.2  # stratified share of the training split used to choo
 shift_measure: str = "mmd_rbf"  # measure of notebook 01 used as the shift score (mmd_rbf is unbiased, so comparable across datasets)
 seed: int = 0  # seeds python, numpy and torch, and every split and resample
 results_dir: str = ""  # folder for the tidy CSV tables; empty means reports/results or the suite output
+# fmt: on
 
 # %%
 from IPython.display import Markdown
@@ -48,7 +51,9 @@ from probekit import charts, report
 from probekit.models import load_model
 from probekit.studies import probing
 
-deviations = probing.protocol_deviations(protocol, model, image_size, datasets, images_per_class, pool=curve_pool, seed=seed)
+deviations = probing.protocol_deviations(
+    protocol, model, image_size, datasets, images_per_class, pool=curve_pool, seed=seed
+)
 info = report.run_info({**report.notebook_parameters(globals()), "deviations_from_paper1": deviations}, seed)
 Markdown(probing.deviations_text(deviations))
 
@@ -59,9 +64,18 @@ report.describe(backbone)
 
 # %%
 with report.Timer("extract features and train every probe"):
-    study = probing.probe_study(backbone, datasets, sites=sites or None, pools=pools, probe_sites=probe_sites,
-                                images_per_class=images_per_class,
-                                protocol=protocol, Cs=Cs, val_fraction=val_fraction, seed=seed)
+    study = probing.probe_study(
+        backbone,
+        datasets,
+        sites=sites or None,
+        pools=pools,
+        probe_sites=probe_sites,
+        images_per_class=images_per_class,
+        protocol=protocol,
+        Cs=Cs,
+        val_fraction=val_fraction,
+        seed=seed,
+    )
 report.save_table(study.table, probing.PROBES_TABLE, results_dir or None)
 layers = study.test_rows("accuracy")
 Markdown(probing.constant_text(study))
@@ -73,12 +87,20 @@ Markdown(probing.constant_text(study))
 # (plotted at layer L as site `norm`), 95% bootstrap band.
 
 # %%
-charts.depth_curve(layers[layers["pool"] == curve_pool], color="site", facet="dataset",
-                   title=f"Test accuracy against depth ({curve_pool} pooling)")
+charts.depth_curve(
+    layers[layers["pool"] == curve_pool],
+    color="site",
+    facet="dataset",
+    title=f"Test accuracy against depth ({curve_pool} pooling)",
+)
 
 # %%
-charts.depth_curve(layers[layers["site"] == "resid_post"], color="pool", facet="dataset",
-                   title="Block-output probes: CLS, patch average (AP) and mean of all tokens")
+charts.depth_curve(
+    layers[layers["site"] == "resid_post"],
+    color="pool",
+    facet="dataset",
+    title="Block-output probes: CLS, patch average (AP) and mean of all tokens",
+)
 
 # %% [markdown]
 # ## Best layer against last layer
@@ -92,13 +114,32 @@ charts.depth_curve(layers[layers["site"] == "resid_post"], color="pool", facet="
 best = probing.best_vs_last(study, pool=curve_pool, seed=seed)
 report.save_table(best, probing.LAYERWISE_BEST_TABLE, results_dir or None)
 probing.record_median("median_gap", "Median gap best − last layer", best, seed=seed)
-report.headline("best_not_last", f"{int((best['ci_low'] > 0).sum())}/{len(best)}",
-                label="Datasets whose best layer beats the last (CI > 0)")
-best[["dataset", "best_key", "best_value", "last_value", "value", "ci_low", "ci_high", "relative_depth", "norm_value"]]
+report.headline(
+    "best_not_last",
+    f"{int((best['ci_low'] > 0).sum())}/{len(best)}",
+    label="Datasets whose best layer beats the last (CI > 0)",
+)
+best[
+    [
+        "dataset",
+        "best_key",
+        "best_value",
+        "last_value",
+        "value",
+        "ci_low",
+        "ci_high",
+        "relative_depth",
+        "norm_value",
+    ]
+]
 
 # %%
-charts.ranked_bars_with_ci(best, category="dataset", metric=best["metric"].iloc[0],
-                           title="Gap: best layer minus last layer (test accuracy, paired 95% CI)")
+charts.ranked_bars_with_ci(
+    best,
+    category="dataset",
+    metric=best["metric"].iloc[0],
+    title="Gap: best layer minus last layer (test accuracy, paired 95% CI)",
+)
 
 # %% [markdown]
 # ## Does the best layer get shallower as the shift grows?
@@ -107,11 +148,18 @@ charts.ranked_bars_with_ci(best, category="dataset", metric=best["metric"].iloc[
 # notebook 01, with Spearman's ρ and a bootstrap interval over datasets.
 
 # %%
-shifts = probing.shift_scores(results_dir or report.default_results_dir(), measure=shift_measure, model=backbone.name)
+shifts = probing.shift_scores(
+    results_dir or report.default_results_dir(), measure=shift_measure, model=backbone.name
+)
 depth_vs_shift, rho_ci = probing.against_shift(best, shifts, "relative_depth", seed=seed)
 probing.record_rho("rho_shift_depth", "Spearman ρ(shift, best-layer depth)", depth_vs_shift, rho_ci)
-charts.scatter_with_fit(depth_vs_shift, x="shift", y="relative_depth", seed=seed,
-                        title="Best layer's relative depth against last-layer shift")
+charts.scatter_with_fit(
+    depth_vs_shift,
+    x="shift",
+    y="relative_depth",
+    seed=seed,
+    title="Best layer's relative depth against last-layer shift",
+)
 
 # %% [markdown]
 # ## Explore (JupyterLab)

@@ -23,6 +23,8 @@
 # image are flagged and never chosen as a best site.
 
 # %% tags=["parameters"]
+# papermill reads one `name: type = value  # help` line per parameter: not for the formatter
+# fmt: off
 model: str = "dinov2_vits14"  # timm name, or dinov2_vits14 for the embedded offline default
 weights: str = ""  # local weights file for the model (.safetensors or .pth); empty: hub or embedded weights
 image_size: int = 0  # input resolution in px; 0 means the model default (112 on CPU for the embedded model)
@@ -37,6 +39,7 @@ val_fraction: float = 0.2  # stratified share of the training split used to choo
 shift_measure: str = "mmd_rbf"  # measure of notebook 01 used as the shift score (mmd_rbf is unbiased, so comparable across datasets)
 seed: int = 0  # seeds python, numpy and torch, and every split and resample
 results_dir: str = ""  # folder for the tidy CSV tables; empty means reports/results or the suite output
+# fmt: on
 
 # %%
 from IPython.display import Markdown
@@ -45,7 +48,9 @@ from probekit import charts, report
 from probekit.models import load_model
 from probekit.studies import probing
 
-deviations = probing.protocol_deviations(protocol, model, image_size, datasets, images_per_class, pool=probe_pool, seed=seed)
+deviations = probing.protocol_deviations(
+    protocol, model, image_size, datasets, images_per_class, pool=probe_pool, seed=seed
+)
 info = report.run_info({**report.notebook_parameters(globals()), "deviations_from_paper1": deviations}, seed)
 Markdown(probing.deviations_text(deviations))
 
@@ -56,8 +61,18 @@ report.describe(backbone)
 
 # %%
 with report.Timer("extract features and train every probe"):
-    study = probing.probe_study(backbone, datasets, sites=sites or None, pools=pools, probe_pools=[probe_pool],
-                                images_per_class=images_per_class, protocol=protocol, Cs=Cs, val_fraction=val_fraction, seed=seed)
+    study = probing.probe_study(
+        backbone,
+        datasets,
+        sites=sites or None,
+        pools=pools,
+        probe_pools=[probe_pool],
+        images_per_class=images_per_class,
+        protocol=protocol,
+        Cs=Cs,
+        val_fraction=val_fraction,
+        seed=seed,
+    )
 report.save_table(study.table, probing.MODULEWISE_TABLE, results_dir or None)
 rows = study.test_rows("accuracy")
 Markdown(probing.constant_text(study))
@@ -68,8 +83,12 @@ Markdown(probing.constant_text(study))
 # Test accuracy of every (site, layer) probe; the best cell of each dataset is outlined.
 
 # %%
-charts.site_layer_heatmap(rows[~rows["site"].isin(["embed", "norm"])], metric="accuracy", facet="dataset",
-                          title=f"Test accuracy by site and layer ({probe_pool} pooling)")
+charts.site_layer_heatmap(
+    rows[~rows["site"].isin(["embed", "norm"])],
+    metric="accuracy",
+    facet="dataset",
+    title=f"Test accuracy by site and layer ({probe_pool} pooling)",
+)
 
 # %% [markdown]
 # ## The best site of each dataset, against the block output
@@ -82,11 +101,26 @@ charts.site_layer_heatmap(rows[~rows["site"].isin(["embed", "norm"])], metric="a
 best = probing.best_sites(study, pool=probe_pool, seed=seed)
 report.save_table(best, probing.MODULEWISE_BEST_TABLE, results_dir or None)
 probing.record_median("median_site_gain", "Median gain of best site over block output", best, seed=seed)
-best[["dataset", "best_key", "best_value", "block_output_key", "block_output_value", "value", "ci_low", "ci_high"]]
+best[
+    [
+        "dataset",
+        "best_key",
+        "best_value",
+        "block_output_key",
+        "block_output_value",
+        "value",
+        "ci_low",
+        "ci_high",
+    ]
+]
 
 # %%
-charts.ranked_bars_with_ci(best, category="dataset", metric=best["metric"].iloc[0],
-                           title="Gain of the best site over the best block output (paired 95% CI)")
+charts.ranked_bars_with_ci(
+    best,
+    category="dataset",
+    metric=best["metric"].iloc[0],
+    title="Gain of the best site over the best block output (paired 95% CI)",
+)
 
 # %% [markdown]
 # ## Paper 1's summary table
@@ -101,8 +135,9 @@ table = summary.pivot_table(index="site", columns="dataset", values="value")
 table.assign(mean=table.mean(axis=1)).sort_values("mean", ascending=False).round(3)
 
 # %%
-charts.ranked_bars_with_ci(summary, category="site", metric="accuracy",
-                           title="Best-layer accuracy per site, mean over datasets")
+charts.ranked_bars_with_ci(
+    summary, category="site", metric="accuracy", title="Best-layer accuracy per site, mean over datasets"
+)
 
 # %% [markdown]
 # ## Which site wins under weak and under strong shift?
@@ -110,7 +145,9 @@ charts.ranked_bars_with_ci(summary, category="site", metric="accuracy",
 # Datasets are split at the median of the last-layer shift measured in notebook 01.
 
 # %%
-shifts = probing.shift_scores(results_dir or report.default_results_dir(), measure=shift_measure, model=backbone.name)
+shifts = probing.shift_scores(
+    results_dir or report.default_results_dir(), measure=shift_measure, model=backbone.name
+)
 groups = probing.weak_vs_strong(summary, shifts)
 Markdown(probing.winners_text(groups))
 

@@ -38,6 +38,8 @@
 # On a CPU a small grid is used; on a GPU choose `grid = "published"`.
 
 # %% tags=["parameters"]
+# papermill reads one `name: type = value  # help` line per parameter: not for the formatter
+# fmt: off
 model: str = "dinov2_vits14"  # timm name, or dinov2_vits14 for the embedded offline default
 weights: str = ""  # local weights file for the model (.safetensors or .pth); empty: hub or embedded weights
 image_size: int = 0  # input resolution in px; 0 means the model default (112 on CPU for the embedded model)
@@ -57,6 +59,7 @@ pools: list = ["cls", "ap", "mean"]  # token poolings extracted
 shift_measure: str = "mmd_rbf"  # measure of notebook 01 used as the shift score (mmd_rbf is unbiased, so comparable across datasets)
 seed: int = 0  # seeds python, numpy and torch, and every split and resample
 results_dir: str = ""  # folder for the tidy CSV tables; empty means reports/results or the suite output
+# fmt: on
 
 # %%
 from IPython.display import Markdown, display
@@ -74,11 +77,23 @@ report.describe(backbone)
 
 # %%
 with report.Timer("extract tokens and train every method"):
-    results, attention = fusion.fusion_study(backbone, datasets, token_sites=token_sites, extra_sites=extra_sites,
-                                             layer_embedding=layer_embedding, grid=grid,
-                                             images_per_class=images_per_class, extract_sites=sites or None,
-                                             pools=pools, max_steps=max_steps or None, max_cycles=max_cycles, Cs=Cs,
-                                             val_fraction=val_fraction, linear_solver=linear_solver, seed=seed)
+    results, attention = fusion.fusion_study(
+        backbone,
+        datasets,
+        token_sites=token_sites,
+        extra_sites=extra_sites,
+        layer_embedding=layer_embedding,
+        grid=grid,
+        images_per_class=images_per_class,
+        extract_sites=sites or None,
+        pools=pools,
+        max_steps=max_steps or None,
+        max_cycles=max_cycles,
+        Cs=Cs,
+        val_fraction=val_fraction,
+        linear_solver=linear_solver,
+        seed=seed,
+    )
 report.save_table(results, fusion.FUSION_TABLE, results_dir or None)
 gains = fusion.gains(results)
 report.save_table(gains, fusion.GAINS_TABLE, results_dir or None)
@@ -107,12 +122,21 @@ fusion.method_times(results)
 # %%
 alf = gains[gains["method"] == "alf_attentive"]
 probing.record_median("median_alf_gain", "Median ALF gain over CLS-last", alf, seed=seed)
-charts.ranked_bars_with_ci(gains, category="dataset", color="method", metric=gains["metric"].iloc[0],
-                           title="Gain over CLS-last (balanced accuracy, paired 95% CI)")
+charts.ranked_bars_with_ci(
+    gains,
+    category="dataset",
+    color="method",
+    metric=gains["metric"].iloc[0],
+    title="Gain over CLS-last (balanced accuracy, paired 95% CI)",
+)
 
 # %%
-charts.ranked_bars_with_ci(alf, category="dataset", metric=alf["metric"].iloc[0],
-                           title="Attentive layer fusion (ALF): gain over CLS-last per dataset")
+charts.ranked_bars_with_ci(
+    alf,
+    category="dataset",
+    metric=alf["metric"].iloc[0],
+    title="Attentive layer fusion (ALF): gain over CLS-last per dataset",
+)
 
 # %% [markdown]
 # ## Where the fused probe looks
@@ -122,19 +146,31 @@ charts.ranked_bars_with_ci(alf, category="dataset", metric=alf["metric"].iloc[0]
 # attention-weighted relative depth, against the shift measured in notebook 01.
 
 # %%
-charts.layer_attention_heatmap(attention[attention["method"] == "alf_attentive"], value="weight",
-                               title="ALF attention over layers (mean over test images, heads, CLS/AP)")
+charts.layer_attention_heatmap(
+    attention[attention["method"] == "alf_attentive"],
+    value="weight",
+    title="ALF attention over layers (mean over test images, heads, CLS/AP)",
+)
 
 # %%
 profile = fusion.depth_profile(attention)
-shifts = probing.shift_scores(results_dir or report.default_results_dir(), measure=shift_measure, model=backbone.name)
+shifts = probing.shift_scores(
+    results_dir or report.default_results_dir(), measure=shift_measure, model=backbone.name
+)
 depth_vs_shift, (rho, lo, hi) = probing.against_shift(profile, shifts, "weighted_relative_depth", seed=seed)
-probing.record_rho("rho_shift_attention_depth", "Spearman ρ(shift, attention depth)", depth_vs_shift, (rho, lo, hi))
+probing.record_rho(
+    "rho_shift_attention_depth", "Spearman ρ(shift, attention depth)", depth_vs_shift, (rho, lo, hi)
+)
 profile
 
 # %%
-charts.scatter_with_fit(depth_vs_shift, x="shift", y="weighted_relative_depth", seed=seed,
-                        title="Attention-weighted relative depth against last-layer shift")
+charts.scatter_with_fit(
+    depth_vs_shift,
+    x="shift",
+    y="weighted_relative_depth",
+    seed=seed,
+    title="Attention-weighted relative depth against last-layer shift",
+)
 
 # %%
 report.timings()

@@ -21,10 +21,13 @@
 # notebooks agree: the same probe on the same feature must give the same number in 02 and 04.
 
 # %% tags=["parameters"]
+# papermill reads one `name: type = value  # help` line per parameter: not for the formatter
+# fmt: off
 model: str = "dinov2_vits14"  # the model the other notebooks ran (for the record)
 shift_measure: str = "mmd_rbf"  # measure of notebook 01 used as the shift score (mmd_rbf is unbiased, so comparable across datasets)
 seed: int = 0  # seeds the bootstrap of the correlations
 results_dir: str = ""  # folder holding the tables of notebooks 01 to 04; empty means reports/results or the suite output
+# fmt: on
 
 # %%
 from IPython.display import Markdown
@@ -44,8 +47,11 @@ folder = results_dir or report.default_results_dir()
 
 # %%
 consistency = summary.cls_last_consistency(folder, model=model)
-report.headline("cls_last_agree", f"{int(consistency['agrees'].sum())}/{len(consistency)}",
-                label="Datasets where 04's CLS-last probe is within 0.02 of 02's norm/cls")
+report.headline(
+    "cls_last_agree",
+    f"{int(consistency['agrees'].sum())}/{len(consistency)}",
+    label="Datasets where 04's CLS-last probe is within 0.02 of 02's norm/cls",
+)
 Markdown(summary.consistency_text(consistency))
 
 # %%
@@ -71,16 +77,31 @@ summary.record_headlines(correlations)
 correlations[["metric", "value", "ci_low", "ci_high", "n_datasets"]]
 
 # %%
-charts.scatter_with_fit(per_dataset.dropna(subset=["relative_depth"]), x="shift", y="relative_depth", seed=seed,
-                        title="Best layer's relative depth against shift (02)")
+charts.scatter_with_fit(
+    per_dataset.dropna(subset=["relative_depth"]),
+    x="shift",
+    y="relative_depth",
+    seed=seed,
+    title="Best layer's relative depth against shift (02)",
+)
 
 # %%
-charts.scatter_with_fit(per_dataset.dropna(subset=["best_site_gain"]), x="shift", y="best_site_gain", seed=seed,
-                        title="Best site's gain over the block output against shift (03)")
+charts.scatter_with_fit(
+    per_dataset.dropna(subset=["best_site_gain"]),
+    x="shift",
+    y="best_site_gain",
+    seed=seed,
+    title="Best site's gain over the block output against shift (03)",
+)
 
 # %%
-charts.scatter_with_fit(per_dataset.dropna(subset=["alf_gain"]), x="shift", y="alf_gain", seed=seed,
-                        title="Attentive-fusion gain over CLS-last against shift (04)")
+charts.scatter_with_fit(
+    per_dataset.dropna(subset=["alf_gain"]),
+    x="shift",
+    y="alf_gain",
+    seed=seed,
+    title="Attentive-fusion gain over CLS-last against shift (04)",
+)
 
 # %%
 report.timings()

@@ -24,6 +24,8 @@
 # and linear probes at every layer and site. Probes are trained as in notebooks 02 and 03.
 
 # %% tags=["parameters"]
+# papermill reads one `name: type = value  # help` line per parameter: not for the formatter
+# fmt: off
 model: str = "dinov2_vits14"  # timm name, or dinov2_vits14 for the embedded offline default
 image_size: int = 0  # input resolution in px; 0 means the model default (112 on CPU for the embedded model)
 datasets: list = ["digits"]  # dataset ids to fine-tune on and probe (each is fine-tuned separately)
@@ -45,6 +47,7 @@ cpu_augment: bool = False  # on a CPU: RandomResizedCrop + flip on training imag
 n_boot: int = 1000  # bootstrap resamples of the test images for the best-depth interval
 seed: int = 0  # seeds python, numpy and torch, and every split and resample
 results_dir: str = ""  # folder for the tidy CSV tables; empty means reports/results or the suite output
+# fmt: on
 
 # %%
 from IPython.display import Markdown
@@ -77,14 +80,32 @@ report.describe(backbone)
 # which needs the paper's recipe on a GPU.
 
 # %%
-recipes = finetune.recipes_for(datasets, backbone.device, gpu_recipe=gpu_recipe, cpu_steps=cpu_steps, cpu_lrs=cpu_lrs,
-                               cpu_seeds=cpu_seeds, cpu_batch_size=cpu_batch_size,
-                               train_images_per_class=train_images_per_class, val_images_per_class=val_images_per_class,
-                               cpu_head_init=cpu_head_init, cpu_augment=cpu_augment)
+recipes = finetune.recipes_for(
+    datasets,
+    backbone.device,
+    gpu_recipe=gpu_recipe,
+    cpu_steps=cpu_steps,
+    cpu_lrs=cpu_lrs,
+    cpu_seeds=cpu_seeds,
+    cpu_batch_size=cpu_batch_size,
+    train_images_per_class=train_images_per_class,
+    val_images_per_class=val_images_per_class,
+    cpu_head_init=cpu_head_init,
+    cpu_augment=cpu_augment,
+)
 with report.Timer("fine-tune, extract both models and train every probe"):
-    study = finetune.finetune_study(backbone, datasets, recipes, sites=sites or None, pools=pools,
-                                    images_per_class=images_per_class, protocol=protocol, Cs=Cs,
-                                    val_fraction=val_fraction, seed=seed)
+    study = finetune.finetune_study(
+        backbone,
+        datasets,
+        recipes,
+        sites=sites or None,
+        pools=pools,
+        images_per_class=images_per_class,
+        protocol=protocol,
+        Cs=Cs,
+        val_fraction=val_fraction,
+        seed=seed,
+    )
 finetune.recipe_tables(study)
 
 # %% [markdown]
@@ -99,14 +120,32 @@ history = study.history()
 report.save_table(history, "finetune_history", results_dir or None)
 report.save_table(study.grid(), "finetune_grid", results_dir or None)
 val = finetune.validation_headline(study)
-report.headline("finetuned_val_accuracy", val["value"], ci=val["ci"], n=val["n"], fmt=".3f",
-                label=f"Fine-tuned validation accuracy, last step (step 0, {val['start_what']}: {val['start']:.3f})")
-charts.depth_curve(history[history["metric"] == "val_accuracy"], x="step", color="run", facet="dataset", band=False,
-                   title="Validation accuracy during fine-tuning")
+report.headline(
+    "finetuned_val_accuracy",
+    val["value"],
+    ci=val["ci"],
+    n=val["n"],
+    fmt=".3f",
+    label=f"Fine-tuned validation accuracy, last step (step 0, {val['start_what']}: {val['start']:.3f})",
+)
+charts.depth_curve(
+    history[history["metric"] == "val_accuracy"],
+    x="step",
+    color="run",
+    facet="dataset",
+    band=False,
+    title="Validation accuracy during fine-tuning",
+)
 
 # %%
-charts.depth_curve(history[history["metric"] == "train_loss"], x="step", color="run", facet="dataset", band=False,
-                   title="Training loss (cross-entropy) during fine-tuning")
+charts.depth_curve(
+    history[history["metric"] == "train_loss"],
+    x="step",
+    color="run",
+    facet="dataset",
+    band=False,
+    title="Training loss (cross-entropy) during fine-tuning",
+)
 
 # %% [markdown]
 # ## Block output against depth: pretrained and fine-tuned
@@ -117,8 +156,12 @@ charts.depth_curve(history[history["metric"] == "train_loss"], x="step", color="
 # %%
 report.save_table(study.table, "finetune_probes", results_dir or None)
 layers = study.test_rows()
-charts.depth_curve(layers[layers["site"] == "resid_post"], color="arm", facet="dataset",
-                   title="Block-output probes: pretrained against fine-tuned")
+charts.depth_curve(
+    layers[layers["site"] == "resid_post"],
+    color="arm",
+    facet="dataset",
+    title="Block-output probes: pretrained against fine-tuned",
+)
 
 # %% [markdown]
 # ## Every site against depth
@@ -127,8 +170,12 @@ charts.depth_curve(layers[layers["site"] == "resid_post"], color="arm", facet="d
 # site).
 
 # %%
-charts.depth_curve(finetune.site_panels(study, pools[0]), color="arm", facet="panel",
-                   title="Every site: pretrained against fine-tuned")
+charts.depth_curve(
+    finetune.site_panels(study, pools[0]),
+    color="arm",
+    facet="panel",
+    title="Every site: pretrained against fine-tuned",
+)
 
 # %% [markdown]
 # ## Best relative depth, and paper 1's in-distribution claim
@@ -145,13 +192,20 @@ report.save_table(depths, "finetune_depth", results_dir or None)
 report.save_table(claims, "finetune_claim", results_dir or None)
 finetune.record_depth("pretrained_best_depth", "Pretrained: best relative depth", study, depths, "pretrained")
 finetune.record_depth("finetuned_best_depth", "Fine-tuned: best relative depth", study, depths, "fine-tuned")
-report.headline("claim_holds", finetune.claim_headline(claims),
-                label="Datasets where the fine-tuned last layer is best or within CI")
+report.headline(
+    "claim_holds",
+    finetune.claim_headline(claims),
+    label="Datasets where the fine-tuned last layer is best or within CI",
+)
 claims
 
 # %%
-charts.ranked_bars_with_ci(depths.assign(model_arm=depths["dataset"] + " · " + depths["arm"]), category="model_arm",
-                           metric="best_relative_depth", title="Best relative depth with 95% interval")
+charts.ranked_bars_with_ci(
+    depths.assign(model_arm=depths["dataset"] + " · " + depths["arm"]),
+    category="model_arm",
+    metric="best_relative_depth",
+    title="Best relative depth with 95% interval",
+)
 
 # %%
 Markdown(finetune.summary_text(study, depths, claims))

@@ -1,2 +1,3 @@
 """probekit: which ViT layer and module gives the best frozen features for your data."""
+
 __version__ = "0.1.0"

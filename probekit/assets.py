@@ -67,7 +67,9 @@ def all_assets() -> list[Asset]:
     return [*MODEL_ASSETS, *DATASET_ASSETS]
 
 
-def provision(assets: Iterable[Asset] | None = None, *, required_only: bool = False) -> list[tuple[Asset, str]]:
+def provision(
+    assets: Iterable[Asset] | None = None, *, required_only: bool = False
+) -> list[tuple[Asset, str]]:
     """Provision each missing asset that can be provisioned automatically, in dependency order.
 
     Returns ``(asset, outcome)`` pairs; the outcome is ``present``, ``provisioned``,
@@ -94,7 +96,9 @@ def provision(assets: Iterable[Asset] | None = None, *, required_only: bool = Fa
         else:
             try:
                 asset.provision()
-                outcomes[asset.name] = "provisioned" if asset.locate() is not None else "failed: still missing"
+                outcomes[asset.name] = (
+                    "provisioned" if asset.locate() is not None else "failed: still missing"
+                )
             except Exception as exc:  # noqa: BLE001 - report, do not crash: the table says what to do
                 outcomes[asset.name] = f"failed: {type(exc).__name__}: {exc}"
         return outcomes[asset.name]

@@ -23,7 +23,11 @@ class DiskFullError(ProbekitError, OSError):
         self.path = Path(path)
         self.needed = needed
         self.free = free_bytes(self.path)
-        need = f"writing {self.path.name} needed {human_size(needed)}" if needed else f"writing {self.path.name} failed"
+        need = (
+            f"writing {self.path.name} needed {human_size(needed)}"
+            if needed
+            else f"writing {self.path.name} failed"
+        )
         super().__init__(
             f"the disk holding {self.path.parent} is full: {need}, {human_size(self.free)} are free"
             f"{' (' + cause + ')' if cause else ''}. Free space there or choose another --out; "

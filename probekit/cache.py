@@ -64,6 +64,9 @@ def cached(kind: str, inputs: dict[str, Any], compute: Callable[[], T]) -> T:
             pickle.dump(value, fh, protocol=pickle.HIGHEST_PROTOCOL)
         tmp.replace(path)
     except OSError as exc:
-        warnings.warn(f"could not cache the {kind} result in {path.parent} ({exc}); it was computed and is "
-                      "returned, but a rerun will compute it again", stacklevel=2)  # fmt: skip
+        warnings.warn(
+            f"could not cache the {kind} result in {path.parent} ({exc}); it was computed and is "
+            "returned, but a rerun will compute it again",
+            stacklevel=2,
+        )
     return value

@@ -30,8 +30,18 @@ from .metrics import spearman_ci
 MAX_ROWS = 5000
 REPORT_ENV = "PROBEKIT_REPORT"
 CHART_CLASS = "probekit-chart"
-PALETTE = ["#4c78a8", "#f58518", "#54a24b", "#e45756", "#72b7b2", "#b279a2", "#eeca3b",
-           "#9d755d", "#ff9da6", "#bab0ac"]
+PALETTE = [
+    "#4c78a8",
+    "#f58518",
+    "#54a24b",
+    "#e45756",
+    "#72b7b2",
+    "#b279a2",
+    "#eeca3b",
+    "#9d755d",
+    "#ff9da6",
+    "#bab0ac",
+]
 _VALUE_COLS = ["value", "ci_low", "ci_high"]
 
 
@@ -51,8 +61,13 @@ def probekit_theme() -> alt.theme.ThemeConfig:
             "view": {"continuousWidth": 380, "continuousHeight": 240, "stroke": None},
             "font": font,
             "title": {"fontSize": 14, "fontWeight": 600, "anchor": "start", "offset": 8},
-            "axis": {"labelFontSize": 11, "titleFontSize": 12, "gridColor": "#e6e6e6",
-                     "domainColor": "#888", "tickColor": "#888"},
+            "axis": {
+                "labelFontSize": 11,
+                "titleFontSize": 12,
+                "gridColor": "#e6e6e6",
+                "domainColor": "#888",
+                "tickColor": "#888",
+            },
             "legend": {"labelFontSize": 11, "titleFontSize": 12},
             "range": {"category": PALETTE, "heatmap": {"scheme": "viridis"}},
             "line": {"strokeWidth": 2},
@@ -156,7 +171,9 @@ FACET_COLUMNS = 4  # small multiples per row: a dozen datasets stay readable
 
 def _facet(chart: alt.TopLevelMixin, data: pd.DataFrame, facet: str) -> alt.FacetChart:
     """Small multiples of ``chart`` by ``facet``, wrapped at :data:`FACET_COLUMNS` per row."""
-    return chart.facet(facet=alt.Facet(f"{facet}:N", sort=_order(data, facet), title=facet), columns=FACET_COLUMNS)
+    return chart.facet(
+        facet=alt.Facet(f"{facet}:N", sort=_order(data, facet), title=facet), columns=FACET_COLUMNS
+    )
 
 
 def _order(df: pd.DataFrame, col: str) -> list[Any]:
@@ -240,17 +257,20 @@ def site_layer_heatmap(
     tooltip = [alt.Tooltip(f"{c}:N") for c in [facet, y, x] if c]
     tooltip += [alt.Tooltip(f"{c}:Q", format=".3f") for c in _VALUE_COLS if c in data.columns]
     layers = [
-        base.mark_rect().encode(color=alt.Color("value:Q", title=ctitle, scale=alt.Scale(scheme="viridis")),
-                                tooltip=tooltip),
+        base.mark_rect().encode(
+            color=alt.Color("value:Q", title=ctitle, scale=alt.Scale(scheme="viridis")), tooltip=tooltip
+        ),
         base.transform_filter("datum.best").mark_rect(fill=None, stroke="#d62728", strokeWidth=2),
     ]
     if annotate and cell >= LABEL_CELL_PX:  # numbers only where "0.72" fits; tooltips always carry them
         mid = float((data["value"].min() + data["value"].max()) / 2)
-        layers.append(base.mark_text(fontSize=10).encode(
-            text=alt.Text("value:Q", format=".2f"),
-            color=alt.condition(f"datum.value > {mid!r}", alt.value("black"), alt.value("white")),
-            tooltip=tooltip,
-        ))
+        layers.append(
+            base.mark_text(fontSize=10).encode(
+                text=alt.Text("value:Q", format=".2f"),
+                color=alt.condition(f"datum.value > {mid!r}", alt.value("black"), alt.value("white")),
+                tooltip=tooltip,
+            )
+        )
     chart = alt.layer(*layers, data=data).properties(width=alt.Step(cell))
     if facet:
         chart = _facet(chart, data, facet)
@@ -282,14 +302,22 @@ def ranked_bars_with_ci(
     group: dict[str, Any] = {}
     if color:
         order = _order(data, color)
-        group = {"color": alt.Color(f"{color}:N", sort=order, title=color),
-                 "yOffset": alt.YOffset(f"{color}:N", sort=order)}
-    bars = alt.Chart(data).mark_bar().encode(
-        y=ycat, x=alt.X("value:Q", title=xtitle, stack=None), tooltip=tooltip, **group)
+        group = {
+            "color": alt.Color(f"{color}:N", sort=order, title=color),
+            "yOffset": alt.YOffset(f"{color}:N", sort=order),
+        }
+    bars = (
+        alt.Chart(data)
+        .mark_bar()
+        .encode(y=ycat, x=alt.X("value:Q", title=xtitle, stack=None), tooltip=tooltip, **group)
+    )
     layers = [bars]
     if {"ci_low", "ci_high"} <= set(data.columns) and data["ci_low"].notna().any():
-        layers.append(alt.Chart(data).mark_rule(color="#333").encode(
-            y=ycat, x="ci_low:Q", x2="ci_high:Q", **({"yOffset": group["yOffset"]} if color else {})))
+        layers.append(
+            alt.Chart(data)
+            .mark_rule(color="#333")
+            .encode(y=ycat, x="ci_low:Q", x2="ci_high:Q", **({"yOffset": group["yOffset"]} if color else {}))
+        )
     chart = alt.layer(*layers)
     if color:
         chart = chart.properties(height=alt.Step(12))  # the step of the offset scale: 12 px per bar
@@ -317,14 +345,21 @@ def scatter_with_fit(
     if len(data) > MAX_ROWS:
         raise ChartError(f"{len(data)} points: over the {MAX_ROWS}-row limit; aggregate first")
     rho, lo, hi = spearman_ci(data[x], data[y], seed=seed)
-    note = (f"Spearman ρ = {rho:.2f} [{lo:.2f}, {hi:.2f}], n = {len(data)}" if np.isfinite(lo)
-            else f"Spearman ρ = {rho:.2f}, n = {len(data)}" if np.isfinite(rho)
-            else f"Spearman ρ undefined (n = {len(data)})")
+    note = (
+        f"Spearman ρ = {rho:.2f} [{lo:.2f}, {hi:.2f}], n = {len(data)}"
+        if np.isfinite(lo)
+        else f"Spearman ρ = {rho:.2f}, n = {len(data)}"
+        if np.isfinite(rho)
+        else f"Spearman ρ undefined (n = {len(data)})"
+    )
     base = alt.Chart(data)
     tooltip = [alt.Tooltip(f"{c}:N") for c in [label, color] if c]
     tooltip += [alt.Tooltip(f"{x}:Q", format=".3f"), alt.Tooltip(f"{y}:Q", format=".3f")]
-    enc: dict[str, Any] = {"x": alt.X(f"{x}:Q", scale=alt.Scale(zero=False)),
-                           "y": alt.Y(f"{y}:Q", scale=alt.Scale(zero=False)), "tooltip": tooltip}
+    enc: dict[str, Any] = {
+        "x": alt.X(f"{x}:Q", scale=alt.Scale(zero=False)),
+        "y": alt.Y(f"{y}:Q", scale=alt.Scale(zero=False)),
+        "tooltip": tooltip,
+    }
     # Points are named by colour and legend, not by text beside them: datasets with similar values
     # sit close together and their labels would overprint. Beyond the palette, names are in tooltips.
     key = color or (label if label and data[label].nunique() <= len(PALETTE) else None)
@@ -334,10 +369,12 @@ def scatter_with_fit(
             enc["shape"] = alt.Shape(f"{key}:N", title=key)  # same field and title: one merged legend
     layers = [base.mark_point(size=70, filled=True, opacity=0.9).encode(**enc)]
     if len(data) >= 2:
-        layers.append(base.transform_regression(x, y).mark_line(color="#888", strokeDash=[4, 3])
-                      .encode(x=f"{x}:Q", y=f"{y}:Q"))
-    return alt.layer(*layers).properties(
-        title=alt.TitleParams(title or f"{y} against {x}", subtitle=[note]))
+        layers.append(
+            base.transform_regression(x, y)
+            .mark_line(color="#888", strokeDash=[4, 3])
+            .encode(x=f"{x}:Q", y=f"{y}:Q")
+        )
+    return alt.layer(*layers).properties(title=alt.TitleParams(title or f"{y} against {x}", subtitle=[note]))
 
 
 def layer_attention_heatmap(
@@ -352,13 +389,16 @@ def layer_attention_heatmap(
     """Attention weight of the attentive probe over layers (``x``) for each ``y`` (dataset, head)."""
     _require(df, [x, y, value, facet], "layer_attention_heatmap")
     data = aggregate(df, [facet, y, x], values=[value])
-    tooltip = [alt.Tooltip(f"{c}:N") for c in [facet, y, x] if c] + [
-        alt.Tooltip(f"{value}:Q", format=".3f")]
-    chart = alt.Chart(data).mark_rect().encode(
-        x=alt.X(f"{x}:O", title=x),
-        y=alt.Y(f"{y}:N", sort=_order(data, y), title=y),
-        color=alt.Color(f"{value}:Q", title="attention", scale=alt.Scale(scheme="blues")),
-        tooltip=tooltip,
+    tooltip = [alt.Tooltip(f"{c}:N") for c in [facet, y, x] if c] + [alt.Tooltip(f"{value}:Q", format=".3f")]
+    chart = (
+        alt.Chart(data)
+        .mark_rect()
+        .encode(
+            x=alt.X(f"{x}:O", title=x),
+            y=alt.Y(f"{y}:N", sort=_order(data, y), title=y),
+            color=alt.Color(f"{value}:Q", title="attention", scale=alt.Scale(scheme="blues")),
+            tooltip=tooltip,
+        )
     )
     if facet:
         chart = _facet(chart, data, facet)
@@ -395,15 +435,17 @@ def explore_widget(
     site = widgets.Dropdown(options=options("site"), description="site")
     pool = widgets.Dropdown(options=options("pool"), description="pool")
     layers = sorted(int(v) for v in options("layer"))
-    layer = widgets.IntSlider(min=layers[0], max=layers[-1], value=layers[-1], description="layer",
-                              continuous_update=False)
+    layer = widgets.IntSlider(
+        min=layers[0], max=layers[-1], value=layers[-1], description="layer", continuous_update=False
+    )
     out = widgets.Output()
 
     def redraw(_: Any = None) -> None:
         sel = data[(data["dataset"] == dataset.value) & (data["pool"] == pool.value)]
         curve = depth_curve(sel, title=f"{dataset.value} / {pool.value}")
-        rule = alt.Chart(pd.DataFrame({"layer": [layer.value]})).mark_rule(color="#d62728").encode(
-            x="layer:Q")
+        rule = (
+            alt.Chart(pd.DataFrame({"layer": [layer.value]})).mark_rule(color="#d62728").encode(x="layer:Q")
+        )
         at = sel[sel["layer"] == layer.value]
         bars = ranked_bars_with_ci(at, title=f"sites at layer {layer.value}") if len(at) else None
         picked = at[at["site"] == site.value]

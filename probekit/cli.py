@@ -68,9 +68,11 @@ def main(argv: list[str] | None = None) -> int:
     except Exception as exc:
         if debug:
             raise
-        print(f"probekit {args.command}: unexpected error: {type(exc).__name__}: {str(exc)[:500]}\n"
-              f"Results written before it are kept. Rerun with --debug for the traceback, and please report it.",
-              file=sys.stderr)
+        print(
+            f"probekit {args.command}: unexpected error: {type(exc).__name__}: {str(exc)[:500]}\n"
+            f"Results written before it are kept. Rerun with --debug for the traceback, and please report it.",
+            file=sys.stderr,
+        )
         return 1
 
 
@@ -90,6 +92,7 @@ def describe_os_error(exc: OSError) -> str:
     }
     fix = fixes.get(exc.errno or -1, "check the path and the disk")
     return f"{exc.strerror or exc}{where}: {fix}"
+
 
 if __name__ == "__main__":
     sys.exit(main())

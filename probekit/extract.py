@@ -188,8 +188,19 @@ def extract(
         store = FeatureStore.open(path)
         for index, p in enumerate(store.meta["passes"]):
             if not p["complete"]:  # every rank sees the same meta, so all run the same passes
-                _run_pass(store, index, backbone, dataset, device, compute_dtype, info, progress, num_workers,
-                          checkpoint_s, durable)
+                _run_pass(
+                    store,
+                    index,
+                    backbone,
+                    dataset,
+                    device,
+                    compute_dtype,
+                    info,
+                    progress,
+                    num_workers,
+                    checkpoint_s,
+                    durable,
+                )
         distributed.barrier()
         if info.is_main:
             store.merge_progress()
@@ -230,14 +241,22 @@ def _open_or_create(
             recorded = recorded_inputs(path)
             if recorded is not None and recorded != inputs:
                 raise _different_inputs(path) from None
-            print(f"repairing {path.name}: {'; '.join(f'{k}: {v}' for k, v in err.damaged.items())}; "
-                  "re-extracting only what is damaged", file=sys.stderr, flush=True)
-            store, damaged = repair(path, inputs, n, batch_size, lambda: _labels_of(dataset, n), command, info)
+            print(
+                f"repairing {path.name}: {'; '.join(f'{k}: {v}' for k, v in err.damaged.items())}; "
+                "re-extracting only what is damaged",
+                file=sys.stderr,
+                flush=True,
+            )
+            store, damaged = repair(
+                path, inputs, n, batch_size, lambda: _labels_of(dataset, n), command, info
+            )
         if store.meta["inputs"] != inputs or store.n != n:
             raise _different_inputs(path)
         store.meta.update(_skipped_info(dataset))
         return store, damaged
-    return FeatureStore.create(path, inputs=inputs, n=n, chunk_rows=batch_size, info=info, command=command), []
+    return FeatureStore.create(
+        path, inputs=inputs, n=n, chunk_rows=batch_size, info=info, command=command
+    ), []
 
 
 def _different_inputs(path: Path) -> StoreError:
@@ -309,7 +328,9 @@ def _run_pass(
     new_done: set[int] = set()
     last_ckpt = time.monotonic()
     t0 = time.monotonic()
-    bar = _progress_bar(sum(len(b) for b in batches), progress and info.is_main, store.path.name, info.world_size)
+    bar = _progress_bar(
+        sum(len(b) for b in batches), progress and info.is_main, store.path.name, info.world_size
+    )
 
     def checkpoint() -> None:
         if durable:
@@ -377,7 +398,9 @@ def _run_pass(
             RuntimeWarning,
             stacklevel=3,
         )
-    _record_run(store, index, info, device, compute_dtype, len(new_done), sum(len(b) for b in batches), seconds)
+    _record_run(
+        store, index, info, device, compute_dtype, len(new_done), sum(len(b) for b in batches), seconds
+    )
 
 
 def _record_run(
@@ -422,4 +445,6 @@ def _progress_bar(total: int, enabled: bool, desc: str, world: int):
     from .progress import progress_bar
 
     rank = f" (rank 0 of {world})" if world > 1 else ""
-    return progress_bar(total=total, unit="img", desc=f"extract {desc[:40]}{rank}", enabled=enabled, smoothing=0.1)
+    return progress_bar(
+        total=total, unit="img", desc=f"extract {desc[:40]}{rank}", enabled=enabled, smoothing=0.1
+    )

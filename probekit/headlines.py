@@ -46,8 +46,14 @@ def is_number(value: Any) -> bool:
     return isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, bool)
 
 
-def describe(value: Any, fmt: str | None = None, *, ci: Sequence[float] | None = None, n: Any = None,
-             why: str | None = None) -> dict[str, str]:  # fmt: skip
+def describe(
+    value: Any,
+    fmt: str | None = None,
+    *,
+    ci: Sequence[float] | None = None,
+    n: Any = None,
+    why: str | None = None,
+) -> dict[str, str]:
     """``{"display": ..., "note": ...}`` for a headline (see the module doc); ``note`` may be empty.
 
     ``why``: the reason shown when ``value`` is NaN or None (what was missing, what to do).
@@ -68,7 +74,9 @@ def describe(value: Any, fmt: str | None = None, *, ci: Sequence[float] | None =
     return {"display": ", ".join(parts), "note": note}
 
 
-def median_ci(values: Sequence[float], *, n_boot: int = 2000, level: float = 0.95, seed: int = 0) -> tuple[float, float, float]:
+def median_ci(
+    values: Sequence[float], *, n_boot: int = 2000, level: float = 0.95, seed: int = 0
+) -> tuple[float, float, float]:
     """The median of ``values`` with a percentile bootstrap interval over them; NaN when empty."""
     x = np.asarray([v for v in values if _finite(v)], dtype=float)
     if len(x) == 0:
@@ -82,9 +90,13 @@ def median_ci(values: Sequence[float], *, n_boot: int = 2000, level: float = 0.9
 def spearman_why(n_points: int, what: str = "datasets") -> str:
     """Why a Spearman rho over ``n_points`` could not be computed."""
     if n_points == 0:
-        return (f"no {what.removesuffix('s')} has both numbers (is notebook 01's shift table in "
-                "the same results folder, for the same model and datasets?)")
+        return (
+            f"no {what.removesuffix('s')} has both numbers (is notebook 01's shift table in "
+            "the same results folder, for the same model and datasets?)"
+        )
     if n_points < MIN_SPEARMAN:
-        return (f"a rank correlation needs at least {MIN_SPEARMAN} {what} with both numbers, this run has "
-                f"{n_points}; run more {what}")  # fmt: skip
+        return (
+            f"a rank correlation needs at least {MIN_SPEARMAN} {what} with both numbers, this run has "
+            f"{n_points}; run more {what}"
+        )
     return f"one of the two variables is the same for all {n_points} {what} (no ranking to correlate)"

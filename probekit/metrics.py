@@ -98,7 +98,6 @@ def paired_bootstrap_diff(
     return float(value), float(low), float(high)
 
 
-
 def spearman_ci(
     x: Sequence[float], y: Sequence[float], *, n_boot: int = 2000, level: float = 0.95, seed: int = 0
 ) -> tuple[float, float, float]:
@@ -136,7 +135,9 @@ def _spearman(xs: np.ndarray, ys: np.ndarray) -> np.ndarray:
         return np.where(denom > 0, (rx * ry).sum(axis=1) / np.where(denom > 0, denom, 1), np.nan)
 
 
-def spearman_permutation_p(x: Sequence[float], y: Sequence[float], *, n_perm: int = 20000, seed: int = 0) -> float:
+def spearman_permutation_p(
+    x: Sequence[float], y: Sequence[float], *, n_perm: int = 20000, seed: int = 0
+) -> float:
     """Two-sided permutation p-value of Spearman's rho: exact over all orderings for up to 8 points."""
     import itertools
     import math

@@ -22,9 +22,7 @@ def digits_images(n: int, seed: int = 0) -> tuple[list[Image.Image], np.ndarray]
 
     digits = load_digits()
     order = np.random.default_rng(seed).permutation(len(digits.target))[:n]
-    images = [
-        Image.fromarray((digits.images[i] * (255 / 16)).astype(np.uint8)).convert("RGB") for i in order
-    ]
+    images = [Image.fromarray((digits.images[i] * (255 / 16)).astype(np.uint8)).convert("RGB") for i in order]
     return images, digits.target[order]
 
 
@@ -35,15 +33,17 @@ def cls_by_layer(backbone, images: list[Image.Image], batch_size: int = 32) -> n
     device = next(model.parameters()).device
     chunks = []
     for start in range(0, len(images), batch_size):
-        x = torch.stack([backbone.transform(im) for im in images[start:start + batch_size]]).to(device)
-        inter = model.forward_intermediates(x, return_prefix_tokens=True, intermediates_only=True,
-                                            output_fmt="NLC", norm=False)
+        x = torch.stack([backbone.transform(im) for im in images[start : start + batch_size]]).to(device)
+        inter = model.forward_intermediates(
+            x, return_prefix_tokens=True, intermediates_only=True, output_fmt="NLC", norm=False
+        )
         chunks.append(torch.stack([prefix[:, 0] for _, prefix in inter]).float().cpu())
     return torch.cat(chunks, dim=1).numpy()
 
 
-def layer_table(backbone, images: list[Image.Image], labels: np.ndarray, dataset: str = "digits",
-                seed: int = 0) -> pd.DataFrame:
+def layer_table(
+    backbone, images: list[Image.Image], labels: np.ndarray, dataset: str = "digits", seed: int = 0
+) -> pd.DataFrame:
     """Tidy table: per layer, ``cls_norm`` and ``ncm_accuracy`` (nearest class mean, half split)."""
     feats = cls_by_layer(backbone, images)
     train = np.arange(len(labels)) % 2 == 0

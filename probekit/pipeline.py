@@ -81,7 +81,9 @@ def per_class_cap(images_per_class: int | None) -> int | None:
     if images_per_class is None or int(images_per_class) == 0:
         return None
     if int(images_per_class) < 0:
-        raise ValueError(f"images_per_class must be a positive number, or 0 for every image; got {images_per_class}")
+        raise ValueError(
+            f"images_per_class must be a positive number, or 0 for every image; got {images_per_class}"
+        )
     return int(images_per_class)
 
 
@@ -107,14 +109,19 @@ def check_classes(datasets: dict[str, ImageDataset], dataset_id: str) -> None:
         if small:
             c = small[0]
             where = ", ".join(f"{s} {int(counts[s][c])}" for s in counts)
-            more = f" (and {len(small) - 1} more class(es): {', '.join(classes[k] for k in small[1:6])})" if small[1:] else ""
+            more = (
+                f" (and {len(small) - 1} more class(es): {', '.join(classes[k] for k in small[1:6])})"
+                if small[1:]
+                else ""
+            )
             cap = first.max_per_class
             raise TooFewImagesError(
                 f"class {classes[c]!r} of dataset {dataset_id!r} has {int(cnt[c])} image(s) in the {split} split "
                 f"({where}){more}; every class needs at least {MIN_PER_CLASS} images in every split to be fitted "
                 f"and scored (split rule: {first.provenance.get('split_rule', '?')}). Add images to that class "
                 f"(about {MIN_PER_CLASS * 5} for a dataset without official splits), remove it"
-                + (f", or raise images_per_class (now {cap})" if cap else "") + "."
+                + (f", or raise images_per_class (now {cap})" if cap else "")
+                + "."
             )
 
 
@@ -159,8 +166,11 @@ def split_features(
         if view == "paper1":
             from .data.paper1_views import paper1_backbone, paper1_view
 
-            stores[split] = features(paper1_backbone(backbone), paper1_view(ds, backbone.image_size, train=split == "train",
-                                                                           seed=seed), **kw)  # fmt: skip
+            stores[split] = features(
+                paper1_backbone(backbone),
+                paper1_view(ds, backbone.image_size, train=split == "train", seed=seed),
+                **kw,
+            )
         else:
             stores[split] = features(backbone, ds, **kw)
     provenance["skipped"] = skipped

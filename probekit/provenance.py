@@ -36,11 +36,17 @@ def git_sha(short: bool = True) -> str:
     try:
         sha = subprocess.run(
             ["git", "-C", str(_CHECKOUT), "rev-parse", "--short" if short else "--verify", "HEAD"],
-            capture_output=True, text=True, timeout=10, check=True,
+            capture_output=True,
+            text=True,
+            timeout=10,
+            check=True,
         ).stdout.strip()
         dirty = subprocess.run(
             ["git", "-C", str(_CHECKOUT), "status", "--porcelain", "--untracked-files=no"],
-            capture_output=True, text=True, timeout=10, check=True,
+            capture_output=True,
+            text=True,
+            timeout=10,
+            check=True,
         ).stdout.strip()
     except (OSError, subprocess.SubprocessError):
         return "unknown"

@@ -35,8 +35,7 @@ class Asset:
         found = self.locate()
         if found is None:
             raise AssetMissingError(
-                f"{self.name} ({self.purpose}) is not provisioned. Run `probekit assets` "
-                f"or `{self.command}`."
+                f"{self.name} ({self.purpose}) is not provisioned. Run `probekit assets` or `{self.command}`."
             )
         return found
 

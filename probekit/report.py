@@ -34,7 +34,15 @@ from .provenance import environment_info, seed_everything
 
 RECORD_MIME = "application/vnd.probekit.record+json"
 TABLE_COLUMNS: tuple[str, ...] = (
-    "model", "dataset", "site", "layer", "pool", "metric", "value", "ci_low", "ci_high",
+    "model",
+    "dataset",
+    "site",
+    "layer",
+    "pool",
+    "metric",
+    "value",
+    "ci_low",
+    "ci_high",
 )
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 
@@ -100,26 +108,44 @@ class SavedPath(type(Path())):  # type: ignore[misc]
         return None
 
 
-def _show_warning(message: Warning | str, category: type[Warning], filename: str, lineno: int,
-                  file: Any = None, line: str | None = None) -> None:
+def _show_warning(
+    message: Warning | str,
+    category: type[Warning],
+    filename: str,
+    lineno: int,
+    file: Any = None,
+    line: str | None = None,
+) -> None:
     """``warnings.showwarning`` for report runs: each warning once, as a note without source lines."""
     text = scrub_paths(str(message))
     key = (category.__name__, text)
     if key in _WARNED:
         return
     _WARNED.add(key)
-    _emit("warning", {"category": category.__name__, "message": text},
-          f"Warning ({category.__name__}): {text}",
-          f'<div class="probekit-note"><b>Note</b> ({html.escape(category.__name__)}): {html.escape(text)}</div>')
+    _emit(
+        "warning",
+        {"category": category.__name__, "message": text},
+        f"Warning ({category.__name__}): {text}",
+        f'<div class="probekit-note"><b>Note</b> ({html.escape(category.__name__)}): {html.escape(text)}</div>',
+    )
 
 
 def _frame_html(df: pd.DataFrame) -> str:
     """A DataFrame as a page shows it: no unnamed integer index column (the row numbers pandas
     keeps through sorts and filters), inside its own scrolling box. A named index is data: kept."""
-    plain_index = (df.index.nlevels == 1 and df.index.name is None and df.index.is_unique
-                   and pd.api.types.is_integer_dtype(df.index.dtype))  # 0..n-1, perhaps sorted or filtered
-    table = df.to_html(index=not plain_index, border=0, classes="dataframe probekit-table",
-                       max_rows=pd.get_option("display.max_rows"), max_cols=pd.get_option("display.max_columns"))
+    plain_index = (
+        df.index.nlevels == 1
+        and df.index.name is None
+        and df.index.is_unique
+        and pd.api.types.is_integer_dtype(df.index.dtype)
+    )  # 0..n-1, perhaps sorted or filtered
+    table = df.to_html(
+        index=not plain_index,
+        border=0,
+        classes="dataframe probekit-table",
+        max_rows=pd.get_option("display.max_rows"),
+        max_cols=pd.get_option("display.max_columns"),
+    )
     return f'<div class="probekit-table-box" style="overflow-x:auto;max-width:100%">{table}</div>'
 
 
@@ -168,7 +194,9 @@ def default_results_dir() -> Path:
 NOT_RECORDED = ("seed", "results_dir", "weights")
 
 
-def notebook_parameters(namespace: Mapping[str, Any], *, exclude: Sequence[str] = NOT_RECORDED) -> dict[str, Any]:
+def notebook_parameters(
+    namespace: Mapping[str, Any], *, exclude: Sequence[str] = NOT_RECORDED
+) -> dict[str, Any]:
     """A notebook's parameters and their values, for :func:`run_info`: derived, never hand-copied.
 
     ``namespace`` is the notebook's ``globals()``. The parameters are the names its parameters cell
@@ -205,8 +233,11 @@ def run_info(params: dict[str, Any], seed: int | None = None) -> pd.DataFrame:
     rows += [("environment", k, v) for k, v in env.items()]
     table = pd.DataFrame(rows, columns=["group", "name", "value"])
     payload = {"params": params, "seed": seed, "env": env, "start_time": started}
-    html_text = "<details open><summary><b>Run info</b></summary>" + table.to_html(
-        index=False, classes="probekit-run-info", border=0) + "</details>"
+    html_text = (
+        "<details open><summary><b>Run info</b></summary>"
+        + table.to_html(index=False, classes="probekit-run-info", border=0)
+        + "</details>"
+    )
     text = "Run info\n" + table.to_string(index=False)
     _emit("run_info", payload, text, html_text)
     return table
@@ -240,10 +271,15 @@ def save_table(
     out_dir.mkdir(parents=True, exist_ok=True)
     path = out_dir / f"{name}.csv"
     ordered = [c for c in TABLE_COLUMNS if c in df.columns] + [
-        c for c in df.columns if c not in TABLE_COLUMNS]
+        c for c in df.columns if c not in TABLE_COLUMNS
+    ]
     df[ordered].to_csv(path, index=False)
-    payload = {"name": name, "path": str(path.resolve()), "rows": len(df),
-               "columns": [str(c) for c in ordered]}
+    payload = {
+        "name": name,
+        "path": str(path.resolve()),
+        "rows": len(df),
+        "columns": [str(c) for c in ordered],
+    }
     shown = shown_path(path)
     where = f"[`{shown}`]({shown})" if report_mode() and not Path(shown).is_absolute() else f"`{shown}`"
     _emit("table", payload, f"Saved table `{name}` ({len(df)} rows) to {where}")
@@ -267,8 +303,14 @@ def read_table(name: str, results_dir: str | Path | None, *, notebook: str) -> p
 
 
 def headline(
-    name: str, value: Any, *, label: str | None = None, fmt: str | None = None,
-    ci: tuple[float, float] | None = None, n: Any = None, why: str | None = None,
+    name: str,
+    value: Any,
+    *,
+    label: str | None = None,
+    fmt: str | None = None,
+    ci: tuple[float, float] | None = None,
+    n: Any = None,
+    why: str | None = None,
 ) -> Any:
     """Show a headline number and record it for the suite index; returns ``value``.
 
@@ -284,8 +326,16 @@ def headline(
     text = describe(value, fmt, ci=ci, n=n, why=why)
     shown = text["display"] + (f" ({text['note']})" if text["note"] else "")
     _HEADLINES[name] = value
-    payload = {"name": name, "value": value, "label": label or name, "display": text["display"],
-               "note": text["note"], "ci_low": ci[0] if ci else None, "ci_high": ci[1] if ci else None, "n": n}
+    payload = {
+        "name": name,
+        "value": value,
+        "label": label or name,
+        "display": text["display"],
+        "note": text["note"],
+        "ci_low": ci[0] if ci else None,
+        "ci_high": ci[1] if ci else None,
+        "n": n,
+    }
     _emit("headline", payload, f"**{html.escape(label or name)}**: {shown}")
     return value
 
@@ -330,8 +380,9 @@ class Timer:
         self.seconds = time.perf_counter() - self._start
         _TIMINGS.append({"step": self.name, "seconds": self.seconds})
         if not self.quiet:
-            _emit("timing", {"step": self.name, "seconds": self.seconds},
-                  f"*{self.name}: {self.seconds:.2f} s*")
+            _emit(
+                "timing", {"step": self.name, "seconds": self.seconds}, f"*{self.name}: {self.seconds:.2f} s*"
+            )
 
 
 def timings() -> pd.DataFrame:
@@ -343,6 +394,14 @@ def describe(backbone: Any) -> None:
     """Show the model facts a reader needs (name as reported, weights, size, depth × width)."""
     facts = backbone.describe()
     table = pd.DataFrame(list(facts.items()), columns=["model", "value"])
-    html_text = "<details open><summary><b>Model</b></summary>" + table.to_html(
-        index=False, classes="probekit-run-info", border=0) + "</details>"
-    _emit("model", {k: _jsonable(v) for k, v in facts.items()}, "Model\n" + table.to_string(index=False), html_text)
+    html_text = (
+        "<details open><summary><b>Model</b></summary>"
+        + table.to_html(index=False, classes="probekit-run-info", border=0)
+        + "</details>"
+    )
+    _emit(
+        "model",
+        {k: _jsonable(v) for k, v in facts.items()},
+        "Model\n" + table.to_string(index=False),
+        html_text,
+    )

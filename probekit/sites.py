@@ -86,11 +86,11 @@ def _blocks(model: nn.Module) -> Sequence[nn.Module]:
 # block classes whose attributes look right but whose sites would not mean what the taxonomy says
 _UNSUPPORTED_BLOCKS: dict[str, str] = {
     "ResPostBlock": "post-norm blocks (x + norm1(attn(x))): norm1/norm2 read the branch outputs, so "
-                    "ln1, ln2 and resid_mid would not be the pre-norm sites",
+    "ln1, ln2 and resid_mid would not be the pre-norm sites",
     "ResPostRelPosBlock": "post-norm blocks (x + norm1(attn(x))): norm1/norm2 read the branch outputs, so "
-                          "ln1, ln2 and resid_mid would not be the pre-norm sites",
+    "ln1, ln2 and resid_mid would not be the pre-norm sites",
     "ParallelScalingBlock": "parallel attention and MLP branches on one shared norm (no norm1/norm2, no "
-                            "resid_mid between them)",
+    "resid_mid between them)",
     "DiffParallelScalingBlock": "parallel attention and MLP branches on one shared norm (no resid_mid)",
     "ParallelThingsBlock": "several parallel attention and MLP branches per block (no single attn/mlp site)",
 }
@@ -147,7 +147,6 @@ def check_supported(model: nn.Module) -> None:
             "the pre-norm timm Block (x + ls1(attn(norm1(x))), then x + ls2(mlp(norm2(x))) with an "
             "MLP ending in mlp.fc2)."
         )
-
 
 
 def has_class_token(model: nn.Module) -> bool:
@@ -412,7 +411,9 @@ def _static_key_dims(model: nn.Module, keys: Sequence[str]) -> dict[str, tuple]:
     return out
 
 
-def forward_key_dims(model: nn.Module, keys: Sequence[str], image_size: int | tuple[int, int]) -> dict[str, tuple]:
+def forward_key_dims(
+    model: nn.Module, keys: Sequence[str], image_size: int | tuple[int, int]
+) -> dict[str, tuple]:
     """Per-key feature shape from one forward of a zero image (works for any model the hooks fit)."""
     if isinstance(image_size, int):
         image_size = (image_size, image_size)

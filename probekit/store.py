@@ -77,8 +77,8 @@ class DamagedStoreError(StoreError):
         more = f"; and {len(damaged) - 8} more" if len(damaged) > 8 else ""
         how = (
             f"Repair it with `{command}`, which re-extracts only the damaged files"
-            if command else
-            "Repair it by running the extraction that made it again (the same `probekit extract` command, "
+            if command
+            else "Repair it by running the extraction that made it again (the same `probekit extract` command, "
             "notebook or features() call), which re-extracts only the damaged files"
         )
         super().__init__(
@@ -118,8 +118,11 @@ def store_lock(path: Path, poll_s: float = 1.0, report_s: float = 20.0) -> Itera
         try:
             fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
-            print(f"waiting for another extraction of {path.name}: {lock_holder(path)}; {progress_line(path)}",
-                  file=sys.stderr, flush=True)
+            print(
+                f"waiting for another extraction of {path.name}: {lock_holder(path)}; {progress_line(path)}",
+                file=sys.stderr,
+                flush=True,
+            )
             last = time.monotonic()
             while True:
                 try:
@@ -128,12 +131,24 @@ def store_lock(path: Path, poll_s: float = 1.0, report_s: float = 20.0) -> Itera
                 except BlockingIOError:
                     time.sleep(poll_s)
                 if time.monotonic() - last >= report_s:
-                    print(f"still waiting for {lock_holder(path)}: {progress_line(path)}", file=sys.stderr, flush=True)
+                    print(
+                        f"still waiting for {lock_holder(path)}: {progress_line(path)}",
+                        file=sys.stderr,
+                        flush=True,
+                    )
                     last = time.monotonic()
         f.seek(0)
         f.truncate()
-        f.write(json.dumps({"pid": os.getpid(), "host": socket.gethostname(), "command": " ".join(sys.argv)[:300],
-                            "since": time.strftime("%Y-%m-%dT%H:%M:%S%z")}))
+        f.write(
+            json.dumps(
+                {
+                    "pid": os.getpid(),
+                    "host": socket.gethostname(),
+                    "command": " ".join(sys.argv)[:300],
+                    "since": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+                }
+            )
+        )
         f.flush()
         try:
             yield
@@ -169,8 +184,10 @@ def progress_line(path: Path) -> str:
         return "all passes recorded complete"
     i, p = open_passes[0]
     done = len(ranges_to_set(p.get("done", [])) & set(range(chunks)))
-    return (f"pass {i + 1} of {len(meta['passes'])} ({len(p['keys'])} keys): {done}/{chunks} chunks recorded "
-            f"(about {min(done * chunk_rows, n)}/{n} images)")
+    return (
+        f"pass {i + 1} of {len(meta['passes'])} ({len(p['keys'])} keys): {done}/{chunks} chunks recorded "
+        f"(about {min(done * chunk_rows, n)}/{n} images)"
+    )
 
 
 # ---- chunk ranges: sorted disjoint [start, stop) lists ----------------------------------------
@@ -234,7 +251,9 @@ def preallocate(path: Path, dtype: np.dtype, shape: tuple[int, ...]) -> int:
 
 
 @contextmanager
-def full_disk_as_store_error(path: Path, needed: int | None = None, undo: Callable[[], None] | None = None) -> Iterator[None]:
+def full_disk_as_store_error(
+    path: Path, needed: int | None = None, undo: Callable[[], None] | None = None
+) -> Iterator[None]:
     """A full disk (``ENOSPC``) inside the block becomes a :class:`StoreError` that gives the sizes and
     what to do; ``undo`` runs first (to remove what the block had half written)."""
     try:
@@ -262,8 +281,13 @@ def _size(nbytes: float) -> str:
 def _map(path: Path, entry: dict[str, Any]) -> np.memmap:
     """Writable map of a key's rows (header offset from meta when recorded, else read)."""
     if "offset" in entry:
-        return np.memmap(path, dtype=np.dtype(entry["dtype"]), mode="r+", offset=entry["offset"],
-                         shape=tuple(entry["shape"]))
+        return np.memmap(
+            path,
+            dtype=np.dtype(entry["dtype"]),
+            mode="r+",
+            offset=entry["offset"],
+            shape=tuple(entry["shape"]),
+        )
     return np.load(path, mmap_mode="r+")
 
 
@@ -279,7 +303,11 @@ def read_meta(path: Path) -> dict[str, Any]:
         text = meta_path.read_text()
         meta = json.loads(text)
     except json.JSONDecodeError as err:
-        why = "empty" if not text.strip() else f"truncated or not JSON ({err.msg} at line {err.lineno}, column {err.colno})"
+        why = (
+            "empty"
+            if not text.strip()
+            else f"truncated or not JSON ({err.msg} at line {err.lineno}, column {err.colno})"
+        )
         raise DamagedStoreError(path, {META: why}, repair_command(path)) from None
     except (OSError, UnicodeDecodeError) as err:
         raise DamagedStoreError(path, {META: f"unreadable ({err})"}, repair_command(path)) from None
@@ -316,7 +344,11 @@ def _npy_damage(path: Path, shape: tuple[int, ...], dtype: np.dtype, offset: int
         try:
             with open(path, "rb") as f:
                 version = np.lib.format.read_magic(f)
-                read = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+                read = (
+                    np.lib.format.read_array_header_1_0
+                    if version == (1, 0)
+                    else np.lib.format.read_array_header_2_0
+                )
                 header = read(f)  # (shape, fortran order, dtype)
                 offset = f.tell()
         except (OSError, ValueError, EOFError):
@@ -341,8 +373,15 @@ def key_of_file(name: str) -> str | None:
     return key
 
 
-def repair(path: Path, inputs: dict[str, Any], n: int, chunk_rows: int, labels: Callable[[], np.ndarray],
-           command: str | None = None, info: dict[str, Any] | None = None) -> tuple[FeatureStore, list[str]]:
+def repair(
+    path: Path,
+    inputs: dict[str, Any],
+    n: int,
+    chunk_rows: int,
+    labels: Callable[[], np.ndarray],
+    command: str | None = None,
+    info: dict[str, Any] | None = None,
+) -> tuple[FeatureStore, list[str]]:
     """Drop exactly what is damaged in the store at ``path`` and return it with the keys to re-extract.
 
     A damaged key file is deleted and its key removed from the metadata (its pass keeps the others);
@@ -358,7 +397,9 @@ def repair(path: Path, inputs: dict[str, Any], n: int, chunk_rows: int, labels: 
             f.unlink()
         (path / META).unlink(missing_ok=True)
         command = command or repair_command(path)
-        return FeatureStore.create(path, inputs=inputs, n=n, chunk_rows=chunk_rows, info=info, command=command), keys
+        return FeatureStore.create(
+            path, inputs=inputs, n=n, chunk_rows=chunk_rows, info=info, command=command
+        ), keys
     store = FeatureStore(path, meta)
     store._merge_rank_progress(write=False)
     damaged = store.damage()
@@ -399,7 +440,9 @@ class FeatureStore(Mapping[str, np.ndarray]):
         path = Path(path)
         meta = read_meta(path)
         if meta.get("format") != FORMAT:
-            raise StoreError(f"{path}: store format {meta.get('format')} is not {FORMAT}; delete it and re-extract")
+            raise StoreError(
+                f"{path}: store format {meta.get('format')} is not {FORMAT}; delete it and re-extract"
+            )
         store = cls(path, meta)
         store._merge_rank_progress(write=False)
         if verify:
@@ -415,8 +458,12 @@ class FeatureStore(Mapping[str, np.ndarray]):
         if why:
             damaged[LABELS] = why
         for entry in self.meta["keys"].values():
-            why = _npy_damage(self.path / entry["file"], tuple(entry["shape"]), np.dtype(entry["dtype"]),
-                              entry.get("offset"))
+            why = _npy_damage(
+                self.path / entry["file"],
+                tuple(entry["shape"]),
+                np.dtype(entry["dtype"]),
+                entry.get("offset"),
+            )
             if why:
                 damaged[entry["file"]] = why
         return damaged
@@ -500,7 +547,12 @@ class FeatureStore(Mapping[str, np.ndarray]):
             for key in keys:
                 shape = (self.n, *shapes[key])
                 offset = preallocate(self.path / key_filename(key), dtype, shape)
-                entries[key] = {"shape": list(shape), "dtype": dtype.name, "file": key_filename(key), "offset": offset}
+                entries[key] = {
+                    "shape": list(shape),
+                    "dtype": dtype.name,
+                    "file": key_filename(key),
+                    "offset": offset,
+                }
         self.meta["keys"].update(entries)
         self.meta["passes"].append({"keys": list(keys), "done": [], "complete": False})
         self.save()
@@ -584,8 +636,13 @@ class FeatureStore(Mapping[str, np.ndarray]):
         entry = self.meta["keys"][key]
         path = self.path / entry["file"]
         if "offset" in entry:  # header already parsed at creation
-            arr = np.memmap(path, dtype=np.dtype(entry["dtype"]), mode="r", offset=entry["offset"],
-                            shape=tuple(entry["shape"]))  # fmt: skip
+            arr = np.memmap(
+                path,
+                dtype=np.dtype(entry["dtype"]),
+                mode="r",
+                offset=entry["offset"],
+                shape=tuple(entry["shape"]),
+            )
         else:
             arr = np.load(path, mmap_mode="r")
         return arr if mmap else np.asarray(arr, dtype=np.float32)
@@ -618,7 +675,9 @@ class StoreWriter:
         self.flat_keys = [k for k in self.keys if self.maps[k].ndim == 2]
         self.widths = [self.maps[k].shape[1] for k in self.flat_keys]
 
-    def write(self, rows: slice, flat: np.ndarray, labels: np.ndarray, tokens: Mapping[str, np.ndarray]) -> None:
+    def write(
+        self, rows: slice, flat: np.ndarray, labels: np.ndarray, tokens: Mapping[str, np.ndarray]
+    ) -> None:
         """Write one chunk: ``flat`` is (B, sum D) in ``flat_keys`` order; ``tokens`` the 3-D keys."""
         col = 0
         for k, w in zip(self.flat_keys, self.widths, strict=True):

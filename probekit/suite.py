@@ -76,7 +76,9 @@ def _resolve_notebook(raw: str, config_path: Path) -> Path:
     for cand in candidates:
         if cand.is_file():
             return cand.resolve()
-    raise SuiteConfigError(f"{config_path}: notebook {raw!r} not found from {Path.cwd()} or the config's folder")
+    raise SuiteConfigError(
+        f"{config_path}: notebook {raw!r} not found from {Path.cwd()} or the config's folder"
+    )
 
 
 def load_config(path: str | Path) -> SuiteConfig:
@@ -86,35 +88,51 @@ def load_config(path: str | Path) -> SuiteConfig:
         raise SuiteConfigError(f"suite config {path} does not exist")
     raw = _read_yaml(path)
     if not isinstance(raw, dict):
-        raise SuiteConfigError(f"{path}: a suite config is a mapping with 'runs:' (and optionally out, timeout, "
-                               f"env, defaults); this file holds a {type(raw).__name__}")
+        raise SuiteConfigError(
+            f"{path}: a suite config is a mapping with 'runs:' (and optionally out, timeout, "
+            f"env, defaults); this file holds a {type(raw).__name__}"
+        )
     unknown = set(raw) - {"out", "timeout", "env", "defaults", "runs"}
     if unknown:
-        raise SuiteConfigError(f"{path}: unknown top-level keys {sorted(unknown)}; "
-                               "valid: out, timeout, env, defaults, runs")
+        raise SuiteConfigError(
+            f"{path}: unknown top-level keys {sorted(unknown)}; valid: out, timeout, env, defaults, runs"
+        )
     if not raw.get("runs"):
-        raise SuiteConfigError(f"{path}: no runs; add a 'runs:' list of {{name, notebook, parameters, after}}")
+        raise SuiteConfigError(
+            f"{path}: no runs; add a 'runs:' list of {{name, notebook, parameters, after}}"
+        )
     runs, seen = [], set()
     for i, item in enumerate(raw["runs"]):
         if not isinstance(item, dict) or "notebook" not in item:
             raise SuiteConfigError(f"{path}: run #{i + 1} needs at least 'notebook' (and 'name')")
         extra = set(item) - {"name", "notebook", "parameters", "after"}
         if extra:
-            raise SuiteConfigError(f"{path}: run #{i + 1} has unknown keys {sorted(extra)}; "
-                                   "valid: name, notebook, parameters, after")
+            raise SuiteConfigError(
+                f"{path}: run #{i + 1} has unknown keys {sorted(extra)}; "
+                "valid: name, notebook, parameters, after"
+            )
         name = str(item.get("name") or Path(item["notebook"]).stem)
         if name in seen:
             raise SuiteConfigError(f"{path}: run name {name!r} appears twice; names must be unique")
         seen.add(name)
         after = item.get("after") or []
-        runs.append(RunSpec(name, _resolve_notebook(str(item["notebook"]), path),
-                            dict(item.get("parameters") or {}),
-                            [after] if isinstance(after, str) else list(after)))
+        runs.append(
+            RunSpec(
+                name,
+                _resolve_notebook(str(item["notebook"]), path),
+                dict(item.get("parameters") or {}),
+                [after] if isinstance(after, str) else list(after),
+            )
+        )
     out = raw.get("out")
-    return SuiteConfig(path=path.resolve(), runs=runs, defaults=dict(raw.get("defaults") or {}),
-                       env={str(k): str(v) for k, v in (raw.get("env") or {}).items()},
-                       out=Path(out) if out else None,
-                       timeout=int(raw["timeout"]) if raw.get("timeout") else None)
+    return SuiteConfig(
+        path=path.resolve(),
+        runs=runs,
+        defaults=dict(raw.get("defaults") or {}),
+        env={str(k): str(v) for k, v in (raw.get("env") or {}).items()},
+        out=Path(out) if out else None,
+        timeout=int(raw["timeout"]) if raw.get("timeout") else None,
+    )
 
 
 def _read_yaml(path: Path) -> Any:
@@ -130,9 +148,11 @@ def _read_yaml(path: Path) -> Any:
             lines = path.read_text(encoding="utf-8").splitlines()
             if 0 <= mark.line < len(lines):
                 line = f"\n    {lines[mark.line]}\n    {' ' * mark.column}^"
-        raise SuiteConfigError(f"{path}: invalid YAML at {where}: {what}{line}\n"
-                               "Fix the indentation or quoting there (YAML: 'key: value', lists as '- item' "
-                               "or [a, b]).") from None
+        raise SuiteConfigError(
+            f"{path}: invalid YAML at {where}: {what}{line}\n"
+            "Fix the indentation or quoting there (YAML: 'key: value', lists as '- item' "
+            "or [a, b])."
+        ) from None
     except yaml.YAMLError as err:
         raise SuiteConfigError(f"{path}: invalid YAML: {err}") from None
     except UnicodeDecodeError as err:
@@ -145,7 +165,9 @@ def order_runs(runs: list[RunSpec]) -> list[RunSpec]:
     for r in runs:
         missing = [a for a in r.after if a not in by_name]
         if missing:
-            raise SuiteConfigError(f"run {r.name!r} comes after unknown runs {missing}; runs: {list(by_name)}")
+            raise SuiteConfigError(
+                f"run {r.name!r} comes after unknown runs {missing}; runs: {list(by_name)}"
+            )
     done: list[RunSpec] = []
     placed: set[str] = set()
     pending = list(runs)
@@ -208,20 +230,27 @@ def resolve_parameters(
         valid = declared[r.name]
         unknown = [k for k in r.parameters if k not in valid]
         if unknown:
-            problems.append(f"run {r.name!r} ({r.notebook.name}): unknown parameters {unknown}; "
-                            f"valid: {', '.join(_describe(p) for p in valid.values()) or 'none'}")
+            problems.append(
+                f"run {r.name!r} ({r.notebook.name}): unknown parameters {unknown}; "
+                f"valid: {', '.join(_describe(p) for p in valid.values()) or 'none'}"
+            )
         params = {k: v for k, v in config.defaults.items() if k in valid}
         if "results_dir" in valid:
             params["results_dir"] = str((out / "results").resolve())
         params.update(r.parameters)
         resolved[r.name] = params
-        source = {**dict.fromkeys(config.defaults, "defaults"), **dict.fromkeys(r.parameters, f"run {r.name!r}")}
+        source = {
+            **dict.fromkeys(config.defaults, "defaults"),
+            **dict.fromkeys(r.parameters, f"run {r.name!r}"),
+        }
         for key, value in params.items():
             if key in valid and key != "results_dir":
                 why = check_value(valid[key], value)
                 if why:
-                    problems.append(f"{source.get(key, 'run ' + repr(r.name))}: {key} = {value!r} {why} "
-                                    f"({r.notebook.name} declares {_describe(valid[key])})")
+                    problems.append(
+                        f"{source.get(key, 'run ' + repr(r.name))}: {key} = {value!r} {why} "
+                        f"({r.notebook.name} declares {_describe(valid[key])})"
+                    )
     used = {k for p in declared.values() for k in p}
     unused = [k for k in config.defaults if k not in used]
     if unused:
@@ -232,8 +261,13 @@ def resolve_parameters(
 
 
 _TYPES: dict[str, tuple[type, ...]] = {
-    "int": (int,), "float": (int, float), "bool": (bool,), "str": (str,), "list": (list, tuple),
-    "dict": (dict,), "tuple": (list, tuple),
+    "int": (int,),
+    "float": (int, float),
+    "bool": (bool,),
+    "str": (str,),
+    "list": (list, tuple),
+    "dict": (dict,),
+    "tuple": (list, tuple),
 }
 
 
@@ -299,8 +333,12 @@ def _fill_from_records(result: RunResult, records: list[dict[str, Any]]) -> None
             params.update(rec.get("params") or {})
             result.env = rec.get("env") or {}
         elif kind == "headline":
-            result.headlines.append({k: rec.get(k) for k in ("name", "label", "value", "display", "note", "ci_low",
-                                                             "ci_high", "n")})
+            result.headlines.append(
+                {
+                    k: rec.get(k)
+                    for k in ("name", "label", "value", "display", "note", "ci_low", "ci_high", "n")
+                }
+            )
         elif kind == "table":
             result.tables.append({k: rec.get(k) for k in ("name", "path", "rows")})
         elif kind == "timing":
@@ -313,7 +351,8 @@ def _fill_from_records(result: RunResult, records: list[dict[str, Any]]) -> None
 def _failed_placeholder(input_ipynb: Path, message: str) -> nbformat.NotebookNode:
     nb = nbformat.read(str(input_ipynb), as_version=4)
     banner = nbformat.v4.new_markdown_cell(
-        f'<div style="color:#b00020;font-weight:bold">This notebook did not run: {message}</div>')
+        f'<div style="color:#b00020;font-weight:bold">This notebook did not run: {message}</div>'
+    )
     nb.cells.insert(0, banner)
     return nb
 
@@ -322,32 +361,54 @@ def execute_run(spec: RunSpec, params: dict[str, Any], out: Path, config: SuiteC
     """Execute one run with papermill and render it to HTML, whatever the outcome."""
     import papermill as pm
 
-    result = RunResult(name=spec.name, notebook=str(spec.notebook), status="ok", parameters=params,
-                       started=datetime.now(timezone.utc).astimezone().isoformat(timespec="seconds"))
+    result = RunResult(
+        name=spec.name,
+        notebook=str(spec.notebook),
+        status="ok",
+        parameters=params,
+        started=datetime.now(timezone.utc).astimezone().isoformat(timespec="seconds"),
+    )
     input_ipynb = prepare_input(spec.notebook, out / ".inputs")
     executed = out / "executed" / f"{spec.name}.ipynb"
     executed.parent.mkdir(parents=True, exist_ok=True)
     executed.unlink(missing_ok=True)
-    env = {**{k: v for k, v in RUN_ENV_DEFAULTS.items() if k not in os.environ}, **config.env, **RUN_ENV,
-           "PROBEKIT_RESULTS_DIR": str((out / "results").resolve())}
+    env = {
+        **{k: v for k, v in RUN_ENV_DEFAULTS.items() if k not in os.environ},
+        **config.env,
+        **RUN_ENV,
+        "PROBEKIT_RESULTS_DIR": str((out / "results").resolve()),
+    }
     t0 = time.perf_counter()
     try:
         with _environment(env):
-            pm.execute_notebook(str(input_ipynb), str(executed), parameters=params, kernel_name=KERNEL,
-                                language="python", cwd=str(spec.notebook.parent), progress_bar=False,
-                                log_output=False, execution_timeout=config.timeout,
-                                extra_arguments=KERNEL_ARGS)
+            pm.execute_notebook(
+                str(input_ipynb),
+                str(executed),
+                parameters=params,
+                kernel_name=KERNEL,
+                language="python",
+                cwd=str(spec.notebook.parent),
+                progress_bar=False,
+                log_output=False,
+                execution_timeout=config.timeout,
+                extra_arguments=KERNEL_ARGS,
+            )
     except pm.PapermillExecutionError as exc:
         if "No space left on device" in str(exc.evalue) or "Errno 28" in str(exc.evalue):
-            raise DiskFullError(out / "results", None, f"the notebook {spec.notebook.name}: {exc.evalue}") from None
+            raise DiskFullError(
+                out / "results", None, f"the notebook {spec.notebook.name}: {exc.evalue}"
+            ) from None
         result.status, result.error = "failed", f"{exc.ename}: {exc.evalue} (cell {exc.exec_count})"
     except Exception as exc:  # noqa: BLE001  (kernel death, timeouts, missing kernels: recorded)
         if is_disk_full(exc):
             raise DiskFullError(executed, None, f"saving the executed notebook: {exc}") from None
         result.status, result.error = "failed", f"{type(exc).__name__}: {exc}"
     result.seconds = time.perf_counter() - t0
-    nb = (nbformat.read(str(executed), as_version=4) if executed.is_file()
-          else _failed_placeholder(input_ipynb, result.error or "unknown error"))
+    nb = (
+        nbformat.read(str(executed), as_version=4)
+        if executed.is_file()
+        else _failed_placeholder(input_ipynb, result.error or "unknown error")
+    )
     _fill_from_records(result, read_records(nb))
     if executed.is_file():
         result.ipynb = str(executed.relative_to(out))
@@ -422,8 +483,13 @@ def run_suite(
     for i, spec in enumerate(ordered, 1):
         blocked = [a for a in spec.after if a in bad]
         if blocked:
-            res = RunResult(spec.name, str(spec.notebook), "skipped", parameters=params[spec.name],
-                            error=f"skipped: comes after failed run(s) {blocked}")
+            res = RunResult(
+                spec.name,
+                str(spec.notebook),
+                "skipped",
+                parameters=params[spec.name],
+                error=f"skipped: comes after failed run(s) {blocked}",
+            )
         else:
             log(f"[{i}/{len(ordered)}] {spec.name} ({spec.notebook.name}) ...")
             try:
@@ -432,8 +498,10 @@ def run_suite(
                 raise _stopped(exc, spec, results) from None
         if res.status != "ok":
             bad.add(spec.name)
-        log(f"[{i}/{len(ordered)}] {spec.name}: {res.status} ({res.seconds:.1f} s)"
-            + (f": {res.error}" if res.error else ""))
+        log(
+            f"[{i}/{len(ordered)}] {spec.name}: {res.status} ({res.seconds:.1f} s)"
+            + (f": {res.error}" if res.error else "")
+        )
         done = {r.name: r for r in [*results, res]}
         listed = [done.get(r.name) or kept.get(r.name) for r in everything]
         try:

@@ -52,8 +52,11 @@ def _rel(path: str | None, out: Path) -> str | None:
 def _row(r: RunResult, out: Path) -> str:
     name = f'<a href="{_e(r.html)}">{_e(r.name)}</a>' if r.html else _e(r.name)
     heads = "".join(_headline(h) for h in r.headlines)
-    tables = "".join(f'<li><a href="{_e(_rel(t.get("path"), out))}">{_e(t.get("name"))}.csv</a> '
-                     f'({_e(t.get("rows"))} rows)</li>' for t in r.tables)
+    tables = "".join(
+        f'<li><a href="{_e(_rel(t.get("path"), out))}">{_e(t.get("name"))}.csv</a> '
+        f"({_e(t.get('rows'))} rows)</li>"
+        for t in r.tables
+    )
     error = f'<div class="error">{_e(r.error)}</div>' if r.error else ""
     return (
         "<tr>"
@@ -79,9 +82,11 @@ def index_html(results: list[RunResult], out: Path, config: SuiteConfig, seconds
     n_ok = sum(r.status == "ok" for r in results)
     env = next((r.env for r in results if r.env), {})
     when = datetime.now(timezone.utc).astimezone().isoformat(timespec="seconds")
-    meta = (f"{n_ok}/{len(results)} runs ok · {seconds:.0f} s · config {_e(config.path.name)} · "
-            f"probekit {_e(env.get('probekit', __version__))} · git {_e(env.get('git_sha', '?'))} · "
-            f"{_e(env.get('device', ''))} · {_e(when)}")
+    meta = (
+        f"{n_ok}/{len(results)} runs ok · {seconds:.0f} s · config {_e(config.path.name)} · "
+        f"probekit {_e(env.get('probekit', __version__))} · git {_e(env.get('git_sha', '?'))} · "
+        f"{_e(env.get('device', ''))} · {_e(when)}"
+    )
     rows = "\n".join(_row(r, out) for r in results)
     return (
         "<!DOCTYPE html>\n<html lang=en><head><meta charset=utf-8>"

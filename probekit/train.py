@@ -92,7 +92,9 @@ class TrainConfig:
     class_weighted: bool = True
     seed: int = 0  # the paper's scripts use 0 (its training docstring says 42)
     max_cycles: int = 4  # schedules (warm restarts) at most; 1 trains the paper's single schedule, unchecked
-    loss_tol: float = 0.01  # converged: one more cycle moved the training loss by <= loss_tol + loss_rtol * loss
+    loss_tol: float = (
+        0.01  # converged: one more cycle moved the training loss by <= loss_tol + loss_rtol * loss
+    )
     loss_rtol: float = 0.02
     jitter_validation: bool = True  # the paper's validation subset is jittered like its training set
 
@@ -228,8 +230,18 @@ def train(
             converged = True
             break
     model.eval()
-    return TrainLog(bs, per_epoch, epochs * len(losses), step, float(loss.detach()), time.perf_counter() - start,
-                    train_loss=losses[-1], cycles=len(losses), converged=converged, cycle_losses=tuple(losses))
+    return TrainLog(
+        bs,
+        per_epoch,
+        epochs * len(losses),
+        step,
+        float(loss.detach()),
+        time.perf_counter() - start,
+        train_loss=losses[-1],
+        cycles=len(losses),
+        converged=converged,
+        cycle_losses=tuple(losses),
+    )
 
 
 def loss_converged(previous: float, current: float, config: TrainConfig) -> bool:
@@ -351,8 +363,17 @@ def select_and_fit(
         log = train(model, xt[fit_i], yt[fit_i], cfg, num_classes=num_classes)
         pred = predict_logits(model, validation_inputs(xt[val_i], config)).argmax(1).cpu().numpy()
         score = balanced_accuracy(y_train[val_idx], pred)
-        rows.append(dict(params, val_balanced_accuracy=score, steps=log.steps, cycles=log.cycles,
-                         converged=log.converged, train_loss=log.train_loss, seconds=log.seconds))  # fmt: skip
+        rows.append(
+            dict(
+                params,
+                val_balanced_accuracy=score,
+                steps=log.steps,
+                cycles=log.cycles,
+                converged=log.converged,
+                train_loss=log.train_loss,
+                seconds=log.seconds,
+            )
+        )
         if not score <= best_score:  # first strictly best wins, as regularization_tuner.find_peak
             best, best_score = params, score
 
@@ -362,8 +383,11 @@ def select_and_fit(
     xs = torch.as_tensor(np.asarray(x_test, dtype=np.float32), device=dev)
     test_pred = predict_logits(model, xs).argmax(1).cpu().numpy()
     value, low, high = bootstrap_ci(y_test, test_pred, "balanced_accuracy", n_boot=n_boot, seed=config.seed)
-    search = pd.DataFrame(rows, columns=list(points[0]) + ["val_balanced_accuracy", "steps", "cycles", "converged",
-                                                            "train_loss", "seconds"])  # fmt: skip
+    search = pd.DataFrame(
+        rows,
+        columns=list(points[0])
+        + ["val_balanced_accuracy", "steps", "cycles", "converged", "train_loss", "seconds"],
+    )
     return FitResult(model, dict(best), best_score, value, low, high, test_pred, log, search)
 
 

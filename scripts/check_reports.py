@@ -39,9 +39,16 @@ from pathlib import Path
 CHART_CLASS = "probekit-chart"
 MARK_TAGS = {"path", "rect", "line", "circle", "ellipse", "polygon", "polyline", "text"}
 CHROMIUM_FLAGS = [
-    "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-    "--disable-component-update", "--disable-sync", "--no-first-run", "--disable-extensions",
-    "--disable-default-apps", "--mute-audio",
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+    "--disable-extensions",
+    "--disable-default-apps",
+    "--mute-audio",
     "--host-resolver-rules=MAP * ~NOTFOUND",  # offline: any network name fails to resolve
     "--window-size=1280,1000",
 ]
@@ -102,8 +109,10 @@ LAYOUT_PROBE = """<script>
   window.addEventListener("load", function () { setTimeout(wait, 250); });
 })();
 </script>""".replace("LAYOUT_ID", LAYOUT_ID)
-ABS_PATH = re.compile(r"(?<![\w:/.~-])/(?:[^\s/'\"<>()`]+/)+[^\s/'\"<>()`]+|PosixPath\(|WindowsPath\(|file://"
-                      r"|\b[A-Z]:\\(?=\w)")
+ABS_PATH = re.compile(
+    r"(?<![\w:/.~-])/(?:[^\s/'\"<>()`]+/)+[^\s/'\"<>()`]+|PosixPath\(|WindowsPath\(|file://"
+    r"|\b[A-Z]:\\(?=\w)"
+)
 STDERR_MIME = "application/vnd.jupyter.stderr"
 
 
@@ -125,8 +134,14 @@ def dump_dom(chromium: str, page: Path, budget_ms: int = 15000, timeout_s: int =
         copy = Path(profile) / "page" / page.name
         copy.parent.mkdir()
         copy.write_text(probed, encoding="utf-8")
-        cmd = [chromium, *CHROMIUM_FLAGS, f"--user-data-dir={profile}",
-               f"--virtual-time-budget={budget_ms}", "--dump-dom", copy.as_uri()]
+        cmd = [
+            chromium,
+            *CHROMIUM_FLAGS,
+            f"--user-data-dir={profile}",
+            f"--virtual-time-budget={budget_ms}",
+            "--dump-dom",
+            copy.as_uri(),
+        ]
         proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout_s, check=False)
     if proc.returncode != 0 or not proc.stdout.strip():
         raise RuntimeError(f"chromium failed on {page} (rc {proc.returncode}): {proc.stderr[-800:]}")
@@ -203,7 +218,11 @@ class _ChartScanner(HTMLParser):
             self._hidden += 1
         if "probekit-error" in classes and self._error_depth is None:
             self._error_depth = len(self._stack)  # a failed run's traceback: reported by the suite
-        elif a.get("data-mime-type") == STDERR_MIME and self._stderr_depth is None and self._error_depth is None:
+        elif (
+            a.get("data-mime-type") == STDERR_MIME
+            and self._stderr_depth is None
+            and self._error_depth is None
+        ):
             self._stderr_depth = len(self._stack)
             self.stderr.append("")
         if a.get("id") == LAYOUT_ID:
@@ -327,14 +346,21 @@ def stacked_bars(spec: dict) -> list[str]:
             return
         if not isinstance(node, dict):
             return
-        title = str(node.get("title", {}).get("text") if isinstance(node.get("title"), dict)
-                    else node.get("title") or title)
+        title = str(
+            node.get("title", {}).get("text")
+            if isinstance(node.get("title"), dict)
+            else node.get("title") or title
+        )
         enc = {**inherited, **(node.get("encoding") or {})}
         mark = node.get("mark")
         mark = mark.get("type") if isinstance(mark, dict) else mark
         if mark == "bar" and isinstance(enc.get("color"), dict) and enc["color"].get("field"):
-            quant = [c for c in ("x", "y") if isinstance(enc.get(c), dict) and enc[c].get("type") == "quantitative"]
-            cats = {enc[c].get("field") for c in ("x", "y") if isinstance(enc.get(c), dict) and c not in quant}
+            quant = [
+                c for c in ("x", "y") if isinstance(enc.get(c), dict) and enc[c].get("type") == "quantitative"
+            ]
+            cats = {
+                enc[c].get("field") for c in ("x", "y") if isinstance(enc.get(c), dict) and c not in quant
+            }
             offset = "xOffset" in enc or "yOffset" in enc
             unstacked = all("stack" in enc[c] and not enc[c]["stack"] for c in quant)
             if quant and not offset and not unstacked and enc["color"]["field"] not in cats:
@@ -365,15 +391,21 @@ def check_page(chromium: str, page: Path, budget_ms: int = 15000) -> tuple[list[
     for chart in found.charts:
         if not chart.drawn:
             said = " ".join(chart.text)[:200]
-            problems.append(f"{page.name}: chart {chart.ident} not drawn (svg {chart.svgs}, mark groups "
-                            f"{chart.mark_groups}, shapes {chart.mark_shapes}){': ' + said if said else ''}")
+            problems.append(
+                f"{page.name}: chart {chart.ident} not drawn (svg {chart.svgs}, mark groups "
+                f"{chart.mark_groups}, shapes {chart.mark_shapes}){': ' + said if said else ''}"
+            )
     for path in absolute_paths(found)[:5]:
-        problems.append(f"{page.name}: absolute local path on the page: {path!r} (use a path relative to the report)")
+        problems.append(
+            f"{page.name}: absolute local path on the page: {path!r} (use a path relative to the report)"
+        )
     for block in found.stderr:
         problems.append(f"{page.name}: stderr block on the page: {html_lib.unescape(block).strip()[:160]!r}")
     for spec in chart_specs(source):
         for title in stacked_bars(spec):
-            problems.append(f"{page.name}: stacked bars in chart {title!r} (compare side by side: yOffset or stack=None)")
+            problems.append(
+                f"{page.name}: stacked bars in chart {title!r} (compare side by side: yOffset or stack=None)"
+            )
     shown = sum(t.shows_range_index for t in found.tables)
     if shown:
         problems.append(f"{page.name}: {shown} table(s) show the pandas row-number index column")
@@ -384,12 +416,16 @@ def check_page(chromium: str, page: Path, budget_ms: int = 15000) -> tuple[list[
         problems.append(f"{page.name}: layout probe: {layout['error']}")
     else:
         if layout.get("wide"):
-            problems.append(f"{page.name}: page wider than the {layout['window']} px window "
-                            f"({layout['width']} px; {layout.get('widest') or 'see the page'}): "
-                            "make it fit or scroll in its own box")
+            problems.append(
+                f"{page.name}: page wider than the {layout['window']} px window "
+                f"({layout['width']} px; {layout.get('widest') or 'see the page'}): "
+                "make it fit or scroll in its own box"
+            )
         for hit in layout.get("overprint", []):
-            problems.append(f"{page.name}: chart {hit['chart']} has text marks printed over each other: "
-                            f"{'; '.join(hit['text'])[:160]}")
+            problems.append(
+                f"{page.name}: chart {hit['chart']} has text marks printed over each other: "
+                f"{'; '.join(hit['text'])[:160]}"
+            )
     return problems, found
 
 

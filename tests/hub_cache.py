@@ -22,8 +22,13 @@ def _git_blob_sha1(data: bytes) -> str:
     return hashlib.sha1(b"blob %d\0" % len(data) + data).hexdigest()
 
 
-def write_hub_cache(hf_home: Path, repo_id: str, files: dict[str, Path | bytes], lfs: tuple[str, ...] = (),
-                    commit: str = COMMIT) -> Path:
+def write_hub_cache(
+    hf_home: Path,
+    repo_id: str,
+    files: dict[str, Path | bytes],
+    lfs: tuple[str, ...] = (),
+    commit: str = COMMIT,
+) -> Path:
     """``files``: filename -> a file to copy or the bytes; names in ``lfs`` get sha256 etags.
 
     Returns the snapshot folder ``<hf_home>/hub/models--<org>--<name>/snapshots/<commit>``.

@@ -26,7 +26,9 @@ def resample_pos(pos: torch.Tensor, grid: int, antialias: bool) -> torch.Tensor:
     return torch.cat([cls_pos, g.permute(0, 2, 3, 1).reshape(1, grid * grid, -1)], dim=1)
 
 
-def vit_forward(sd: dict, x: torch.Tensor, *, num_heads: int, patch: int = 14, antialias: bool = True) -> torch.Tensor:
+def vit_forward(
+    sd: dict, x: torch.Tensor, *, num_heads: int, patch: int = 14, antialias: bool = True
+) -> torch.Tensor:
     """Tokens after the final norm, (B, 1 + N, D)."""
     tokens = F.conv2d(x, sd["patch_embed.proj.weight"], sd["patch_embed.proj.bias"], stride=patch)
     b, d, gh, gw = tokens.shape

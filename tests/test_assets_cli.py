@@ -56,7 +56,14 @@ def test_cli_without_command_prints_help():
 
 def test_cli_reports_probekit_errors_without_traceback(tmp_path: Path):
     out = subprocess.run(
-        [sys.executable, "-c", "import sys; from probekit.cli import main; sys.exit(main(['models', '--all']))"],
-        capture_output=True, text=True, timeout=300, check=False,
+        [
+            sys.executable,
+            "-c",
+            "import sys; from probekit.cli import main; sys.exit(main(['models', '--all']))",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
     )
     assert out.returncode == 0 and "Traceback" not in out.stderr

@@ -20,14 +20,25 @@ def _table(n_layers: int = 6, repeats: int = 1) -> pd.DataFrame:
                 for pool in ("cls", "ap"):
                     for _ in range(repeats):
                         v = float(rng.uniform(0.4, 0.9))
-                        rows.append({"model": "m", "dataset": ds, "site": site, "layer": layer, "pool": pool,
-                                         "metric": "accuracy", "value": v, "ci_low": v - 0.05, "ci_high": v + 0.05})
+                        rows.append(
+                            {
+                                "model": "m",
+                                "dataset": ds,
+                                "site": site,
+                                "layer": layer,
+                                "pool": pool,
+                                "metric": "accuracy",
+                                "value": v,
+                                "ci_low": v - 0.05,
+                                "ci_high": v + 0.05,
+                            }
+                        )
     return pd.DataFrame(rows)
 
 
 def _marks(chart) -> int:
     svg = vl_convert.vegalite_to_svg(chart.to_dict())
-    return svg.count('role-mark')
+    return svg.count("role-mark")
 
 
 def test_depth_curve_aggregates_and_renders():
@@ -36,15 +47,21 @@ def test_depth_curve_aggregates_and_renders():
     spec = chart.to_dict()
     (rows,) = spec["datasets"].values()
     assert len(rows) == 2 * 4 * 6
-    expected = df[(df.pool == "cls") & (df.dataset == "digits") & (df.site == "act") & (df.layer == 2)].value.mean()
-    got = next(r for r in rows if r["dataset"] == "digits" and r["site"] == "act" and r["layer"] == 2)["value"]
+    expected = df[
+        (df.pool == "cls") & (df.dataset == "digits") & (df.site == "act") & (df.layer == 2)
+    ].value.mean()
+    got = next(r for r in rows if r["dataset"] == "digits" and r["site"] == "act" and r["layer"] == 2)[
+        "value"
+    ]
     assert got == pytest.approx(expected)
     assert _marks(chart) >= 3  # band, line, points in each facet
 
 
 def test_each_builder_renders_with_marks():
     df = _table()
-    wide = pd.DataFrame({"dataset": list("abcdef"), "shift": [1, 2, 3, 4, 5, 6], "gain": [0.1, 0.3, 0.2, 0.5, 0.4, 0.7]})
+    wide = pd.DataFrame(
+        {"dataset": list("abcdef"), "shift": [1, 2, 3, 4, 5, 6], "gain": [0.1, 0.3, 0.2, 0.5, 0.4, 0.7]}
+    )
     built = [
         charts.site_layer_heatmap(df[df.pool == "cls"], facet="dataset"),
         charts.ranked_bars_with_ci(df[df.layer == 5], top=3),
@@ -57,7 +74,13 @@ def test_each_builder_renders_with_marks():
 
 def test_heatmap_outlines_the_best_cell():
     df = _table()
-    data = next(iter(charts.site_layer_heatmap(df[(df.pool == "cls") & (df.dataset == "mnist")]).to_dict()["datasets"].values()))
+    data = next(
+        iter(
+            charts.site_layer_heatmap(df[(df.pool == "cls") & (df.dataset == "mnist")])
+            .to_dict()["datasets"]
+            .values()
+        )
+    )
     best = [r for r in data if r["best"]]
     assert len(best) == 1 and best[0]["value"] == max(r["value"] for r in data)
 
@@ -85,7 +108,9 @@ def test_spearman_matches_scipy_and_interval_brackets_it():
     assert rho == pytest.approx(spearmanr(x, y).statistic)
     assert lo <= rho <= hi
     assert np.isnan(charts.spearman_ci([1, 2], [3, 4])[0])
-    spec = charts.scatter_with_fit(pd.DataFrame({"dataset": list("abcdefghijkl"), "s": x, "g": y}), "s", "g").to_dict()
+    spec = charts.scatter_with_fit(
+        pd.DataFrame({"dataset": list("abcdefghijkl"), "s": x, "g": y}), "s", "g"
+    ).to_dict()
     assert f"ρ = {rho:.2f}" in spec["title"]["subtitle"][0]
 
 
@@ -108,8 +133,11 @@ def test_lab_mimetype_is_one_the_installed_jupyterlab_draws():
     from pathlib import Path
 
     static = Path(sys.prefix) / "share" / "jupyter" / "lab" / "static"
-    drawn = {m for f in static.glob("*.js")
-             for m in re.findall(r"application/vnd\.vegalite\.v\d+\+json", f.read_text(errors="ignore"))}
+    drawn = {
+        m
+        for f in static.glob("*.js")
+        for m in re.findall(r"application/vnd\.vegalite\.v\d+\+json", f.read_text(errors="ignore"))
+    }
     assert drawn, f"no vega-lite renderer found in {static}"
     assert charts.vegalite_mime() in drawn, (charts.vegalite_mime(), sorted(drawn))
 
@@ -130,9 +158,16 @@ def _mark(spec: dict) -> str | None:
 
 
 def test_bars_with_color_are_grouped_with_own_whiskers_never_stacked():
-    gains = pd.DataFrame({"dataset": ["a", "a", "b", "b"], "method": ["alf", "mean"] * 2, "metric": "gain",
-                          "value": [0.6, 0.9, 0.2, 0.4], "ci_low": [0.5, 0.8, 0.1, 0.3],
-                          "ci_high": [0.7, 1.0, 0.3, 0.5]})
+    gains = pd.DataFrame(
+        {
+            "dataset": ["a", "a", "b", "b"],
+            "method": ["alf", "mean"] * 2,
+            "metric": "gain",
+            "value": [0.6, 0.9, 0.2, 0.4],
+            "ci_low": [0.5, 0.8, 0.1, 0.3],
+            "ci_high": [0.7, 1.0, 0.3, 0.5],
+        }
+    )
     spec = charts.ranked_bars_with_ci(gains, category="dataset", color="method").to_dict()
     bars = [s for s in _layers(spec) if _mark(s) == "bar"]
     assert bars and all(b["encoding"]["x"].get("stack", "zero") is None for b in bars)
@@ -143,7 +178,9 @@ def test_bars_with_color_are_grouped_with_own_whiskers_never_stacked():
 
 def test_heatmap_numbers_only_where_they_fit():
     df = _table(n_layers=6)
-    narrow = charts.site_layer_heatmap(_table(n_layers=24)[lambda d: d.pool == "cls"], facet="dataset").to_dict()
+    narrow = charts.site_layer_heatmap(
+        _table(n_layers=24)[lambda d: d.pool == "cls"], facet="dataset"
+    ).to_dict()
     wide = charts.site_layer_heatmap(df[(df.pool == "cls") & (df.dataset == "mnist")]).to_dict()
     has_text = [any(_mark(s) == "text" for s in _layers(x)) for x in (narrow, wide)]
     assert has_text == [False, True]

@@ -133,7 +133,10 @@ def test_every_family_keeps_odd_and_non_square_sizes(size):
 
 def test_working_scale_is_the_published_one():
     assert working_size(64, 64, "cifar") == (32, 32) and working_size(8, 8, "cifar") == (32, 32)
-    assert working_size(4000, 3000, "imagenet") == (299, 224) and working_size(250, 250, "imagenet") == (224, 224)
+    assert working_size(4000, 3000, "imagenet") == (299, 224) and working_size(250, 250, "imagenet") == (
+        224,
+        224,
+    )
     assert working_size(16000, 100, "imagenet") == (896, 6)  # longer side capped at 4 x 224
     assert corrupt(Image.new("RGB", (4000, 3000)), "contrast", 1, "k").size == (299, 224)
 
@@ -156,12 +159,28 @@ def test_severity_means_the_same_at_64_and_256_px(family, params):
     for severity in (1, 3, 5):
         change = {}
         for side in (64, 256):
-            change[side] = np.mean([
-                np.sqrt(((seen_by_model(corrupt(img.resize((side, side), Image.Resampling.BICUBIC), family,
-                                                 severity, key, params=params))
-                          - seen_by_model(img.resize((side, side), Image.Resampling.BICUBIC))) ** 2).mean())
-                for img, key in photos
-            ])
+            change[side] = np.mean(
+                [
+                    np.sqrt(
+                        (
+                            (
+                                seen_by_model(
+                                    corrupt(
+                                        img.resize((side, side), Image.Resampling.BICUBIC),
+                                        family,
+                                        severity,
+                                        key,
+                                        params=params,
+                                    )
+                                )
+                                - seen_by_model(img.resize((side, side), Image.Resampling.BICUBIC))
+                            )
+                            ** 2
+                        ).mean()
+                    )
+                    for img, key in photos
+                ]
+            )
         assert change[64] == pytest.approx(change[256], rel=0.15), (severity, change)
 
 

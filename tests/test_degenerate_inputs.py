@@ -55,7 +55,9 @@ def test_one_class_folder_is_an_error_naming_the_class(tmp_path, vit) -> None:
 
 def test_class_with_one_image_in_a_split_is_an_error_naming_it(tmp_path, vit) -> None:
     root = digit_folder(tmp_path / "small", {0: 20, 1: 20, 7: 3})  # 3 images: 1 train, 1 val, 1 test
-    with pytest.raises(TooFewImagesError, match=r"class 'digit_7'.*1 image\(s\) in the train split.*Add images"):
+    with pytest.raises(
+        TooFewImagesError, match=r"class 'digit_7'.*1 image\(s\) in the train split.*Add images"
+    ):
         split_features(vit, f"folder:{root}", progress=False)
 
 
@@ -68,7 +70,11 @@ def test_a_cap_of_zero_takes_every_image(vit) -> None:
     sf = split_features(vit, "textures", max_per_class=0, sites=["norm"], pools=["cls"], progress=False)
     from probekit.data import load_dataset
 
-    assert sf.provenance["splits"]["train"] == len(load_dataset("textures", split="train")) == len(sf.train.labels)
+    assert (
+        sf.provenance["splits"]["train"]
+        == len(load_dataset("textures", split="train"))
+        == len(sf.train.labels)
+    )
 
 
 @pytest.fixture(scope="module")
@@ -78,8 +84,15 @@ def textures_study(vit, tmp_path_factory):
     old = os.environ.get("PROBEKIT_DATA")
     os.environ["PROBEKIT_DATA"] = str(tmp_path_factory.mktemp("study-data"))
     try:
-        return probing.probe_study(vit, ["textures"], sites=["embed", "ln1", "resid_post", "norm"], pools=["cls", "mean"],
-                                   images_per_class=20, Cs=[0.1, 1.0], progress=False)  # fmt: skip
+        return probing.probe_study(
+            vit,
+            ["textures"],
+            sites=["embed", "ln1", "resid_post", "norm"],
+            pools=["cls", "mean"],
+            images_per_class=20,
+            Cs=[0.1, 1.0],
+            progress=False,
+        )
     finally:
         if old is None:
             del os.environ["PROBEKIT_DATA"]
@@ -121,13 +134,26 @@ def test_nan_headline_says_why_and_unresolved_interval_says_so() -> None:
 
 
 def test_spearman_over_two_datasets_says_why(tmp_path) -> None:
-    shift = pd.DataFrame({"model": "m", "dataset": ["a", "b"], "site": "norm", "layer": np.nan, "pool": "mean",
-                          "measure": "mmd_rbf", "value": [0.1, 0.4], "ci_low": 0.0, "ci_high": 0.5})  # fmt: skip
+    shift = pd.DataFrame(
+        {
+            "model": "m",
+            "dataset": ["a", "b"],
+            "site": "norm",
+            "layer": np.nan,
+            "pool": "mean",
+            "measure": "mmd_rbf",
+            "value": [0.1, 0.4],
+            "ci_low": 0.0,
+            "ci_high": 0.5,
+        }
+    )
     shift.to_csv(tmp_path / "shift.csv", index=False)
-    pd.DataFrame({"model": "m", "dataset": ["a", "b"], "relative_depth": [1.0, 0.5], "value": [0.0, 0.1]}).to_csv(
-        tmp_path / "layerwise_best.csv", index=False)
+    pd.DataFrame(
+        {"model": "m", "dataset": ["a", "b"], "relative_depth": [1.0, 0.5], "value": [0.0, 0.1]}
+    ).to_csv(tmp_path / "layerwise_best.csv", index=False)
     pd.DataFrame({"model": "m", "dataset": ["a", "b"], "value": [0.02, 0.03]}).to_csv(
-        tmp_path / "modulewise_best.csv", index=False)  # notebook 03's table; 04's is optional (paper-1 runs)
+        tmp_path / "modulewise_best.csv", index=False
+    )  # notebook 03's table; 04's is optional (paper-1 runs)
     per = summary.outcomes_by_dataset(tmp_path, model="m")
     corr = summary.correlations(per, model="m")
     lines = summary.findings(corr)
@@ -140,8 +166,18 @@ def test_summary_refuses_a_missing_table_naming_the_notebook(tmp_path) -> None:
 
     with pytest.raises(MissingTableError, match="01_distribution_shift"):
         summary.outcomes_by_dataset(tmp_path, model="m")
-    pd.DataFrame({"model": "m", "dataset": ["a"], "site": "norm", "layer": np.nan, "pool": "mean",
-                  "measure": "mmd_rbf", "value": [0.1], "ci_low": 0.0, "ci_high": 0.5}).to_csv(
-        tmp_path / "shift.csv", index=False)
+    pd.DataFrame(
+        {
+            "model": "m",
+            "dataset": ["a"],
+            "site": "norm",
+            "layer": np.nan,
+            "pool": "mean",
+            "measure": "mmd_rbf",
+            "value": [0.1],
+            "ci_low": 0.0,
+            "ci_high": 0.5,
+        }
+    ).to_csv(tmp_path / "shift.csv", index=False)
     with pytest.raises(MissingTableError, match="02_layerwise_probing"):
         summary.outcomes_by_dataset(tmp_path, model="m")

@@ -25,7 +25,9 @@ torch.set_num_threads(1)
 def _photos(size: int) -> tuple[Image.Image, ...]:
     """Real photos bundled with scikit-image, read with PIL (skimage itself is not imported)."""
     files = sorted(
-        f for f in metadata.files("scikit-image") if str(f).startswith("skimage/data/") and str(f).endswith(".png")
+        f
+        for f in metadata.files("scikit-image")
+        if str(f).startswith("skimage/data/") and str(f).endswith(".png")
     )
     names = ("astronaut", "chelsea", "coffee", "motorcycle_left", "camera", "brick", "grass", "horse")
     out = []
@@ -65,7 +67,13 @@ class PhotoSet:
 
 def tiny_backbone(image_size: int = 32):
     return load_model(
-        "vit_tiny_patch16_224", pretrained=False, image_size=image_size, depth=2, embed_dim=48, num_heads=3, device="cpu"
+        "vit_tiny_patch16_224",
+        pretrained=False,
+        image_size=image_size,
+        depth=2,
+        embed_dim=48,
+        num_heads=3,
+        device="cpu",
     )
 
 
@@ -96,8 +104,9 @@ def test_store_holds_the_hooked_features_for_every_row(tmp_path: Path) -> None:
     reopened = FeatureStore.open(store.path)
     np.testing.assert_array_equal(reopened.load("blocks.1.act/mean"), store["blocks.1.act/mean"])
     # DataLoader worker processes (the CUDA default) give the same rows
-    workers = extract(bb, ds, batch_size=4, storage_dtype="float32", root=tmp_path / "w", num_workers=1,
-                      progress=False)
+    workers = extract(
+        bb, ds, batch_size=4, storage_dtype="float32", root=tmp_path / "w", num_workers=1, progress=False
+    )
     assert workers.path.name == store.path.name
     np.testing.assert_array_equal(workers["blocks.1.act/mean"], store["blocks.1.act/mean"])
     np.testing.assert_array_equal(workers.labels, store.labels)
@@ -111,9 +120,14 @@ def test_second_call_reuses_and_new_keys_add_a_pass(tmp_path: Path) -> None:
     assert again.path == first.path and len(again.meta["runs"]) == 1  # nothing recomputed
     more = features(bb, ds, sites=["act", "ln2"], pools=["cls", "ap"], root=tmp_path, progress=False)
     assert more.path == first.path and len(more.meta["passes"]) == 2
-    assert set(more.meta["passes"][1]["keys"]) == {"blocks.0.act/ap", "blocks.1.act/ap",
-                                                    "blocks.0.ln2/cls", "blocks.0.ln2/ap",
-                                                    "blocks.1.ln2/cls", "blocks.1.ln2/ap"}
+    assert set(more.meta["passes"][1]["keys"]) == {
+        "blocks.0.act/ap",
+        "blocks.1.act/ap",
+        "blocks.0.ln2/cls",
+        "blocks.0.ln2/ap",
+        "blocks.1.ln2/cls",
+        "blocks.1.ln2/ap",
+    }
     assert more["blocks.0.act/cls"].dtype == np.float32
     assert np.load(more.path / "blocks.0.act__cls.npy", mmap_mode="r").dtype == np.float16
 
@@ -122,7 +136,9 @@ def test_changed_inputs_never_share_a_store(tmp_path: Path) -> None:
     ds = PhotoSet(n=4)
     base = extract(tiny_backbone(), ds, sites=["norm"], root=tmp_path, progress=False)
     other_size = extract(tiny_backbone(48), ds, sites=["norm"], root=tmp_path, progress=False)
-    other_data = extract(tiny_backbone(), PhotoSet(n=4, name="photos2"), sites=["norm"], root=tmp_path, progress=False)
+    other_data = extract(
+        tiny_backbone(), PhotoSet(n=4, name="photos2"), sites=["norm"], root=tmp_path, progress=False
+    )
     limited = extract(tiny_backbone(), PhotoSet(n=6), sites=["norm"], root=tmp_path, limit=4, progress=False)
     f32 = extract(tiny_backbone(), ds, sites=["norm"], root=tmp_path, storage_dtype="float32", progress=False)
     bf16 = extract(tiny_backbone(), ds, sites=["norm"], root=tmp_path, dtype="bfloat16", progress=False)
@@ -136,8 +152,17 @@ def test_changed_inputs_never_share_a_store(tmp_path: Path) -> None:
 
 def test_token_sites_are_stored_three_dimensional(tmp_path: Path) -> None:
     bb, ds = tiny_backbone(), PhotoSet(n=5)
-    store = extract(bb, ds, sites=["norm"], pools=["cls"], token_sites=["norm"], batch_size=2,
-                    storage_dtype="float32", root=tmp_path, progress=False)
+    store = extract(
+        bb,
+        ds,
+        sites=["norm"],
+        pools=["cls"],
+        token_sites=["norm"],
+        batch_size=2,
+        storage_dtype="float32",
+        root=tmp_path,
+        progress=False,
+    )
     tokens = store["norm/tokens"]
     assert tokens.shape == (5, 1 + 4, 48)
     np.testing.assert_allclose(tokens[:, 0], store["norm/cls"], rtol=1e-6)
@@ -148,8 +173,15 @@ def test_token_sites_are_stored_three_dimensional(tmp_path: Path) -> None:
 
 
 def test_register_model_without_class_token_pools(tmp_path: Path) -> None:
-    bb = load_model("vit_small_patch14_reg4_dinov2", pretrained=False, image_size=28, depth=1, embed_dim=32,
-                    num_heads=2, device="cpu")
+    bb = load_model(
+        "vit_small_patch14_reg4_dinov2",
+        pretrained=False,
+        image_size=28,
+        depth=1,
+        embed_dim=32,
+        num_heads=2,
+        device="cpu",
+    )
     store = extract(bb, PhotoSet(n=3), layers=[0], root=tmp_path, progress=False)
     assert store.complete and store["blocks.0.resid_post/ap"].shape == (3, 32)
     with pytest.raises(KeyError, match="not in store"):
@@ -161,14 +193,22 @@ def test_embedded_dinov2_on_offline_digits(embedded_backbone, tmp_path: Path) ->
     from probekit.data import load_dataset
 
     ds = load_dataset("digits", split="train", seed=0, max_per_class=1)
-    store = features(embedded_backbone, ds, sites=["act", "ln2", "norm"], layers=[0, -1], batch_size=4,
-                     root=tmp_path, progress=False)
+    store = features(
+        embedded_backbone,
+        ds,
+        sites=["act", "ln2", "norm"],
+        layers=[0, -1],
+        batch_size=4,
+        root=tmp_path,
+        progress=False,
+    )
     assert store.complete and store.n == len(ds) == 10
     np.testing.assert_array_equal(store.labels, ds.labels)
     want = direct_features(embedded_backbone, ds, list(store))
     for key in store:  # float16 storage of float32 features
-        np.testing.assert_allclose(store[key], want[key], rtol=2e-3, atol=2e-3 * np.abs(want[key]).max(),
-                                   err_msg=key)
+        np.testing.assert_allclose(
+            store[key], want[key], rtol=2e-3, atol=2e-3 * np.abs(want[key]).max(), err_msg=key
+        )
     assert store.meta["inputs"]["dataset"] == ds.identity()
 
 

@@ -12,9 +12,31 @@ from probekit.store import FeatureStore
 
 
 def test_cli_extract_prints_the_store_path_last(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
-    argv = ["extract", "--model", "test_vit", "--random-init", "--size", "32", "--dataset", "digits",
-            "--limit", "12", "--sites", "act", "norm", "--layers", "-1", "--pools", "cls", "ap",
-            "--device", "cpu", "--root", str(tmp_path), "--no-progress"]
+    argv = [
+        "extract",
+        "--model",
+        "test_vit",
+        "--random-init",
+        "--size",
+        "32",
+        "--dataset",
+        "digits",
+        "--limit",
+        "12",
+        "--sites",
+        "act",
+        "norm",
+        "--layers",
+        "-1",
+        "--pools",
+        "cls",
+        "ap",
+        "--device",
+        "cpu",
+        "--root",
+        str(tmp_path),
+        "--no-progress",
+    ]
     assert main(argv) == 0
     lines = capsys.readouterr().out.strip().splitlines()
     store = FeatureStore.open(Path(lines[-1]))

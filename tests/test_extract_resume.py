@@ -42,8 +42,9 @@ def _env() -> dict[str, str]:
 
 
 def _reference(root: Path) -> FeatureStore:
-    return extract(tiny_backbone(), PhotoSet(n=N), batch_size=BATCH, storage_dtype="float32", root=root,
-                   progress=False)
+    return extract(
+        tiny_backbone(), PhotoSet(n=N), batch_size=BATCH, storage_dtype="float32", root=root, progress=False
+    )
 
 
 def assert_same_store(a: FeatureStore, b: FeatureStore) -> None:
@@ -59,8 +60,12 @@ def test_sigkill_mid_run_then_resume_gives_the_uninterrupted_store(tmp_path: Pat
     job = tmp_path / "job.py"
     job.write_text(JOB)
     root = tmp_path / "killed"
-    proc = subprocess.Popen([sys.executable, str(job), str(root), "0.1"], env=_env(),
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    proc = subprocess.Popen(
+        [sys.executable, str(job), str(root), "0.1"],
+        env=_env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
     done_at_kill = 0
     deadline = time.monotonic() + 120
     try:
@@ -95,15 +100,23 @@ def test_sigkill_mid_run_then_resume_gives_the_uninterrupted_store(tmp_path: Pat
     assert_same_store(resumed, _reference(tmp_path / "reference"))
 
 
-@pytest.mark.skipif(shutil.which("torchrun", path=str(Path(sys.executable).parent)) is None,
-                    reason="torchrun not installed next to this python")
+@pytest.mark.skipif(
+    shutil.which("torchrun", path=str(Path(sys.executable).parent)) is None,
+    reason="torchrun not installed next to this python",
+)
 def test_torchrun_two_cpu_ranks_write_the_same_store_as_one(tmp_path: Path) -> None:
     job = tmp_path / "job.py"
     job.write_text(JOB)
     root = tmp_path / "ranks"
     torchrun = str(Path(sys.executable).parent / "torchrun")
-    out = subprocess.run([torchrun, "--standalone", "--nproc-per-node", "2", str(job), str(root), "0"],
-                         env=_env(), capture_output=True, text=True, timeout=180, check=False)
+    out = subprocess.run(
+        [torchrun, "--standalone", "--nproc-per-node", "2", str(job), str(root), "0"],
+        env=_env(),
+        capture_output=True,
+        text=True,
+        timeout=180,
+        check=False,
+    )
     assert out.returncode == 0, out.stderr[-3000:]
     assert out.stdout.count("STORE") == 2 and "False" not in out.stdout
     store = FeatureStore.open(next(root.iterdir()))

@@ -58,8 +58,9 @@ FAMILIES = {
 
 
 def build(family: Family) -> nn.Module:
-    backbone = load_model(family.name, pretrained=False, image_size=family.image_size, device="cpu",
-                          **family.kwargs)  # fmt: skip
+    backbone = load_model(
+        family.name, pretrained=False, image_size=family.image_size, device="cpu", **family.kwargs
+    )
     model = backbone.model
     torch.manual_seed(0)
     with torch.no_grad():
@@ -78,8 +79,10 @@ def images(size: int, n: int = 2) -> torch.Tensor:
 def _block_kwargs(model: nn.Module, x: torch.Tensor) -> list[dict]:
     """The keyword arguments each block is called with (RoPE tables, relative position bias)."""
     seen: list[dict] = []
-    handles = [b.register_forward_pre_hook(lambda m, a, kw: seen.append(dict(kw)), with_kwargs=True)
-               for b in model.blocks]  # fmt: skip
+    handles = [
+        b.register_forward_pre_hook(lambda m, a, kw: seen.append(dict(kw)), with_kwargs=True)
+        for b in model.blocks
+    ]
     try:
         model.forward_features(x)
     finally:
@@ -226,7 +229,9 @@ def test_models_with_a_class_token_keep_cls() -> None:
         ("vit_small_patch16_18x2_224", "ParallelThingsBlock blocks.*parallel"),
     ],
 )
-def test_families_that_cannot_be_supported_are_refused_naming_what_is_missing(name: str, missing: str) -> None:
+def test_families_that_cannot_be_supported_are_refused_naming_what_is_missing(
+    name: str, missing: str
+) -> None:
     with pytest.raises(NotAViTError, match=missing):
         load_model(name, pretrained=False, image_size=32, device="cpu", depth=1, embed_dim=64, num_heads=2)
 

@@ -42,8 +42,14 @@ def probekit(capsys, *argv: str) -> tuple[int, str, str]:
 def probekit_subprocess(*argv: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
     """Run ``python -m probekit.cli`` as a separate process, as a user would."""
     full_env = {**os.environ, "PYTHONPATH": str(ROOT), "TQDM_DISABLE": "1", **(env or {})}
-    return subprocess.run([sys.executable, "-m", "probekit.cli", *map(str, argv)], capture_output=True, text=True,
-                          env=full_env, timeout=300, check=False)
+    return subprocess.run(
+        [sys.executable, "-m", "probekit.cli", *map(str, argv)],
+        capture_output=True,
+        text=True,
+        env=full_env,
+        timeout=300,
+        check=False,
+    )
 
 
 @pytest.fixture
@@ -68,8 +74,26 @@ def tmpfs(tmp_path: Path):
 
 
 def _extract(tmp_path: Path, *extra: str) -> list[str]:
-    return ["extract", *TINY, "--dataset", "digits", "--limit", "24", "--batch-size", "8", "--sites", "act", "norm",
-            "--layers", "-1", "--pools", "cls", ROOT_FLAG, str(tmp_path / "features"), *extra]
+    return [
+        "extract",
+        *TINY,
+        "--dataset",
+        "digits",
+        "--limit",
+        "24",
+        "--batch-size",
+        "8",
+        "--sites",
+        "act",
+        "norm",
+        "--layers",
+        "-1",
+        "--pools",
+        "cls",
+        ROOT_FLAG,
+        str(tmp_path / "features"),
+        *extra,
+    ]
 
 
 def _snapshot(store_dir: Path) -> dict[str, bytes]:
@@ -94,14 +118,47 @@ def weights_files(tmp_path_factory) -> dict[str, Path]:
     return {p.stem: p for p in d.iterdir()}
 
 
-@pytest.mark.parametrize(("name", "cause", "fix"), [
-    ("resnet18", r"150 of the model's 150 tensors are missing.*conv1.weight", r"different architecture: pass the timm"),
-    ("missing_one", r"missing from the file \(blocks.11.attn.qkv.weight\)", r"Save the complete state dict"),
-    ("garbage", r"garbage.safetensors is not a readable safetensors file", r"--weights takes a .safetensors file"),
-])
-def test_load_model_refuses_weights_that_do_not_fit(tmp_path, capsys, weights_files, name, cause, fix) -> None:
-    argv = ["extract", "--model", "vit_tiny_patch16_224", "--weights", weights_files[name], "--size", "32",
-            "--dataset", "digits", "--limit", "8", "--device", "cpu", ROOT_FLAG, tmp_path, "--no-progress"]
+@pytest.mark.parametrize(
+    ("name", "cause", "fix"),
+    [
+        (
+            "resnet18",
+            r"150 of the model's 150 tensors are missing.*conv1.weight",
+            r"different architecture: pass the timm",
+        ),
+        (
+            "missing_one",
+            r"missing from the file \(blocks.11.attn.qkv.weight\)",
+            r"Save the complete state dict",
+        ),
+        (
+            "garbage",
+            r"garbage.safetensors is not a readable safetensors file",
+            r"--weights takes a .safetensors file",
+        ),
+    ],
+)
+def test_load_model_refuses_weights_that_do_not_fit(
+    tmp_path, capsys, weights_files, name, cause, fix
+) -> None:
+    argv = [
+        "extract",
+        "--model",
+        "vit_tiny_patch16_224",
+        "--weights",
+        weights_files[name],
+        "--size",
+        "32",
+        "--dataset",
+        "digits",
+        "--limit",
+        "8",
+        "--device",
+        "cpu",
+        ROOT_FLAG,
+        tmp_path,
+        "--no-progress",
+    ]
     rc, out, err = probekit(capsys, *argv)
     assert rc != 0 and out == ""
     assert err.startswith("probekit extract: error: ") and err.count("\n") == 1
@@ -110,17 +167,45 @@ def test_load_model_refuses_weights_that_do_not_fit(tmp_path, capsys, weights_fi
 
 
 def test_load_model_good_weights_file_is_used(tmp_path, capsys, weights_files) -> None:
-    argv = ["extract", "--model", "vit_tiny_patch16_224", "--weights", weights_files["good"], "--size", "32",
-            "--dataset", "digits", "--limit", "8", "--sites", "norm", "--pools", "cls", "--device", "cpu",
-            ROOT_FLAG, tmp_path, "--no-progress"]
+    argv = [
+        "extract",
+        "--model",
+        "vit_tiny_patch16_224",
+        "--weights",
+        weights_files["good"],
+        "--size",
+        "32",
+        "--dataset",
+        "digits",
+        "--limit",
+        "8",
+        "--sites",
+        "norm",
+        "--pools",
+        "cls",
+        "--device",
+        "cpu",
+        ROOT_FLAG,
+        tmp_path,
+        "--no-progress",
+    ]
     rc, out, _ = probekit(capsys, *argv)
     assert rc == 0 and FeatureStore.open(out.splitlines()[-1]).complete
 
 
 def test_load_model_offline_hub_names_options_that_exist(tmp_path) -> None:
-    res = probekit_subprocess("extract", "--model", "vit_tiny_patch16_224.augreg_in21k", "--dataset", "digits",
-                              "--limit", "4", ROOT_FLAG, tmp_path,
-                              env={"HF_HUB_OFFLINE": "1", "HF_HOME": str(tmp_path / "hf"), "PROBEKIT_DATA": str(tmp_path)})
+    res = probekit_subprocess(
+        "extract",
+        "--model",
+        "vit_tiny_patch16_224.augreg_in21k",
+        "--dataset",
+        "digits",
+        "--limit",
+        "4",
+        ROOT_FLAG,
+        tmp_path,
+        env={"HF_HUB_OFFLINE": "1", "HF_HOME": str(tmp_path / "hf"), "PROBEKIT_DATA": str(tmp_path)},
+    )
     assert res.returncode == 2 and "Traceback" not in res.stderr
     assert "could not fetch pretrained weights" in res.stderr and "--weights PATH" in res.stderr
     assert "--model dinov2_vits14" in res.stderr and "--random-init" in res.stderr
@@ -130,8 +215,21 @@ def test_load_model_offline_hub_names_options_that_exist(tmp_path) -> None:
 
 
 def test_no_traceback_unless_debug(tmp_path, weights_files) -> None:
-    argv = ["extract", "--model", "vit_tiny_patch16_224", "--weights", weights_files["garbage"], "--size", "32",
-            "--dataset", "digits", "--device", "cpu", ROOT_FLAG, tmp_path]
+    argv = [
+        "extract",
+        "--model",
+        "vit_tiny_patch16_224",
+        "--weights",
+        weights_files["garbage"],
+        "--size",
+        "32",
+        "--dataset",
+        "digits",
+        "--device",
+        "cpu",
+        ROOT_FLAG,
+        tmp_path,
+    ]
     quiet = probekit_subprocess(*argv)
     assert quiet.returncode == 2 and "Traceback" not in quiet.stderr and "garbage.safetensors" in quiet.stderr
     loud = probekit_subprocess(*argv, "--debug")
@@ -142,7 +240,12 @@ def test_no_traceback_unless_debug(tmp_path, weights_files) -> None:
 
 
 def test_load_dataset_bad_counts_are_refused_before_anything_is_created(tmp_path, capsys) -> None:
-    for flag, value in (("--limit", "-5"), ("--limit", "0"), ("--batch-size", "0"), ("--max-per-class", "-1")):
+    for flag, value in (
+        ("--limit", "-5"),
+        ("--limit", "0"),
+        ("--batch-size", "0"),
+        ("--max-per-class", "-1"),
+    ):
         argv = _extract(tmp_path)
         if flag in argv:
             argv[argv.index(flag) + 1] = value
@@ -157,8 +260,17 @@ def test_load_dataset_of_only_broken_files(tmp_path, capsys) -> None:
     for cls in ("a", "b"):
         (tmp_path / "imgs" / cls).mkdir(parents=True)
         (tmp_path / "imgs" / cls / "x.png").write_bytes(b"not a png")
-    rc, _, err = probekit(capsys, "extract", *TINY, "--dataset", f"folder:{tmp_path / 'imgs'}", "--split", "all",
-                          ROOT_FLAG, tmp_path / "features")
+    rc, _, err = probekit(
+        capsys,
+        "extract",
+        *TINY,
+        "--dataset",
+        f"folder:{tmp_path / 'imgs'}",
+        "--split",
+        "all",
+        ROOT_FLAG,
+        tmp_path / "features",
+    )
     assert rc == 2 and "no usable images (2 broken files skipped, e.g." in err and "x.png" in err
     assert "Replace or remove the broken files" in err and "split='all'" not in err
 
@@ -171,8 +283,21 @@ def test_extract_summary_counts_skipped_files(tmp_path, capsys) -> None:
         for i in range(3):
             Image.new("RGB", (8, 8), (40 * i, 80, 0)).save(tmp_path / "imgs" / cls / f"{i}.png")
     (tmp_path / "imgs" / "a" / "broken.png").write_bytes(b"\x89PNG truncated")
-    rc, out, _ = probekit(capsys, "extract", *TINY, "--dataset", f"folder:{tmp_path / 'imgs'}", "--split", "all",
-                          "--sites", "norm", "--pools", "cls", ROOT_FLAG, tmp_path / "features")
+    rc, out, _ = probekit(
+        capsys,
+        "extract",
+        *TINY,
+        "--dataset",
+        f"folder:{tmp_path / 'imgs'}",
+        "--split",
+        "all",
+        "--sites",
+        "norm",
+        "--pools",
+        "cls",
+        ROOT_FLAG,
+        tmp_path / "features",
+    )
     assert rc == 0 and "6 images; 1 broken or unreadable files skipped (listed in" in out
     meta = FeatureStore.open(out.splitlines()[-1]).meta
     assert meta["skipped_files"] == 1 and meta["skipped_examples"][0]["path"].endswith("broken.png")
@@ -181,13 +306,20 @@ def test_extract_summary_counts_skipped_files(tmp_path, capsys) -> None:
 # ---- stage 3: extract ---------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("fault", ["truncated_npy", "deleted_npy", "deleted_labels", "empty_meta", "truncated_meta"])
+@pytest.mark.parametrize(
+    "fault", ["truncated_npy", "deleted_npy", "deleted_labels", "empty_meta", "truncated_meta"]
+)
 def test_extract_repairs_a_damaged_store_bit_identically(tmp_path, capsys, fault) -> None:
     rc, out, _ = probekit(capsys, *_extract(tmp_path))
     path = Path(out.splitlines()[-1])
     before = _snapshot(path)
-    target = {"truncated_npy": key_filename("norm/cls"), "deleted_npy": key_filename("blocks.5.act/cls"),
-              "deleted_labels": "labels.npy", "empty_meta": "meta.json", "truncated_meta": "meta.json"}[fault]
+    target = {
+        "truncated_npy": key_filename("norm/cls"),
+        "deleted_npy": key_filename("blocks.5.act/cls"),
+        "deleted_labels": "labels.npy",
+        "empty_meta": "meta.json",
+        "truncated_meta": "meta.json",
+    }[fault]
     f = path / target
     if fault.startswith("deleted"):
         f.unlink()
@@ -209,22 +341,46 @@ def test_reading_a_damaged_store_names_the_file_without_a_traceback(tmp_path, ca
     path = Path(out.splitlines()[-1])
     (path / key_filename("norm/cls")).write_bytes(b"")
     code = f"from probekit.store import FeatureStore\nFeatureStore.open({str(path)!r})['norm/cls']"
-    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False, timeout=120,
-                         env={**os.environ, "PYTHONPATH": str(ROOT)})
+    res = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=120,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+    )
     assert "DamagedStoreError" in res.stderr and "norm__cls.npy: truncated: 0 bytes" in res.stderr
 
 
 def test_extract_on_a_full_disk_keeps_what_was_extracted(tmp_path, capsys, tmpfs) -> None:
     root = tmpfs("160k")
-    argv = ["extract", *TINY, "--dataset", "digits", "--limit", "200", "--sites", "norm", "--pools", "cls",
-            ROOT_FLAG, root]
+    argv = [
+        "extract",
+        *TINY,
+        "--dataset",
+        "digits",
+        "--limit",
+        "200",
+        "--sites",
+        "norm",
+        "--pools",
+        "cls",
+        ROOT_FLAG,
+        root,
+    ]
     rc, out, _ = probekit(capsys, *argv)
     path = Path(out.splitlines()[-1])
     before = _snapshot(path)
-    rc, out, err = probekit(capsys, *[a if a != "norm" else "act" for a in argv])  # all 6 blocks' act: too big
+    rc, out, err = probekit(
+        capsys, *[a if a != "norm" else "act" for a in argv]
+    )  # all 6 blocks' act: too big
     assert rc == 2 and "not enough disk space for the feature store" in err and "are free" in err
     assert "features already extracted are kept" in err and "Traceback" not in err
-    assert _snapshot(path) == before and FeatureStore.open(path).complete and list(FeatureStore.open(path)) == ["norm/cls"]
+    assert (
+        _snapshot(path) == before
+        and FeatureStore.open(path).complete
+        and list(FeatureStore.open(path)) == ["norm/cls"]
+    )
 
 
 # ---- stage 4: probe -------------------------------------------------------------------------------
@@ -232,8 +388,20 @@ def test_extract_on_a_full_disk_keeps_what_was_extracted(tmp_path, capsys, tmpfs
 
 def test_probe_layers_counts_images_and_repairs_a_damaged_store(tmp_path, capsys, monkeypatch) -> None:
     monkeypatch.setenv("PROBEKIT_DATA", str(tmp_path))
-    argv = ["layers", "--model", "test_vit", "--random-init", "--size", "32", "--dataset", "digits", "--per-class", "4",
-            "--pools", "cls"]
+    argv = [
+        "layers",
+        "--model",
+        "test_vit",
+        "--random-init",
+        "--size",
+        "32",
+        "--dataset",
+        "digits",
+        "--per-class",
+        "4",
+        "--pools",
+        "cls",
+    ]
     rc, out, _ = probekit(capsys, *argv)
     assert rc == 0 and "40 train / 40 test images" in out
     table = [line for line in out.splitlines() if "[" in line]  # the accuracy rows with their intervals
@@ -246,21 +414,40 @@ def test_probe_layers_counts_images_and_repairs_a_damaged_store(tmp_path, capsys
 
 def test_probe_on_non_finite_features_names_the_keys_and_the_fix(tmp_path, capsys, monkeypatch) -> None:
     monkeypatch.setenv("PROBEKIT_DATA", str(tmp_path))
-    argv = ["layers", "--model", "test_vit", "--random-init", "--size", "32", "--dataset", "digits", "--per-class", "3",
-            "--pools", "cls"]
+    argv = [
+        "layers",
+        "--model",
+        "test_vit",
+        "--random-init",
+        "--size",
+        "32",
+        "--dataset",
+        "digits",
+        "--per-class",
+        "3",
+        "--pools",
+        "cls",
+    ]
     assert probekit(capsys, *argv)[0] == 0
     store = FeatureStore.open(min((tmp_path / "features").glob("*__train__*")))
     rows = store.load("norm/cls", mmap=True)
-    np.memmap(store.path / key_filename("norm/cls"), dtype=rows.dtype, mode="r+", offset=store.meta["keys"]["norm/cls"]
-              ["offset"], shape=rows.shape)[0, 0] = np.inf  # what a float16 overflow leaves
+    np.memmap(
+        store.path / key_filename("norm/cls"),
+        dtype=rows.dtype,
+        mode="r+",
+        offset=store.meta["keys"]["norm/cls"]["offset"],
+        shape=rows.shape,
+    )[0, 0] = np.inf  # what a float16 overflow leaves
     rc, _, err = probekit(capsys, *argv)
-    assert rc == 2 and "hold inf or NaN values" in err and "norm/cls" in err and "--storage-dtype float32" in err
+    assert (
+        rc == 2 and "hold inf or NaN values" in err and "norm/cls" in err and "--storage-dtype float32" in err
+    )
     assert FeatureStore.open(store.path).complete  # the stores stay
 
 
 # ---- stages 5 and 6: render and index (the suite) ---------------------------------------------------
 
-QUICK = textwrap.dedent('''\
+QUICK = textwrap.dedent("""\
     # %% tags=["parameters"]
     seed: int = 0  # seed
     results_dir: str = ""  # folder for tables
@@ -272,14 +459,17 @@ QUICK = textwrap.dedent('''\
     report.run_info(dict(model="none", dataset="toy"), seed)
     report.headline("value", 1.5 + seed)
     charts.ranked_bars_with_ci(pd.DataFrame(dict(site=["a", "b"], value=[0.2, 0.4])))
-    ''')
+    """)
 
 
 def _suite_config(tmp_path: Path, names: list[str], **top) -> Path:
     import yaml
 
     (tmp_path / "quick.py").write_text(QUICK)
-    runs = [{"name": n, "notebook": str(tmp_path / "quick.py"), "parameters": {"seed": i}} for i, n in enumerate(names)]
+    runs = [
+        {"name": n, "notebook": str(tmp_path / "quick.py"), "parameters": {"seed": i}}
+        for i, n in enumerate(names)
+    ]
     path = tmp_path / "suite.yaml"
     path.write_text(yaml.safe_dump({"runs": runs, **top}))
     return path
@@ -289,12 +479,17 @@ def test_suite_config_faults_are_refused_by_check_which_writes_nothing(tmp_path,
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("PROBEKIT_REPORTS", str(tmp_path / "reports"))  # the default --out: must stay absent
     config = _suite_config(tmp_path, ["one"])
-    (tmp_path / "bad.yaml").write_text("runs:\n  - name: one\n    notebook: quick.py\n     parameters: {seed: 1}\n")
+    (tmp_path / "bad.yaml").write_text(
+        "runs:\n  - name: one\n    notebook: quick.py\n     parameters: {seed: 1}\n"
+    )
     rc, _, err = probekit(capsys, "suite", tmp_path / "bad.yaml", "--check")
-    assert rc == 2 and "bad.yaml: invalid YAML at line 4, column 16: mapping values are not allowed here" in err
+    assert (
+        rc == 2 and "bad.yaml: invalid YAML at line 4, column 16: mapping values are not allowed here" in err
+    )
     (tmp_path / "types.yaml").write_text(
         "runs:\n  - {name: one, notebook: quick.py, parameters: {seed: thirty-two}}\n"
-        "  - {name: two, notebook: quick.py, parameters: {seed: -5, results_dir: 3}}\n")
+        "  - {name: two, notebook: quick.py, parameters: {seed: -5, results_dir: 3}}\n"
+    )
     rc, _, err = probekit(capsys, "suite", tmp_path / "types.yaml", "--check")
     assert rc == 2 and "run 'one': seed = 'thirty-two' is a str; the notebook declares int" in err
     assert "run 'two': seed = -5 is negative; give an int >= 0" in err
@@ -319,7 +514,11 @@ def test_suite_full_disk_stops_and_keeps_finished_runs(tmp_path, capsys, tmpfs) 
     config = _suite_config(tmp_path, ["one", "two", "three"])
     rc, _, err = probekit(capsys, "suite", config, "--out", out)
     assert rc == 2 and "suite stopped at run 'two': the disk holding" in err
-    assert "writing two.html needed 1.1 MiB" in err and "are free" in err and "Runs finished, rendered and listed: one" in err
+    assert (
+        "writing two.html needed 1.1 MiB" in err
+        and "are free" in err
+        and "Runs finished, rendered and listed: one" in err
+    )
     runs = json.loads((out / "runs.json").read_text())["runs"]
     assert [r["name"] for r in runs] == ["one"] and runs[0]["status"] == "ok"
     page = (out / "one.html").read_text()

@@ -29,7 +29,14 @@ def tiny_backbone():
 
 
 def tiny_recipe(**kw):
-    base = {"steps": 8, "lrs": (1e-2,), "seeds": (42,), "batch_size": 16, "train_per_class": 6, "val_per_class": 3}
+    base = {
+        "steps": 8,
+        "lrs": (1e-2,),
+        "seeds": (42,),
+        "batch_size": 16,
+        "train_per_class": 6,
+        "val_per_class": 3,
+    }
     return cpu_recipe("digits", **{**base, **kw})
 
 
@@ -41,7 +48,13 @@ def test_schedule_is_the_papers_warmup_then_cosine():
     assert lr_factor(10_000, 2000, 10_000) == pytest.approx(0.0, abs=1e-12)
     r = paper_recipe("cifar10+snow@5")
     assert (r.steps, r.batch_size, r.lrs, r.seeds, r.eval_period, r.grad_clip) == (
-        10_000, 512, (1e-3, 3e-3, 1e-2, 3e-2), (0, 42, 3407), 500, 1.0)
+        10_000,
+        512,
+        (1e-3, 3e-3, 1e-2, 3e-2),
+        (0, 42, 3407),
+        500,
+        1.0,
+    )
     assert paper_recipe("pets").steps == 4000 and paper_recipe("flowers102").eval_period == 250
     cpu = cpu_recipe("cifar10", steps=40)
     assert cpu.warmup == 8  # the paper's 20 % warmup share
@@ -68,9 +81,14 @@ def test_rerun_reuses_and_any_changed_input_does_not(tmp_path):
         finetune(bb, "digits", tiny_recipe(lrs=(3e-2,)), root=tmp_path, progress=False).chosen.path,
         finetune(bb, "digits", tiny_recipe(steps=9), root=tmp_path, progress=False).chosen.path,
         finetune(bb, "digits", tiny_recipe(), data_seed=1, root=tmp_path, progress=False).chosen.path,
-        finetune(load_model("vit_tiny_patch16_224", pretrained=False, image_size=32, device="cpu", seed=1, **TINY),
-                 "digits", tiny_recipe(), root=tmp_path, progress=False).chosen.path,  # other weights
-    }  # fmt: skip
+        finetune(
+            load_model("vit_tiny_patch16_224", pretrained=False, image_size=32, device="cpu", seed=1, **TINY),
+            "digits",
+            tiny_recipe(),
+            root=tmp_path,
+            progress=False,
+        ).chosen.path,  # other weights
+    }
     assert first.chosen.path not in other and len(other) == 4
     hist = first.history()
     assert set(hist["metric"]) == {"train_loss", "val_accuracy"}
@@ -79,7 +97,9 @@ def test_rerun_reuses_and_any_changed_input_does_not(tmp_path):
 
 def test_lr_is_chosen_on_validation(tmp_path):
     bb = tiny_backbone()
-    tuned = finetune(bb, "digits", tiny_recipe(lrs=(1e-3, 3e-2), seeds=(0, 42)), root=tmp_path, progress=False)
+    tuned = finetune(
+        bb, "digits", tiny_recipe(lrs=(1e-3, 3e-2), seeds=(0, 42)), root=tmp_path, progress=False
+    )
     means = tuned.grid().groupby("lr")["value"].mean()
     assert tuned.chosen_lr == means.idxmax() and tuned.chosen.seed == 42 and len(tuned.runs) == 4
 
@@ -112,13 +132,15 @@ def test_a_killed_run_resumes_from_its_checkpoint(tmp_path):
     torch.set_num_threads(1)  # the same arithmetic as the killed process
     resumed = finetune(tiny_backbone(), "digits", tiny_recipe(steps=steps), root=killed, progress=False)
     assert 0 < resumed.chosen.resumed_from < steps, "the run started over instead of resuming"
-    straight = finetune(tiny_backbone(), "digits", tiny_recipe(steps=steps), root=tmp_path / "straight",
-                        progress=False)  # fmt: skip
+    straight = finetune(
+        tiny_backbone(), "digits", tiny_recipe(steps=steps), root=tmp_path / "straight", progress=False
+    )
     a = load_finetuned(tiny_backbone(), resumed, **TINY).model.state_dict()
     b = load_finetuned(tiny_backbone(), straight, **TINY).model.state_dict()
     assert all(torch.allclose(a[k], b[k], atol=1e-5) for k in a)
     assert [round(h.get("loss", 0), 4) for h in resumed.chosen.history] == [
-        round(h.get("loss", 0), 4) for h in straight.chosen.history]
+        round(h.get("loss", 0), 4) for h in straight.chosen.history
+    ]
 
 
 def test_finetuned_model_goes_through_the_standard_path(tmp_path):
@@ -136,11 +158,18 @@ def test_finetuned_model_goes_through_the_standard_path(tmp_path):
     assert set(saved) == set(tuned_bb.model.state_dict())  # timm's own keys, no classifier head
     assert all(torch.equal(saved[k], v) for k, v in tuned_bb.model.state_dict().items())
     kw = {"sites": ["resid_post", "norm"], "pools": ["mean"], "images_per_class": 3, "Cs": (1.0,), "seed": 0}
-    pre, post = split_features(bb, "digits", **{k: kw[k] for k in ("sites", "pools")}, max_per_class=3,
-                               progress=False), split_features(tuned_bb, "digits", sites=kw["sites"],
-                               pools=kw["pools"], max_per_class=3, progress=False)  # fmt: skip
+    pre, post = (
+        split_features(
+            bb, "digits", **{k: kw[k] for k in ("sites", "pools")}, max_per_class=3, progress=False
+        ),
+        split_features(
+            tuned_bb, "digits", sites=kw["sites"], pools=kw["pools"], max_per_class=3, progress=False
+        ),
+    )
     assert pre.train.path != post.train.path  # stored apart: the weights digest names the store
-    assert not np.allclose(pre.train.load("blocks.1.resid_post/mean"), post.train.load("blocks.1.resid_post/mean"))
+    assert not np.allclose(
+        pre.train.load("blocks.1.resid_post/mean"), post.train.load("blocks.1.resid_post/mean")
+    )
     study = probing.probe_study(tuned_bb, ["digits"], progress=False, **kw)
     assert len(study.test_rows()) == 3  # two block outputs and the final norm
 
@@ -149,12 +178,22 @@ def test_finetuning_learns_on_real_data(tmp_path):
     """Digits, the paper's loop from a random head with augmentation: validation accuracy climbs well
     above chance and the backbone moves."""
     bb = tiny_backbone()
-    recipe = cpu_recipe("digits", steps=40, lrs=(3e-2,), batch_size=32, train_per_class=40, val_per_class=15,
-                        head_init="random", augment=True)  # fmt: skip
+    recipe = cpu_recipe(
+        "digits",
+        steps=40,
+        lrs=(3e-2,),
+        batch_size=32,
+        train_per_class=40,
+        val_per_class=15,
+        head_init="random",
+        augment=True,
+    )
     tuned = finetune(bb, "digits", recipe, root=tmp_path, progress=False)
     vals = [h["val_accuracy"] for h in tuned.chosen.history if "val_accuracy" in h]
     assert len(vals) == 21  # step 0 (before training) and the paper's 20 validation passes per run
-    assert tuned.chosen.best_val_accuracy == max(vals) > 0.2 > 1.5 * vals[0], vals  # chance is 0.1 (150 images)
+    assert tuned.chosen.best_val_accuracy == max(vals) > 0.2 > 1.5 * vals[0], (
+        vals
+    )  # chance is 0.1 (150 images)
     assert load_finetuned(bb, tuned, **TINY).weights_digest != bb.weights_digest
 
 
@@ -184,8 +223,12 @@ def test_cpu_recipe_starts_at_the_frozen_probe_and_trains_the_backbone(tmp_path)
         ds = load_dataset("digits", split=split, seed=0, max_per_class=per_class)
         images, labels = batches.decode(ds)
         with torch.no_grad():
-            x = torch.cat([bb.model(torch.stack([bb.transform(i) for i in images[k : k + 64]]))
-                           for k in range(0, len(images), 64)])  # fmt: skip
+            x = torch.cat(
+                [
+                    bb.model(torch.stack([bb.transform(i) for i in images[k : k + 64]]))
+                    for k in range(0, len(images), 64)
+                ]
+            )
         return x.numpy(), labels
 
     (xt, yt), (xv, yv) = feats("train", recipe.train_per_class), feats("val", recipe.val_per_class)
@@ -197,8 +240,10 @@ def test_cpu_recipe_starts_at_the_frozen_probe_and_trains_the_backbone(tmp_path)
     moved = relative_weight_change(bb, tuned_bb)
     assert 0 < moved < 1e-2
     before, after = bb.model.state_dict(), tuned_bb.model.state_dict()
-    assert all(not torch.equal(before[f"blocks.{b}.mlp.fc1.weight"], after[f"blocks.{b}.mlp.fc1.weight"])
-               for b in range(bb.depth))  # fmt: skip
+    assert all(
+        not torch.equal(before[f"blocks.{b}.mlp.fc1.weight"], after[f"blocks.{b}.mlp.fc1.weight"])
+        for b in range(bb.depth)
+    )
 
 
 def test_best_depth_reads_the_test_maximum_ties_deeper_with_a_bootstrap_interval():

@@ -163,7 +163,9 @@ def test_run_fusion_end_to_end_on_digits(digits_stores) -> None:
     assert (table["ci_low"] <= table["value"]).all() and (table["value"] <= table["ci_high"]).all()
     assert v.loc["cls_last_linear", "gain"] == 0.0
     linear = v[v["probe"] == "linear"]
-    assert (linear["solver"] == "lbfgs_exact").all() and linear["converged"].all() and linear["C"].notna().all()
+    assert (
+        (linear["solver"] == "lbfgs_exact").all() and linear["converged"].all() and linear["C"].notna().all()
+    )
     assert (v.loc[v["probe"] == "attentive", "solver"] == "adamw_cosine").all()
     assert (table["steps"] > 0).all() and table["train_loss"].notna().all()
     # chance is 0.1; the fused probe sees the full-resolution early "layers" and beats the coarse last one
@@ -203,8 +205,18 @@ def test_attention_matrix_is_dataset_by_layer() -> None:
     for ds, w in (("a", [0.1, 0.2, 0.3, 0.4]), ("b", [0.4, 0.3, 0.2, 0.1])):
         for layer, wi in enumerate(w, start=1):
             site = "norm" if layer == 4 else "ln2"
-            rows.append({"model": "m", "dataset": ds, "method": "alf_attentive", "site": site, "layer": layer,
-                         "relative_depth": layer / 4, "weight": wi / 2, "mass": wi})  # fmt: skip
+            rows.append(
+                {
+                    "model": "m",
+                    "dataset": ds,
+                    "method": "alf_attentive",
+                    "site": site,
+                    "layer": layer,
+                    "relative_depth": layer / 4,
+                    "weight": wi / 2,
+                    "mass": wi,
+                }
+            )
     m = attention_matrix(pd.DataFrame(rows))
     assert m.shape == (2, 4) and list(m.columns) == [1, 2, 3, 4]
     np.testing.assert_allclose(m.loc[("m", "b")].to_numpy(), [0.2, 0.15, 0.1, 0.05])
@@ -222,7 +234,9 @@ def test_aat_is_normalised_across_tokens_as_paper_2() -> None:
 
     x = np.random.default_rng(0).normal(size=(5, 7, 3)).astype(np.float32)
     paper = normalise_all_tokens(x)
-    np.testing.assert_allclose(paper, torch.nn.functional.normalize(torch.from_numpy(x), dim=1).numpy(), rtol=1e-6)
+    np.testing.assert_allclose(
+        paper, torch.nn.functional.normalize(torch.from_numpy(x), dim=1).numpy(), rtol=1e-6
+    )
     np.testing.assert_allclose(np.linalg.norm(paper, axis=1), 1.0, rtol=1e-5)
     per_token = normalise_all_tokens(x, "width")
     np.testing.assert_allclose(np.linalg.norm(per_token, axis=2), 1.0, rtol=1e-5)
@@ -233,8 +247,19 @@ def test_aat_is_normalised_across_tokens_as_paper_2() -> None:
 
 def test_aat_variants_by_name(digits_stores) -> None:
     train, y_tr, test, y_te = digits_stores
-    table, _ = run_fusion(train, y_tr, test, y_te, depth=DEPTH, grid="tiny", device="cpu", max_steps=40,
-                          max_cycles=1, n_boot=20, methods=["tokens_last_attentive", "tokens_last_attentive_per_token"])  # fmt: skip
+    table, _ = run_fusion(
+        train,
+        y_tr,
+        test,
+        y_te,
+        depth=DEPTH,
+        grid="tiny",
+        device="cpu",
+        max_steps=40,
+        max_cycles=1,
+        n_boot=20,
+        methods=["tokens_last_attentive", "tokens_last_attentive_per_token"],
+    )
     assert list(table["method"]) == ["tokens_last_attentive", "tokens_last_attentive_per_token"]
     assert (table["num_tokens"] == 8).all() and not table["converged"].any()  # one cycle: not checked
     note = convergence_note(table)
@@ -242,6 +267,14 @@ def test_aat_variants_by_name(digits_stores) -> None:
 
 
 def test_convergence_note_is_empty_when_every_fit_converged() -> None:
-    t = pd.DataFrame({"dataset": ["a"], "method": ["alf_attentive"], "converged": [True], "steps": [300],
-                      "cycles": [2], "train_loss": [0.1]})  # fmt: skip
+    t = pd.DataFrame(
+        {
+            "dataset": ["a"],
+            "method": ["alf_attentive"],
+            "converged": [True],
+            "steps": [300],
+            "cycles": [2],
+            "train_loss": [0.1],
+        }
+    )
     assert convergence_note(t) == ""

@@ -29,10 +29,19 @@ def test_fusion_on_real_dinov2_features_beats_chance(embedded_backbone, dinov2_d
     assert tokens[0].key == "blocks.1.ln2/cls" and tokens[-1].key == "norm/ap"
 
     table, att = run_fusion(
-        train, train.labels, test, test.labels, depth=depth, grid="tiny", seed=0, device="cpu",
-        max_steps=100, n_boot=200, labels={"model": "dinov2_vits14", "dataset": "digits"},
+        train,
+        train.labels,
+        test,
+        test.labels,
+        depth=depth,
+        grid="tiny",
+        seed=0,
+        device="cpu",
+        max_steps=100,
+        n_boot=200,
+        labels={"model": "dinov2_vits14", "dataset": "digits"},
         methods=["cls_last_linear", "clsap_all_linear", "alf_attentive"],
-    )  # fmt: skip
+    )
     v = table.set_index("method")["value"]
     chance = 1 / 10
     # measured (100 train / 50 test images, 100 steps): CLS-last about 0.5, all-layer probes about 0.9

@@ -91,10 +91,32 @@ def test_cls_last_baseline_is_notebook_02s_probe(pixels) -> None:
     Cs = [0.01, 0.1, 1.0, 10.0]
     train, test = {"norm/cls": x_tr}, {"norm/cls": x_te}
     preds: dict[str, np.ndarray] = {}
-    table = fit_linear_probes(train, y_tr, test, y_te, depth=4, Cs=Cs, val_fraction=0.2, seed=0, device="cpu",
-                              class_weight="balanced", predictions=preds, n_boot=50, progress=False)  # fmt: skip
-    fit = fit_exact_linear(concat_features(train, ["norm/cls"]), y_tr, concat_features(test, ["norm/cls"]), y_te,
-                           Cs=Cs, val_fraction=0.2, seed=0, device="cpu", n_boot=50)  # fmt: skip
+    table = fit_linear_probes(
+        train,
+        y_tr,
+        test,
+        y_te,
+        depth=4,
+        Cs=Cs,
+        val_fraction=0.2,
+        seed=0,
+        device="cpu",
+        class_weight="balanced",
+        predictions=preds,
+        n_boot=50,
+        progress=False,
+    )
+    fit = fit_exact_linear(
+        concat_features(train, ["norm/cls"]),
+        y_tr,
+        concat_features(test, ["norm/cls"]),
+        y_te,
+        Cs=Cs,
+        val_fraction=0.2,
+        seed=0,
+        device="cpu",
+        n_boot=50,
+    )
     row = table[(table["split"] == "test") & (table["metric"] == "balanced_accuracy")].iloc[0]
     assert row["regularisation"] == fit.C
     assert (preds["norm/cls"] == fit.test_pred).mean() >= 0.995

@@ -16,7 +16,7 @@ from probekit.cli import main
 from probekit.headlines import NOT_RESOLVED
 from probekit.studies import summary
 
-HEADLINES = textwrap.dedent('''\
+HEADLINES = textwrap.dedent("""\
     # %% tags=["parameters"]
     seed: int = 0  # seed
     results_dir: str = ""  # folder for tables
@@ -31,18 +31,26 @@ HEADLINES = textwrap.dedent('''\
     joined = pd.DataFrame({"dataset": ["a", "b"], "shift": [0.1, 0.2], "relative_depth": [1.0, 0.5]})
     probing.record_rho("rho", "Spearman rho(shift, depth)", joined, probing.against_shift(
         joined[["dataset", "relative_depth"]], joined[["dataset", "shift"]], "relative_depth")[1])
-    ''')
+    """)
 
 
 def test_index_shows_n_interval_and_notes(tmp_path: Path) -> None:
     (tmp_path / "heads.py").write_text(HEADLINES)
     config = tmp_path / "suite.yaml"
-    config.write_text(yaml.safe_dump({"defaults": {"seed": 0}, "runs": [{"name": "heads", "notebook": str(tmp_path / "heads.py")}]}))
+    config.write_text(
+        yaml.safe_dump(
+            {"defaults": {"seed": 0}, "runs": [{"name": "heads", "notebook": str(tmp_path / "heads.py")}]}
+        )
+    )
     out = tmp_path / "reports"
     assert main(["suite", str(config), "--out", str(out)]) == 0
     heads = {h["name"]: h for h in json.loads((out / "runs.json").read_text())["runs"][0]["headlines"]}
     assert heads["gap"]["display"] == "+0.031 [-0.012, +0.050], n = 7 datasets"
-    assert heads["gap"]["note"] == NOT_RESOLVED and heads["gap"]["ci_low"] == -0.012 and heads["gap"]["n"] == "7 datasets"
+    assert (
+        heads["gap"]["note"] == NOT_RESOLVED
+        and heads["gap"]["ci_low"] == -0.012
+        and heads["gap"]["n"] == "7 datasets"
+    )
     assert heads["gain"]["note"] == ""
     assert heads["rho"]["display"] == "n/a, n = 2 datasets"
     assert heads["rho"]["note"].startswith("not computed: a rank correlation needs at least 3 datasets")
@@ -53,16 +61,31 @@ def test_index_shows_n_interval_and_notes(tmp_path: Path) -> None:
 
 
 def test_cls_last_check_flags_gaps_over_two_points(tmp_path: Path) -> None:
-    fusion = pd.DataFrame({"model": "m", "dataset": ["digits", "faces", "emoji"], "method": "cls_last_linear",
-                           "metric": "balanced_accuracy", "value": [0.895, 0.70, 0.60]})  # fmt: skip
+    fusion = pd.DataFrame(
+        {
+            "model": "m",
+            "dataset": ["digits", "faces", "emoji"],
+            "method": "cls_last_linear",
+            "metric": "balanced_accuracy",
+            "value": [0.895, 0.70, 0.60],
+        }
+    )
     other = fusion.assign(method="alf_attentive", value=0.99)
     pd.concat([fusion, other]).to_csv(tmp_path / "fusion.csv", index=False)
     rows = []
     for dataset, value in (("digits", 0.885), ("faces", 0.75), ("textures", 0.5)):
         for key, v in (("norm/cls", value), ("norm/mean", 0.1)):
             for metric in ("accuracy", "balanced_accuracy"):
-                rows.append({"model": "m", "dataset": dataset, "key": key, "split": "test", "metric": metric,
-                             "value": v if metric == "balanced_accuracy" else np.nan})  # fmt: skip
+                rows.append(
+                    {
+                        "model": "m",
+                        "dataset": dataset,
+                        "key": key,
+                        "split": "test",
+                        "metric": metric,
+                        "value": v if metric == "balanced_accuracy" else np.nan,
+                    }
+                )
     pd.DataFrame(rows).to_csv(tmp_path / "probes.csv", index=False)
     table = summary.cls_last_consistency(tmp_path, model="m")
     assert list(table["dataset"]) == ["digits", "faces"]  # datasets both notebooks ran

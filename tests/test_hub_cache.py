@@ -70,14 +70,28 @@ def hub_run(tmp_path_factory) -> tuple[dict, Path, Path]:
     weights = embedded.ensure_weights()
     hf_home = tmp_path_factory.mktemp("hf_home")
     cfg = timm.models.get_pretrained_cfg(NAME).to_dict()
-    config = {"architecture": "vit_small_patch14_dinov2", "num_classes": 0, "num_features": 384,
-              "global_pool": "token", "pretrained_cfg": {k: v for k, v in cfg.items() if k != "hf_hub_id"}}
-    snapshot = write_hub_cache(hf_home, REPO, {"model.safetensors": weights,
-                                               "config.json": json.dumps(config, indent=2).encode()},
-                               lfs=("model.safetensors",))  # fmt: skip
+    config = {
+        "architecture": "vit_small_patch14_dinov2",
+        "num_classes": 0,
+        "num_features": 384,
+        "global_pool": "token",
+        "pretrained_cfg": {k: v for k, v in cfg.items() if k != "hf_hub_id"},
+    }
+    snapshot = write_hub_cache(
+        hf_home,
+        REPO,
+        {"model.safetensors": weights, "config.json": json.dumps(config, indent=2).encode()},
+        lfs=("model.safetensors",),
+    )
     out = tmp_path_factory.mktemp("hub_out")
-    proc = subprocess.run([sys.executable, "-c", SCRIPT.format(name=NAME, size=SIZE), str(out), str(weights)],
-                          env=_offline_env(hf_home), capture_output=True, text=True, timeout=600, check=False)  # fmt: skip
+    proc = subprocess.run(
+        [sys.executable, "-c", SCRIPT.format(name=NAME, size=SIZE), str(out), str(weights)],
+        env=_offline_env(hf_home),
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     return json.loads((out / "report.json").read_text()), out, snapshot
 

@@ -32,9 +32,16 @@ NOTEBOOK = ROOT / "notebooks" / "00_model_check.py"
 # Tiny random-init ViT: the notebook's own code paths in seconds on two cores.
 TINY = {"model": "vit_tiny_patch16_224", "pretrained": False, "image_size": 32, "depth": 2, "n_images": 40}
 CHROMIUM_ARGS = [
-    "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-    "--disable-component-update", "--disable-sync", "--no-first-run", "--disable-extensions",
-    "--disable-default-apps", "--mute-audio",
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+    "--disable-extensions",
+    "--disable-default-apps",
+    "--mute-audio",
     "--host-resolver-rules=MAP * ~NOTFOUND, EXCLUDE 127.0.0.1",  # offline except the local server
 ]
 DRAWN = "svg.marks, canvas.marks"  # vega-embed gives the element it draws into the class "marks"
@@ -43,8 +50,10 @@ DRAWN = "svg.marks, canvas.marks"  # vega-embed gives the element it draws into 
 def _chromium() -> str:
     path = os.environ.get("CHROMIUM") or shutil.which("chromium") or shutil.which("chromium-browser")
     if not path:
-        pytest.fail("Chromium is not installed: run `bash scripts/system_deps.sh` as root (Debian package "
-                    "`chromium`) or set $CHROMIUM; the JupyterLab browser test needs it")
+        pytest.fail(
+            "Chromium is not installed: run `bash scripts/system_deps.sh` as root (Debian package "
+            "`chromium`) or set $CHROMIUM; the JupyterLab browser test needs it"
+        )
     return path
 
 
@@ -79,22 +88,39 @@ def lab(tmp_path_factory):
     port, token = _free_port(), secrets.token_hex(16)
     env = {k: v for k, v in os.environ.items() if k not in ("PROBEKIT_REPORT", "JUPYTER_PATH")}
     env.update(
-        JUPYTER_CONFIG_DIR=str(tmp / "config"), JUPYTER_DATA_DIR=str(tmp / "data"),
-        JUPYTER_RUNTIME_DIR=str(tmp / "runtime"), JUPYTERLAB_SETTINGS_DIR=str(tmp / "settings"),
-        JUPYTERLAB_WORKSPACES_DIR=str(tmp / "workspaces"), IPYTHONDIR=str(tmp / "ipython"),
-        JUPYTER_CONFIG_PATH=str(ROOT / "jupyter"), JUPYTER_PLATFORM_DIRS="1", TQDM_DISABLE="1",
+        JUPYTER_CONFIG_DIR=str(tmp / "config"),
+        JUPYTER_DATA_DIR=str(tmp / "data"),
+        JUPYTER_RUNTIME_DIR=str(tmp / "runtime"),
+        JUPYTERLAB_SETTINGS_DIR=str(tmp / "settings"),
+        JUPYTERLAB_WORKSPACES_DIR=str(tmp / "workspaces"),
+        IPYTHONDIR=str(tmp / "ipython"),
+        JUPYTER_CONFIG_PATH=str(ROOT / "jupyter"),
+        JUPYTER_PLATFORM_DIRS="1",
+        TQDM_DISABLE="1",
         PYTHONPATH=os.pathsep.join(p for p in [str(ROOT), os.environ.get("PYTHONPATH", "")] if p),
     )
     args = [
-        "--no-browser", "--ip=127.0.0.1", f"--port={port}", "--ServerApp.port_retries=0",
-        f"--IdentityProvider.token={token}", "--ServerApp.allow_root=True", f"--ServerApp.root_dir={root}",
-        "--LabApp.expose_app_in_browser=True", "--LabApp.news_url=", "--LabApp.extension_manager=readonly",
+        "--no-browser",
+        "--ip=127.0.0.1",
+        f"--port={port}",
+        "--ServerApp.port_retries=0",
+        f"--IdentityProvider.token={token}",
+        "--ServerApp.allow_root=True",
+        f"--ServerApp.root_dir={root}",
+        "--LabApp.expose_app_in_browser=True",
+        "--LabApp.news_url=",
+        "--LabApp.extension_manager=readonly",
         "--LabApp.check_for_updates_class=jupyterlab.NeverCheckForUpdate",
         "--ServerApp.terminals_enabled=False",
     ]
     with open(tmp / "lab.log", "w") as log:
-        proc = subprocess.Popen([sys.executable, "-m", "jupyterlab", *args], cwd=root, env=env, stdout=log,
-                                stderr=subprocess.STDOUT)
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "jupyterlab", *args],
+            cwd=root,
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
     url = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + 60
@@ -147,8 +173,10 @@ def test_notebook_draws_every_chart_in_jupyterlab(lab, tmp_path):
         from playwright.sync_api import TimeoutError as PlaywrightTimeout
         from playwright.sync_api import sync_playwright
     except ImportError:
-        pytest.fail("the playwright package is missing: .venv/bin/pip install playwright "
-                    "(never `playwright install`; the test drives the system Chromium)")
+        pytest.fail(
+            "the playwright package is missing: .venv/bin/pip install playwright "
+            "(never `playwright install`; the test drives the system Chromium)"
+        )
     errors: list[str] = []
     with sync_playwright() as p:
         browser = p.chromium.launch(executable_path=chromium, args=CHROMIUM_ARGS, headless=True)
@@ -159,16 +187,23 @@ def test_notebook_draws_every_chart_in_jupyterlab(lab, tmp_path):
             page.wait_for_function("() => window.jupyterapp && window.jupyterapp.shell", timeout=60_000)
             page.evaluate("() => window.jupyterapp.restored")
             # What a double-click does: open with the default viewer for the file type.
-            page.evaluate(f"() => window.jupyterapp.commands.execute('docmanager:open', "
-                          f"{{path: {json.dumps(NOTEBOOK.name)}}})")
+            page.evaluate(
+                f"() => window.jupyterapp.commands.execute('docmanager:open', "
+                f"{{path: {json.dumps(NOTEBOOK.name)}}})"
+            )
             try:
                 page.wait_for_selector(".jp-Notebook .jp-CodeCell", timeout=30_000)
             except PlaywrightTimeout:
-                pytest.fail(f"{NOTEBOOK.name} did not open as a notebook by default (the jupytext default "
-                            "viewer from jupyter/labconfig is not applied)")
-            page.wait_for_function("() => { const s = window.jupyterapp.shell.currentWidget.sessionContext;"
-                                   " return s.session && s.session.kernel && "
-                                   "s.session.kernel.status === 'idle'; }", timeout=60_000)
+                pytest.fail(
+                    f"{NOTEBOOK.name} did not open as a notebook by default (the jupytext default "
+                    "viewer from jupyter/labconfig is not applied)"
+                )
+            page.wait_for_function(
+                "() => { const s = window.jupyterapp.shell.currentWidget.sessionContext;"
+                " return s.session && s.session.kernel && "
+                "s.session.kernel.status === 'idle'; }",
+                timeout=60_000,
+            )
             page.evaluate("() => window.jupyterapp.commands.execute('notebook:run-all-cells')")
             page.wait_for_function(_ALL_RAN, timeout=120_000, polling=500)
             model = json.loads(page.evaluate(_MODEL_JSON))
@@ -192,7 +227,10 @@ def test_notebook_draws_every_chart_in_jupyterlab(lab, tmp_path):
                 page.wait_for_function(
                     f"(old) => {{ const e = ({_EXPLORER})(); "
                     "return e && e.drawn > 0 && e.picture !== old; }",
-                    arg=before["picture"], timeout=20_000, polling=250)
+                    arg=before["picture"],
+                    timeout=20_000,
+                    polling=250,
+                )
             except PlaywrightTimeout:
                 pytest.fail("moving the explorer's layer slider did not change its chart")
             page.screenshot(path=str(tmp_path / "jupyterlab.png"))

@@ -29,8 +29,14 @@ LAYERS = (2, 5, 8, 11)
 def dinov2_digits(tmp_path_factory):
     bb = load_model("dinov2_vits14", image_size=56)
     root = tmp_path_factory.mktemp("features")
-    kw = {"sites": SITES, "layers": LAYERS, "pools": ("mean",), "root": root, "progress": False,
-          "storage_dtype": "float32"}
+    kw = {
+        "sites": SITES,
+        "layers": LAYERS,
+        "pools": ("mean",),
+        "root": root,
+        "progress": False,
+        "storage_dtype": "float32",
+    }
     train = extract(bb, load_dataset("digits", split="train", max_per_class=25), **kw)
     test = extract(bb, load_dataset("digits", split="test", max_per_class=25), **kw)
     return bb.depth, train, test

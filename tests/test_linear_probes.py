@@ -99,6 +99,13 @@ def test_reference_pool_filter_and_errors(stores) -> None:
 
 def test_unconverged_probes_are_reported(stores) -> None:
     train, ytr, test, yte = stores
-    common = {"depth": 2, "keys": ["embed/mean"], "Cs": [100.0], "val_fraction": 0, "n_boot": 0, "progress": False}
+    common = {
+        "depth": 2,
+        "keys": ["embed/mean"],
+        "Cs": [100.0],
+        "val_fraction": 0,
+        "n_boot": 0,
+        "progress": False,
+    }
     with pytest.warns(UserWarning, match="max_iter=3"):
         fit_linear_probes(train, ytr, test, yte, max_iter=3, **common)

@@ -54,7 +54,9 @@ def test_weights_sum_to_zero_over_classes_from_any_start(digits) -> None:
     f64 = {"tol": 1e-8, "dtype": torch.float64, "max_iter": 2000}
     fit = fit_softmax(xs, torch.tensor(y), torch.tensor([1.0]), 10, **f64)
     assert fit.coef.sum(-1).abs().max() < 1e-8 * fit.coef.abs().max()
-    off = SoftmaxFit(fit.coef + torch.randn(1, 1, 64, 1, dtype=torch.float64), fit.intercept + 3.0, None, None)
+    off = SoftmaxFit(
+        fit.coef + torch.randn(1, 1, 64, 1, dtype=torch.float64), fit.intercept + 3.0, None, None
+    )
     again = fit_softmax(xs, torch.tensor(y), torch.tensor([1.0]), 10, init=off, **f64)
     assert bool(again.converged.all()) and int(again.n_iter.max()) <= 2
     assert torch.allclose(again.coef, fit.coef, atol=1e-6 * fit.coef.abs().max())
@@ -101,7 +103,9 @@ def test_balanced_accuracy_bootstrap_matches_a_plain_loop(digits) -> None:
 @pytest.mark.parametrize("n_train", [40, 300])  # fewer rows than the 64 pixels (Gram route), and more
 def test_row_space_is_an_exact_rotation(digits, n_train: int) -> None:
     x, _ = digits
-    tr, te = prepare(torch.tensor(x[:n_train], dtype=torch.float32)[None], torch.tensor(x[600:], dtype=torch.float32)[None])
+    tr, te = prepare(
+        torch.tensor(x[:n_train], dtype=torch.float32)[None], torch.tensor(x[600:], dtype=torch.float32)[None]
+    )
     ztr, zte = row_space(tr, te)
     assert ztr.shape[-1] == min(n_train, 64)
     # every inner product with a training row is kept, so a linear probe sees the same problem
@@ -118,7 +122,9 @@ def test_float32_solve_is_finished_in_float64(digits) -> None:
     (xs,) = prepare(torch.tensor(x[:700], dtype=torch.float32)[None])
     # 1e-8 is below what float32 resolves here: those probes stop short and are finished in float64
     fit = fit_softmax(xs, torch.tensor(y[:700]), torch.tensor([0.01, 100.0]), 10, tol=1e-8)
-    ref = fit_softmax(xs, torch.tensor(y[:700]), torch.tensor([0.01, 100.0]), 10, tol=1e-8, dtype=torch.float64)
+    ref = fit_softmax(
+        xs, torch.tensor(y[:700]), torch.tensor([0.01, 100.0]), 10, tol=1e-8, dtype=torch.float64
+    )
     assert bool(fit.converged.all()) and fit.coef.dtype == torch.float32
     torch.testing.assert_close(fit.coef, ref.coef.float(), atol=1e-3 * float(ref.coef.abs().max()), rtol=0)
 
@@ -129,7 +135,9 @@ def test_relative_stopping_test_pins_flat_optima(digits) -> None:
     x, y = digits
     (xs,) = prepare(torch.tensor(x[:120], dtype=torch.float32)[None])
     Cs = torch.tensor([1000.0, 1e4])
-    opt = fit_softmax(xs, torch.tensor(y[:120]), Cs, 10, tol=1e-10, rtol=None, dtype=torch.float64, max_iter=20000)
+    opt = fit_softmax(
+        xs, torch.tensor(y[:120]), Cs, 10, tol=1e-10, rtol=None, dtype=torch.float64, max_iter=20000
+    )
     assert bool(opt.converged.all())
 
     def rel_err(fit):
@@ -146,7 +154,9 @@ def test_float64_finish_keeps_the_iteration_budget(digits) -> None:
     for max_iter in (20, 28, 29):
         fit = fit_softmax(xs, torch.tensor(y[:60]), torch.tensor([1e2, 1e4]), 10, max_iter=max_iter)
         assert int(fit.n_iter.max()) <= max_iter
-        assert bool((fit.converged | (fit.n_iter == max_iter)).all())  # short of the target only by the budget
+        assert bool(
+            (fit.converged | (fit.n_iter == max_iter)).all()
+        )  # short of the target only by the budget
     fit = fit_softmax(xs, torch.tensor(y[:60]), torch.tensor([1e2, 1e4]), 10, max_iter=1000)
     assert bool(fit.converged.all())
     with pytest.raises(ValueError, match="refit"):
@@ -165,7 +175,9 @@ def test_memory_rescaled_equals_memory_of_rescaled_pairs(masked_last: bool) -> N
     a = torch.randn(N, P, P, generator=gen, dtype=torch.float64)
     hess = a @ a.transpose(1, 2) + torch.eye(P, dtype=torch.float64)  # positive definite
     ratio = torch.rand(N, P, generator=gen, dtype=torch.float64) + 0.5
-    steps = [torch.randn(N, P, generator=gen, dtype=torch.float64) for _ in range(6)]  # more pairs than m: the ring wraps
+    steps = [
+        torch.randn(N, P, generator=gen, dtype=torch.float64) for _ in range(6)
+    ]  # more pairs than m: the ring wraps
     g = torch.randn(N, P, generator=gen, dtype=torch.float64)
     carried, fresh = (_Memory(N, m, P, torch.float64, torch.device("cpu")) for _ in range(2))
     for i, s in enumerate(steps):
@@ -190,8 +202,11 @@ def test_two_classes_mean_the_same_c_as_sklearn(digits, C: float) -> None:
     ref = LogisticRegression(C=C, max_iter=10000, tol=1e-10).fit(xs[0].numpy(), yb)
     w = (fit.coef[0, 0, :, 1] - fit.coef[0, 0, :, 0]).numpy()
     np.testing.assert_allclose(w, ref.coef_[0], atol=1e-5 * np.abs(ref.coef_).max())
-    np.testing.assert_allclose(fit.decision_function(xs)[0, 0].numpy(), ref.decision_function(xs[0].numpy()),
-                               atol=1e-5 * np.abs(ref.decision_function(xs[0].numpy())).max())  # fmt: skip
+    np.testing.assert_allclose(
+        fit.decision_function(xs)[0, 0].numpy(),
+        ref.decision_function(xs[0].numpy()),
+        atol=1e-5 * np.abs(ref.decision_function(xs[0].numpy())).max(),
+    )
 
 
 @pytest.mark.parametrize("n_classes", [2, 10])

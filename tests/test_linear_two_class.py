@@ -24,8 +24,13 @@ from probekit.probes.softmax import fit_softmax
 from probekit.probes.standardize import prepare
 
 pytestmark = pytest.mark.slow
-KW = {"sites": ("act", "resid_post"), "layers": (5, 11), "pools": ("mean",), "progress": False,
-      "storage_dtype": "float32"}
+KW = {
+    "sites": ("act", "resid_post"),
+    "layers": (5, 11),
+    "pools": ("mean",),
+    "progress": False,
+    "storage_dtype": "float32",
+}
 
 
 def _features(bb, dataset_id: str, root) -> tuple:
@@ -69,11 +74,22 @@ def test_two_class_optimum_is_sklearns(two_class, C: float, class_weight: str | 
     train, test = two_class
     y = np.asarray(train.labels)
     for key in train.keys():
-        xtr, xte = prepare(torch.tensor(train[key], dtype=torch.float64)[None],
-                           torch.tensor(test[key], dtype=torch.float64)[None])  # fmt: skip
-        fit = fit_softmax(xtr, torch.tensor(y), torch.tensor([C]), 2, tol=1e-9, dtype=torch.float64,
-                          class_weight=class_weight)  # fmt: skip
-        ref = LogisticRegression(C=C, max_iter=20000, tol=1e-10, class_weight=class_weight).fit(xtr[0].numpy(), y)
+        xtr, xte = prepare(
+            torch.tensor(train[key], dtype=torch.float64)[None],
+            torch.tensor(test[key], dtype=torch.float64)[None],
+        )
+        fit = fit_softmax(
+            xtr,
+            torch.tensor(y),
+            torch.tensor([C]),
+            2,
+            tol=1e-9,
+            dtype=torch.float64,
+            class_weight=class_weight,
+        )
+        ref = LogisticRegression(C=C, max_iter=20000, tol=1e-10, class_weight=class_weight).fit(
+            xtr[0].numpy(), y
+        )
         w = (fit.coef[0, 0, :, 1] - fit.coef[0, 0, :, 0]).numpy()
         np.testing.assert_allclose(w, ref.coef_[0], atol=1e-4 * np.abs(ref.coef_).max(), err_msg=key)
         ours, theirs = fit.decision_function(xte)[0, 0].numpy(), ref.decision_function(xte[0].numpy())
@@ -83,8 +99,13 @@ def test_two_class_optimum_is_sklearns(two_class, C: float, class_weight: str | 
 @pytest.mark.parametrize("class_weight", [None, "balanced"])
 def test_two_class_accuracy_is_sklearns(two_class, class_weight: str | None) -> None:
     train, test = two_class
-    common = {"depth": 12, "metrics": ("accuracy", "balanced_accuracy"), "n_boot": 0, "progress": False,
-              "class_weight": class_weight}
+    common = {
+        "depth": 12,
+        "metrics": ("accuracy", "balanced_accuracy"),
+        "n_boot": 0,
+        "progress": False,
+        "class_weight": class_weight,
+    }
     Cs = [0.01, 1.0, 100.0]
     ours = fit_linear_probes(train, train.labels, test, test.labels, Cs=Cs, val_fraction=0, **common)
     ref = reference_probes(train, train.labels, test, test.labels, C=Cs, tol=1e-8, pool=None, **common)
@@ -94,4 +115,6 @@ def test_two_class_accuracy_is_sklearns(two_class, class_weight: str | None) -> 
     # the same probe: at most one test image apart (float32 solve stopped within the tolerance)
     acc = m[m.metric == "accuracy"]
     gap = (acc.value_b - acc.value_s).abs()
-    assert gap.max() <= 1 / len(test.labels) + 1e-9, acc.loc[gap.idxmax(), ["key", "regularisation"]].to_dict()
+    assert gap.max() <= 1 / len(test.labels) + 1e-9, acc.loc[
+        gap.idxmax(), ["key", "regularisation"]
+    ].to_dict()

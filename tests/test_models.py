@@ -15,7 +15,10 @@ from probekit.models import embedded, load_model
 def test_embedded_weights_match_stored_fingerprint(embedded_backbone):
     path = embedded.ensure_weights()
     embedded.check_fingerprint(path)  # raises on any drift
-    assert embedded_backbone.weights_digest == load_model("dinov2_vits14", image_size=112, device="cpu").weights_digest
+    assert (
+        embedded_backbone.weights_digest
+        == load_model("dinov2_vits14", image_size=112, device="cpu").weights_digest
+    )
 
 
 def test_wrong_conversion_fails_the_fingerprint(tmp_path):
@@ -72,7 +75,9 @@ def test_embedded_features_beat_random_weights_on_digits(embedded_backbone):
 
     digits = load_digits()
     rng = np.random.default_rng(0)
-    idx = np.concatenate([rng.choice(np.flatnonzero(digits.target == c), 30, replace=False) for c in range(10)])
+    idx = np.concatenate(
+        [rng.choice(np.flatnonzero(digits.target == c), 30, replace=False) for c in range(10)]
+    )
     images = (digits.images[idx] * (255 / 16)).astype(np.uint8)
     labels = digits.target[idx]
     random_bb = load_model("dinov2_vits14", image_size=112, pretrained=False, device="cpu")
@@ -134,8 +139,9 @@ def test_hub_model_offline_names_the_way_out():
         "except Exception as e:\n print(type(e).__name__, e)\n"
     )
     env = {"HF_HUB_OFFLINE": "1", "PATH": "/usr/bin:/bin", "HOME": "/tmp"}
-    out = subprocess.run([sys.executable, "-c", code], check=False, capture_output=True, text=True, env=env,
-                         timeout=120).stdout
+    out = subprocess.run(
+        [sys.executable, "-c", code], check=False, capture_output=True, text=True, env=env, timeout=120
+    ).stdout
     assert out.startswith("HubUnavailableError") and "weights=PATH" in out and "dinov2_vits14" in out
     assert "--weights PATH" in out and "`probekit extract`" in out and "--random-init" in out
 
@@ -170,8 +176,11 @@ def test_a_resnet_state_dict_is_refused_naming_the_tensors(tmp_path):
     import timm
 
     torch.save(timm.create_model("resnet18", pretrained=False).state_dict(), tmp_path / "resnet18.pth")
-    with pytest.raises(WeightsMismatchError, match=r"150 of the model's 150 tensors are missing.*cls_token.*"
-                       r"not in the model \(conv1.weight.*different architecture.*--model"):
+    with pytest.raises(
+        WeightsMismatchError,
+        match=r"150 of the model's 150 tensors are missing.*cls_token.*"
+        r"not in the model \(conv1.weight.*different architecture.*--model",
+    ):
         load_model("vit_tiny_patch16_224", weights=tmp_path / "resnet18.pth", image_size=32, device="cpu")
 
 
@@ -179,9 +188,14 @@ def test_a_file_missing_one_tensor_is_refused(tmp_path):
     sd, _ = _tiny_state()
     del sd["blocks.11.attn.qkv.weight"]
     save_file(sd, str(tmp_path / "missing.safetensors"))
-    with pytest.raises(WeightsMismatchError, match=r"1 of the model's 150 tensors are missing from the file "
-                       r"\(blocks.11.attn.qkv.weight\)"):
-        load_model("vit_tiny_patch16_224", weights=tmp_path / "missing.safetensors", image_size=32, device="cpu")
+    with pytest.raises(
+        WeightsMismatchError,
+        match=r"1 of the model's 150 tensors are missing from the file "
+        r"\(blocks.11.attn.qkv.weight\)",
+    ):
+        load_model(
+            "vit_tiny_patch16_224", weights=tmp_path / "missing.safetensors", image_size=32, device="cpu"
+        )
 
 
 def test_unreadable_weights_files_name_the_file_and_the_formats(tmp_path):
@@ -190,8 +204,12 @@ def test_unreadable_weights_files_name_the_file_and_the_formats(tmp_path):
     (tmp_path / "garbage.safetensors").write_bytes(b"\xff" * 1000)
     (tmp_path / "garbage.pth").write_bytes(b"not a zip, not a pickle")
     torch.save({"epoch": 3, "lr": 0.1}, tmp_path / "no_state.pth")
-    cases = {"garbage.safetensors": "not a readable safetensors file", "garbage.pth": "could not be read as a torch",
-             "no_state.pth": "without a state dict of tensors.*found: 'epoch' \\(int\\)", "absent.pth": "does not exist"}
+    cases = {
+        "garbage.safetensors": "not a readable safetensors file",
+        "garbage.pth": "could not be read as a torch",
+        "no_state.pth": "without a state dict of tensors.*found: 'epoch' \\(int\\)",
+        "absent.pth": "does not exist",
+    }
     for name, what in cases.items():
         with pytest.raises(WeightsFileError, match=f"{name}.*{what}.*--weights takes a .safetensors file"):
             load_model("vit_tiny_patch16_224", weights=tmp_path / name, image_size=32, device="cpu")

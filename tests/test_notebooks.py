@@ -26,8 +26,21 @@ def tiny_suite(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("suite")
     env = {**os.environ, "PROBEKIT_NO_RESULT_CACHE": "1"}  # compute every analysis, reuse only features
     proc = subprocess.run(
-        [sys.executable, "-m", "probekit.cli", "suite", str(ROOT / "configs" / "tiny.yaml"), "--out", str(out)],
-        capture_output=True, text=True, timeout=1500, cwd=ROOT, env=env, check=False,
+        [
+            sys.executable,
+            "-m",
+            "probekit.cli",
+            "suite",
+            str(ROOT / "configs" / "tiny.yaml"),
+            "--out",
+            str(out),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=1500,
+        cwd=ROOT,
+        env=env,
+        check=False,
     )
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     return out
@@ -39,9 +52,23 @@ def test_every_notebook_ran_and_wrote_its_tables(tiny_suite: Path):
     assert [r["name"] for r in runs] == ["shift", "layerwise", "modulewise", "fusion", "summary", "finetune"]
     assert all(r["status"] == "ok" for r in runs)
     results = tiny_suite / "results"
-    for name in ("shift", "shift_dial", "probes", "layerwise_best", "modulewise", "modulewise_best",
-                 "modulewise_sites", "fusion", "fusion_gains", "summary", "finetune_history", "finetune_grid",
-                 "finetune_probes", "finetune_depth", "finetune_claim"):
+    for name in (
+        "shift",
+        "shift_dial",
+        "probes",
+        "layerwise_best",
+        "modulewise",
+        "modulewise_best",
+        "modulewise_sites",
+        "fusion",
+        "fusion_gains",
+        "summary",
+        "finetune_history",
+        "finetune_grid",
+        "finetune_probes",
+        "finetune_depth",
+        "finetune_claim",
+    ):
         table = pd.read_csv(results / f"{name}.csv")
         assert set(TABLE_COLUMNS) <= set(table.columns), name
         assert len(table) > 0, name
@@ -63,8 +90,13 @@ def test_reports_render_offline_with_charts_drawn(tiny_suite: Path):
     assert all(f"{name}.html" in index for name in ("shift", "layerwise", "modulewise", "fusion", "summary"))
     if shutil.which("chromium") is None:
         pytest.fail("chromium is not installed: run `make system-deps` (Debian package chromium)")
-    check = subprocess.run([sys.executable, str(ROOT / "scripts" / "check_reports.py"), str(tiny_suite)],
-                           capture_output=True, text=True, timeout=600, check=False)
+    check = subprocess.run(
+        [sys.executable, str(ROOT / "scripts" / "check_reports.py"), str(tiny_suite)],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
+    )
     assert check.returncode == 0, check.stdout + check.stderr
     assert "reports ok" in check.stdout
 
@@ -78,12 +110,17 @@ def test_fusion_cls_last_baseline_matches_notebook_02(tiny_suite: Path):
     fusion = pd.read_csv(results / "fusion.csv")
     probes = pd.read_csv(results / "probes.csv")
     ours = fusion[fusion["method"] == "cls_last_linear"].set_index("dataset")
-    theirs = probes[(probes["key"] == "norm/cls") & (probes["split"] == "test")
-                    & (probes["metric"] == "balanced_accuracy")].set_index("dataset")  # fmt: skip
+    theirs = probes[
+        (probes["key"] == "norm/cls")
+        & (probes["split"] == "test")
+        & (probes["metric"] == "balanced_accuracy")
+    ].set_index("dataset")
     assert set(ours.index) <= set(theirs.index) and len(ours) > 0
     assert (ours["metric"] == "balanced_accuracy").all()
     gap = (ours["value"] - theirs.loc[ours.index, "value"]).abs()
-    assert (gap <= 0.02).all(), pd.DataFrame({"fusion": ours["value"], "layerwise": theirs.loc[ours.index, "value"]})
+    assert (gap <= 0.02).all(), pd.DataFrame(
+        {"fusion": ours["value"], "layerwise": theirs.loc[ours.index, "value"]}
+    )
     assert {"solver", "train_loss", "steps", "cycles", "converged"} <= set(fusion.columns)
     linear = fusion[fusion["probe"] == "linear"]
     assert linear["converged"].all() and (linear["solver"] == "lbfgs_exact").all()
@@ -93,9 +130,14 @@ def test_every_numeric_headline_carries_its_n_and_interval(tiny_suite: Path):
     """The index's numbers are honest about their uncertainty: each numeric headline names its sample
     size and carries an interval (or says why it could not be computed)."""
     runs = json.loads((tiny_suite / "runs.json").read_text())["runs"]
-    numeric = [(r["name"], h) for r in runs for h in r.get("headlines", [])
-               if isinstance(h["value"], (int, float)) and not isinstance(h["value"], bool)]  # fmt: skip
+    numeric = [
+        (r["name"], h)
+        for r in runs
+        for h in r.get("headlines", [])
+        if isinstance(h["value"], (int, float)) and not isinstance(h["value"], bool)
+    ]
     assert len(numeric) >= 8
+
     def has_interval(h: dict) -> bool:
         return h["ci_low"] is not None and np.isfinite([h["ci_low"], h["ci_high"]]).all()
 

@@ -36,7 +36,7 @@ def test_environment_yml_matches_pyproject():
     assert "-e .[dev]" in pip_section
     have.pop("python", None)
     have.pop("pip", None)
-    assert set(have) == set(wanted), (set(have) ^ set(wanted))
+    assert set(have) == set(wanted), set(have) ^ set(wanted)
     for name, spec in wanted.items():
         assert have[name] == spec, f"{name}: pyproject {spec!r} vs environment.yml {have[name]!r}"
     for name in ("torch", "torchvision", "timm"):  # from PyPI in both install paths

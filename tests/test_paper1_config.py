@@ -38,9 +38,15 @@ from probekit.suite import SuiteConfig, load_config, run_suite
 
 ROOT = Path(__file__).resolve().parent.parent
 CONFIG = ROOT / "configs" / "paper1.yaml"
-PAPER1_DATASETS = {"flowers102", "cifar10", "pets", "cifar100", "domainnet:clipart", "domainnet:sketch",
-                   *(f"cifar10c:{c}@5" for c in ("contrast", "gaussian_noise", "motion_blur", "snow",
-                                                  "speckle_noise"))}  # fmt: skip
+PAPER1_DATASETS = {
+    "flowers102",
+    "cifar10",
+    "pets",
+    "cifar100",
+    "domainnet:clipart",
+    "domainnet:sketch",
+    *(f"cifar10c:{c}@5" for c in ("contrast", "gaussian_noise", "motion_blur", "snow", "speckle_noise")),
+}
 SHIM = '''"""Test shim: torchvision's md5 check of the real release files is off (tiny fixtures)."""
 import importlib
 
@@ -97,21 +103,36 @@ def test_paper1_config_runs_end_to_end_on_fixtures(tmp_path) -> None:
     tiny = SuiteConfig(
         path=config.path,
         runs=config.runs,
-        defaults={**config.defaults, "model": "dinov2_vits14", "image_size": 28, "images_per_class": 2,
-                  "sites": ["ln2", "act", "resid_post", "norm"]},
-        env={"PROBEKIT_DATA": str(data), "PROBEKIT_OFFLINE": "1",
-             "PYTHONPATH": os.pathsep.join([str(shim), str(ROOT), os.environ.get("PYTHONPATH", "")])},
+        defaults={
+            **config.defaults,
+            "model": "dinov2_vits14",
+            "image_size": 28,
+            "images_per_class": 2,
+            "sites": ["ln2", "act", "resid_post", "norm"],
+        },
+        env={
+            "PROBEKIT_DATA": str(data),
+            "PROBEKIT_OFFLINE": "1",
+            "PYTHONPATH": os.pathsep.join([str(shim), str(ROOT), os.environ.get("PYTHONPATH", "")]),
+        },
         timeout=3600,
-    )  # fmt: skip
+    )
     for run in tiny.runs:
         if run.name == "shift":
-            run.parameters = {**run.parameters, "images_per_class": 3, "reference_images": 20, "n_boot": 2,
-                              "dial_severities": [5]}  # fmt: skip
+            run.parameters = {
+                **run.parameters,
+                "images_per_class": 3,
+                "reference_images": 20,
+                "n_boot": 2,
+                "dial_severities": [5],
+            }
     out = tmp_path / "out"
     results = run_suite(tiny, out)
     status = {r.name: (r.status, r.error) for r in results}
     assert all(s == "ok" for s, _ in status.values()), status
-    probed = [t for t in (pd.read_csv(p) for p in out.rglob("*.csv")) if {"dataset", "protocol"} <= set(t.columns)]
+    probed = [
+        t for t in (pd.read_csv(p) for p in out.rglob("*.csv")) if {"dataset", "protocol"} <= set(t.columns)
+    ]
     assert probed, "no probe table was written"
     assert set(pd.concat(probed)["dataset"]) == PAPER1_DATASETS
     assert set(pd.concat(probed)["protocol"]) == {"paper1"}

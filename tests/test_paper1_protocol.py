@@ -38,10 +38,15 @@ def test_crop_boxes_are_drawn_as_torchvision_draws_them() -> None:
     ours = np.array([crop_box(width, height, rng) for _ in range(n)], dtype=float)
     torch.manual_seed(0)
     img = torch.zeros(3, height, width)
-    theirs = np.array([RandomResizedCrop.get_params(img, [0.08, 1.0], [3 / 4, 4 / 3]) for _ in range(n)], dtype=float)
+    theirs = np.array(
+        [RandomResizedCrop.get_params(img, [0.08, 1.0], [3 / 4, 4 / 3]) for _ in range(n)], dtype=float
+    )
     for boxes in (ours, theirs):
         top, left, h, w = boxes.T
-        assert (top >= 0).all() and (left >= 0).all() and (top + h <= height).all() and (left + w <= width).all()
+        assert (
+            (top >= 0).all() and (left >= 0).all() and (top + h <= height).all() and (left + w <= width).all()
+        )
+
     def area(b):
         return b[:, 2] * b[:, 3] / (width * height)
 
@@ -63,7 +68,9 @@ def test_each_image_gets_one_crop_whatever_the_cap() -> None:
         assert np.array_equal(a, by_key[key])
         assert np.array_equal(a, np.asarray(small[i][0]))  # drawn again: the same crop
     other_seed = paper1_view(load_dataset("textures", split="train", max_per_class=3), 32, train=True, seed=1)
-    assert any(not np.array_equal(np.asarray(small[i][0]), np.asarray(other_seed[i][0])) for i in range(len(small)))
+    assert any(
+        not np.array_equal(np.asarray(small[i][0]), np.asarray(other_seed[i][0])) for i in range(len(small))
+    )
 
 
 def test_test_view_is_resize_then_centre_crop() -> None:
@@ -102,12 +109,20 @@ def test_paper1_probes_match_scikit_learn_on_every_image(vit) -> None:
     from sklearn.pipeline import make_pipeline
     from sklearn.preprocessing import StandardScaler
 
-    study = probing.probe_study(vit, ["textures"], sites=["resid_post"], pools=["mean"], images_per_class=0,
-                                protocol="paper1", progress=False)  # fmt: skip
+    study = probing.probe_study(
+        vit,
+        ["textures"],
+        sites=["resid_post"],
+        pools=["mean"],
+        images_per_class=0,
+        protocol="paper1",
+        progress=False,
+    )
     t = study.test_rows()
     assert set(t["regularisation"]) == {1.0}
     assert (t["n_train"] == len(load_dataset("textures", split="train"))).all()  # every image, under 512
     sf = split_features(vit, "textures", sites=["resid_post"], pools=["mean"], view="paper1", progress=False)
+
     def l2(x):
         return x / np.linalg.norm(x, axis=1, keepdims=True)
 
@@ -120,8 +135,9 @@ def test_paper1_probes_match_scikit_learn_on_every_image(vit) -> None:
 
 
 def test_paper1_drops_the_last_partial_batch(vit) -> None:
-    study = probing.probe_study(vit, ["digits"], sites=["norm"], pools=["mean"], images_per_class=0,
-                                protocol="paper1", progress=False)  # fmt: skip
+    study = probing.probe_study(
+        vit, ["digits"], sites=["norm"], pools=["mean"], images_per_class=0, protocol="paper1", progress=False
+    )
     n_split = len(load_dataset("digits", split="train"))
     assert n_split > TRAIN_BATCH
     assert (study.test_rows()["n_train"] == n_split - n_split % TRAIN_BATCH).all()
@@ -130,10 +146,22 @@ def test_paper1_drops_the_last_partial_batch(vit) -> None:
 def test_deviations_are_listed_for_paper1_only() -> None:
     devs = probing.protocol_deviations("paper1", "dinov2_vits14", 112, ["digits", "emoji+snow@5"], 40)
     text = " ".join(devs)
-    for expected in ("model: dinov2_vits14", "resolution: 112 px", "digits, emoji+snow@5", "at most 40 per class",
-                     "drop_last", "corruptions"):  # fmt: skip
+    for expected in (
+        "model: dinov2_vits14",
+        "resolution: 112 px",
+        "digits, emoji+snow@5",
+        "at most 40 per class",
+        "drop_last",
+        "corruptions",
+    ):
         assert expected in text, expected
     assert probing.protocol_deviations("validated", "dinov2_vits14", 112, ["digits"], 40) == []
-    paper = probing.protocol_deviations("paper1", "vit_base_patch16_224.orig_in21k", 224,
-                                        ["cifar10", "cifar10c:snow@5", "domainnet:sketch"], 0, seed=42)
+    paper = probing.protocol_deviations(
+        "paper1",
+        "vit_base_patch16_224.orig_in21k",
+        224,
+        ["cifar10", "cifar10c:snow@5", "domainnet:sketch"],
+        0,
+        seed=42,
+    )
     assert not any(d.startswith(("resolution", "datasets", "images", "seed")) for d in paper)

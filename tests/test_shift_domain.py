@@ -33,8 +33,9 @@ def test_closed_form_cv_equals_explicit_refits(digits):
     pred = np.empty(len(y))
     for f in range(folds):
         tr = fold_of != f
-        w = np.linalg.solve(feats[tr].T @ feats[tr] + ridge * len(y) * np.eye(feats.shape[1]),
-                            feats[tr].T @ y[tr])
+        w = np.linalg.solve(
+            feats[tr].T @ feats[tr] + ridge * len(y) * np.eye(feats.shape[1]), feats[tr].T @ y[tr]
+        )
         pred[~tr] = feats[~tr] @ w
     np.testing.assert_array_equal(got, (np.sign(pred) == y).astype(float))
 

@@ -16,8 +16,11 @@ from probekit.shift.mmd import mmd2_resamples
 def brute_mmd2(x: np.ndarray, y: np.ndarray, kernel) -> float:
     kxx, kyy, kxy = kernel(x, x), kernel(y, y), kernel(x, y)
     n, m = len(x), len(y)
-    return ((kxx.sum() - np.trace(kxx)) / (n * (n - 1)) + (kyy.sum() - np.trace(kyy)) / (m * (m - 1))
-            - 2.0 * kxy.mean())
+    return (
+        (kxx.sum() - np.trace(kxx)) / (n * (n - 1))
+        + (kyy.sum() - np.trace(kyy)) / (m * (m - 1))
+        - 2.0 * kxy.mean()
+    )
 
 
 def rbf(sigma: float):

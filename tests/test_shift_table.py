@@ -76,11 +76,18 @@ def test_rbf_bandwidth_comes_from_the_reference_alone(stores):
     """Every target against one reference is scored with one kernel per key: σ from the reference's rows."""
     mmd = _table(stores, 3, measures=("mmd_rbf",), n_boot=0).set_index(["site", "pool"])["value"]
     rng = np.random.default_rng(0)
-    idx_ref, idx_tgt = np.sort(rng.choice(200, 120, replace=False)), np.sort(rng.choice(200, 120, replace=False))
-    for key, site_pool in zip(DIMS, [("embed", "mean"), ("act", "cls"), ("resid_post", "ap"), ("norm", "cls")]):
+    idx_ref, idx_tgt = (
+        np.sort(rng.choice(200, 120, replace=False)),
+        np.sort(rng.choice(200, 120, replace=False)),
+    )
+    for key, site_pool in zip(
+        DIMS, [("embed", "mean"), ("act", "cls"), ("resid_post", "ap"), ("norm", "cls")]
+    ):
         ref, tgt = stores[-1][key].astype(np.float64), stores[3][key].astype(np.float64)
         sigma = reference_bandwidth(ref)  # all 200 reference rows, whatever n and the target
-        assert mmd[site_pool] == pytest.approx(mmd2(ref[idx_ref], tgt[idx_tgt], bandwidth=sigma), rel=1e-9), key
+        assert mmd[site_pool] == pytest.approx(mmd2(ref[idx_ref], tgt[idx_tgt], bandwidth=sigma), rel=1e-9), (
+            key
+        )
 
 
 def test_a_targets_score_does_not_depend_on_the_other_targets_or_on_n(stores):
@@ -88,7 +95,7 @@ def test_a_targets_score_does_not_depend_on_the_other_targets_or_on_n(stores):
     kernel does not change with the per-side sample size."""
     alone = _table(stores, 2, measures=("mmd_rbf",), n_boot=4)
     run = pd.concat([_table(stores, s, measures=("mmd_rbf",), n_boot=4) for s in (0, 2, 3)])
-    together = run.iloc[len(alone):2 * len(alone)].reset_index(drop=True)
+    together = run.iloc[len(alone) : 2 * len(alone)].reset_index(drop=True)
     pd.testing.assert_frame_equal(alone, together)
     # the bandwidth is fixed per key: a smaller n reaches the same expectation (unbiased), not a
     # differently scaled one; on these stores it stays within 25 % at the farthest severity
@@ -110,10 +117,26 @@ def test_small_sample_warning_once_for_fd(stores):
     assert len([w for w in record if issubclass(w.category, SmallSampleWarning)]) == 1
     with warnings.catch_warnings():
         warnings.simplefilter("error", SmallSampleWarning)
-        shift_table(stores[-1], stores[1], depth=12, labels=LABELS, n=80, n_boot=2, progress=False,
-                    keys=["blocks.1.resid_post/ap", "norm/cls"])  # d = 48, 32 < n
-        shift_table(stores[-1], stores[1], depth=12, labels=LABELS, n=80, n_boot=2, progress=False,
-                    measures=("mmd_linear",))  # no FD, no warning
+        shift_table(
+            stores[-1],
+            stores[1],
+            depth=12,
+            labels=LABELS,
+            n=80,
+            n_boot=2,
+            progress=False,
+            keys=["blocks.1.resid_post/ap", "norm/cls"],
+        )  # d = 48, 32 < n
+        shift_table(
+            stores[-1],
+            stores[1],
+            depth=12,
+            labels=LABELS,
+            n=80,
+            n_boot=2,
+            progress=False,
+            measures=("mmd_linear",),
+        )  # no FD, no warning
 
 
 def test_bad_requests_are_clear_errors(stores):

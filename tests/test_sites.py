@@ -28,9 +28,21 @@ def tiny(name: str, **kw) -> nn.Module:
 
 
 PLAIN = {"name": "vit_tiny_patch16_224", "img_size": 32, "depth": 2, "embed_dim": 48, "num_heads": 3}
-LAYERSCALE = {"name": "vit_small_patch14_dinov2", "img_size": 28, "depth": 2, "embed_dim": 64, "num_heads": 2,
-              "init_values": 0.1}
-REGISTERS = {"name": "vit_small_patch14_reg4_dinov2", "img_size": 28, "depth": 2, "embed_dim": 64, "num_heads": 2}
+LAYERSCALE = {
+    "name": "vit_small_patch14_dinov2",
+    "img_size": 28,
+    "depth": 2,
+    "embed_dim": 64,
+    "num_heads": 2,
+    "init_values": 0.1,
+}
+REGISTERS = {
+    "name": "vit_small_patch14_reg4_dinov2",
+    "img_size": 28,
+    "depth": 2,
+    "embed_dim": 64,
+    "num_heads": 2,
+}
 MODELS = {"plain": PLAIN, "layerscale": LAYERSCALE, "registers": REGISTERS}
 
 
@@ -171,7 +183,10 @@ def test_resolve_sites_order_layers_and_errors() -> None:
     assert keys[:3] == ["embed/cls", "embed/ap", "embed/mean"] and keys[-1] == "norm/mean"
     assert [parse_key(k).site for k in keys[3:27:3]] == list(BLOCK_SITES)
     assert resolve_sites(model, sites=["act"], pools=["cls"], layers=[-1]) == ["blocks.1.act/cls"]
-    assert resolve_sites(model, sites=["blocks.0.ln2", "norm"], pools=["ap"]) == ["blocks.0.ln2/ap", "norm/ap"]
+    assert resolve_sites(model, sites=["blocks.0.ln2", "norm"], pools=["ap"]) == [
+        "blocks.0.ln2/ap",
+        "norm/ap",
+    ]
     with pytest.raises(SiteError, match="unknown site"):
         resolve_sites(model, sites=["mlp"])
     with pytest.raises(SiteError, match="token_sites"):

@@ -142,7 +142,9 @@ def test_full_disk_fails_before_any_write_and_keeps_the_store(tmp_path: Path, mo
     reopened.add_pass(["embed/cls"], {"embed/cls": (3,)}, "float16")
 
 
-@pytest.mark.skipif(os.geteuid() != 0 or sys.platform != "linux", reason="mounting a small tmpfs needs root on Linux")
+@pytest.mark.skipif(
+    os.geteuid() != 0 or sys.platform != "linux", reason="mounting a small tmpfs needs root on Linux"
+)
 def test_a_really_full_disk(tmp_path: Path) -> None:
     mnt = tmp_path / "small"
     mnt.mkdir()
@@ -150,11 +152,15 @@ def test_a_really_full_disk(tmp_path: Path) -> None:
         pytest.skip("tmpfs mount refused (no mount privilege in this container)")
     try:
         store = FeatureStore.create(mnt / "s", inputs={"n": 100}, n=100, chunk_rows=10)
-        with pytest.raises(StoreError, match=r"need 586 KiB, \d+ KiB are free"):  # 600 kB of float16 on a 256 kB disk
+        with pytest.raises(
+            StoreError, match=r"need 586 KiB, \d+ KiB are free"
+        ):  # 600 kB of float16 on a 256 kB disk
             store.add_pass(list(_fill_keys(3)), _fill_keys(3), "float16")
         assert [p.name for p in store.path.glob("*.npy")] == ["labels.npy"]
         store.add_pass(list(_fill_keys(1)), _fill_keys(1), "float16")  # 200 kB still fits
-        (mnt / "ballast").write_bytes(b"\0" * (shutil.disk_usage(mnt).free - 4096))  # what is left, but a block
+        (mnt / "ballast").write_bytes(
+            b"\0" * (shutil.disk_usage(mnt).free - 4096)
+        )  # what is left, but a block
         store.meta["runs"].append({"note": "x" * 20_000})  # a meta.json that no longer fits
         with pytest.raises(StoreError, match="not enough disk space"):
             store.save()
@@ -176,19 +182,31 @@ def _finished(path: Path) -> FeatureStore:
     return FeatureStore.open(store.path)
 
 
-@pytest.mark.parametrize(("damage", "named"), [
-    (lambda p: (p / key_filename("norm/cls")).write_bytes((p / key_filename("norm/cls")).read_bytes()[:100]),
-     r"norm__cls.npy: truncated: 100 bytes, 188 expected"),
-    (lambda p: (p / key_filename("blocks.0.act/ap")).unlink(), r"blocks.0.act__ap.npy: deleted"),
-    (lambda p: (p / "labels.npy").unlink(), r"labels.npy: deleted"),
-    (lambda p: (p / "meta.json").write_text(""), r"meta.json: empty"),
-    (lambda p: (p / "meta.json").write_text((p / "meta.json").read_text()[:40]), r"meta.json: truncated or not JSON"),
-    (lambda p: (p / "meta.json").unlink(), r"meta.json: deleted"),
-])
+@pytest.mark.parametrize(
+    ("damage", "named"),
+    [
+        (
+            lambda p: (p / key_filename("norm/cls")).write_bytes(
+                (p / key_filename("norm/cls")).read_bytes()[:100]
+            ),
+            r"norm__cls.npy: truncated: 100 bytes, 188 expected",
+        ),
+        (lambda p: (p / key_filename("blocks.0.act/ap")).unlink(), r"blocks.0.act__ap.npy: deleted"),
+        (lambda p: (p / "labels.npy").unlink(), r"labels.npy: deleted"),
+        (lambda p: (p / "meta.json").write_text(""), r"meta.json: empty"),
+        (
+            lambda p: (p / "meta.json").write_text((p / "meta.json").read_text()[:40]),
+            r"meta.json: truncated or not JSON",
+        ),
+        (lambda p: (p / "meta.json").unlink(), r"meta.json: deleted"),
+    ],
+)
 def test_a_damaged_store_is_named_with_its_damaged_files(tmp_path: Path, damage, named) -> None:
     store = _finished(tmp_path / "s")
     damage(store.path)
-    with pytest.raises(DamagedStoreError, match=named + r".*Repair it by running the extraction that made it"):
+    with pytest.raises(
+        DamagedStoreError, match=named + r".*Repair it by running the extraction that made it"
+    ):
         FeatureStore.open(store.path)
 
 
@@ -196,10 +214,14 @@ def test_repair_drops_only_the_damaged_key(tmp_path: Path) -> None:
     store = _finished(tmp_path / "s")
     before = store.load("blocks.0.act/ap", mmap=True).copy()
     (store.path / key_filename("norm/cls")).write_bytes(b"\x93NUMPY")
-    repaired, redo = repair(store.path, store.meta["inputs"], store.n, store.chunk_rows, lambda: np.zeros(store.n))
+    repaired, redo = repair(
+        store.path, store.meta["inputs"], store.n, store.chunk_rows, lambda: np.zeros(store.n)
+    )
     assert redo == ["norm/cls"] and list(repaired.meta["keys"]) == ["blocks.0.act/ap"]
     reopened = FeatureStore.open(store.path)  # no longer damaged, the other key untouched
-    assert list(reopened) == ["blocks.0.act/ap"] and np.array_equal(reopened.load("blocks.0.act/ap", mmap=True), before)
+    assert list(reopened) == ["blocks.0.act/ap"] and np.array_equal(
+        reopened.load("blocks.0.act/ap", mmap=True), before
+    )
     assert reopened.labels.tolist() == [i % 2 for i in range(store.n)]
 
 

@@ -20,7 +20,7 @@ ROOT = Path(__file__).resolve().parent.parent
 EXAMPLE = ROOT / "notebooks" / "00_model_check.py"
 TINY = {"model": "vit_tiny_patch16_224", "pretrained": False, "image_size": 32, "depth": 2, "n_images": 20}
 
-BROKEN = textwrap.dedent('''\
+BROKEN = textwrap.dedent("""\
     # %% tags=["parameters"]
     seed: int = 0  # seed
     results_dir: str = ""  # folder for tables
@@ -35,7 +35,7 @@ BROKEN = textwrap.dedent('''\
 
     # %%
     raise ValueError("deliberate failure for the test")
-    ''')
+    """)
 
 
 def _write_config(tmp: Path, runs: list[dict], **top) -> Path:
@@ -49,11 +49,14 @@ def suite_run(tmp_path_factory):
     """One suite run shared by the tests: an ok run, a failing run, and a run after the failure."""
     tmp = tmp_path_factory.mktemp("suite")
     (tmp / "broken.py").write_text(BROKEN)
-    config = _write_config(tmp, [
-        {"name": "check", "notebook": str(EXAMPLE), "parameters": TINY},
-        {"name": "broken", "notebook": str(tmp / "broken.py")},
-        {"name": "after_broken", "notebook": str(EXAMPLE), "parameters": TINY, "after": ["broken"]},
-    ])
+    config = _write_config(
+        tmp,
+        [
+            {"name": "check", "notebook": str(EXAMPLE), "parameters": TINY},
+            {"name": "broken", "notebook": str(tmp / "broken.py")},
+            {"name": "after_broken", "notebook": str(EXAMPLE), "parameters": TINY, "after": ["broken"]},
+        ],
+    )
     out = tmp / "reports"
     rc = main(["suite", str(config), "--out", str(out)])
     runs = {r["name"]: r for r in json.loads((out / "runs.json").read_text())["runs"]}
@@ -144,18 +147,31 @@ def test_unknown_parameter_lists_valid_ones(tmp_path):
 
 
 def test_unused_default_and_dependency_errors(tmp_path):
-    cfg = load_config(_write_config(tmp_path, [{"name": "x", "notebook": str(EXAMPLE)}],
-                                    defaults={"seed": 0, "sed": 1}))
+    cfg = load_config(
+        _write_config(tmp_path, [{"name": "x", "notebook": str(EXAMPLE)}], defaults={"seed": 0, "sed": 1})
+    )
     with pytest.raises(SuiteConfigError, match="sed"):
         resolve_parameters(cfg, cfg.runs, tmp_path / "out")
-    cfg = load_config(_write_config(tmp_path, [
-        {"name": "a", "notebook": str(EXAMPLE), "after": ["b"]},
-        {"name": "b", "notebook": str(EXAMPLE), "after": ["a"]}]))
+    cfg = load_config(
+        _write_config(
+            tmp_path,
+            [
+                {"name": "a", "notebook": str(EXAMPLE), "after": ["b"]},
+                {"name": "b", "notebook": str(EXAMPLE), "after": ["a"]},
+            ],
+        )
+    )
     with pytest.raises(SuiteConfigError, match="cycle"):
         order_runs(cfg.runs)
-    cfg = load_config(_write_config(tmp_path, [
-        {"name": "late", "notebook": str(EXAMPLE), "after": ["early"]},
-        {"name": "early", "notebook": str(EXAMPLE)}]))
+    cfg = load_config(
+        _write_config(
+            tmp_path,
+            [
+                {"name": "late", "notebook": str(EXAMPLE), "after": ["early"]},
+                {"name": "early", "notebook": str(EXAMPLE)},
+            ],
+        )
+    )
     assert [r.name for r in order_runs(cfg.runs)] == ["early", "late"]
 
 
@@ -180,7 +196,9 @@ def test_atomic_write_on_a_full_disk_keeps_the_previous_file(tmp_path):
         write_text_atomic(mnt / "index.html", "old, complete")
         with pytest.raises(DiskFullError, match=r"writing index.html needed 97.7 KiB, \d+.\d KiB are free"):
             write_text_atomic(mnt / "index.html", "x" * 100_000)
-        assert (mnt / "index.html").read_text() == "old, complete" and sorted(os.listdir(mnt)) == ["index.html"]
+        assert (mnt / "index.html").read_text() == "old, complete" and sorted(os.listdir(mnt)) == [
+            "index.html"
+        ]
     finally:
         subprocess.run(["umount", str(mnt)], check=True)
 
@@ -188,5 +206,7 @@ def test_atomic_write_on_a_full_disk_keeps_the_previous_file(tmp_path):
 def test_invalid_yaml_names_file_line_and_column(tmp_path):
     bad = tmp_path / "bad.yaml"
     bad.write_text("runs:\n  - name: a\n    notebook: [x\n")
-    with pytest.raises(SuiteConfigError, match=r"bad.yaml: invalid YAML at line 4, column 1: while parsing a flow"):
+    with pytest.raises(
+        SuiteConfigError, match=r"bad.yaml: invalid YAML at line 4, column 1: while parsing a flow"
+    ):
         load_config(bad)

@@ -36,8 +36,11 @@ def no_md5(monkeypatch):
     import importlib
 
     for name in INTEGRITY_CHECKED:
-        monkeypatch.setattr(importlib.import_module(f"torchvision.datasets.{name}"), "check_integrity",
-                            lambda *args, **kwargs: True)  # fmt: skip
+        monkeypatch.setattr(
+            importlib.import_module(f"torchvision.datasets.{name}"),
+            "check_integrity",
+            lambda *args, **kwargs: True,
+        )
     monkeypatch.setenv("PROBEKIT_OFFLINE", "1")
 
 
@@ -97,7 +100,9 @@ def test_registry_loads_the_on_disk_layout(dataset_id: str, tmp_path, no_md5) ->
     for split, index, pixels in written.pixels:
         ours = {"valid": "val"}.get(split, split)
         i = everything.keys.index(f"{ours}/{index:06d}")
-        np.testing.assert_array_equal(np.asarray(everything[i][0]), pixels, err_msg=f"{dataset_id} {split}[{index}]")
+        np.testing.assert_array_equal(
+            np.asarray(everything[i][0]), pixels, err_msg=f"{dataset_id} {split}[{index}]"
+        )
         assert everything.labels[i] == written.official[ours][index]
 
 
@@ -107,11 +112,15 @@ def test_paper1_split_rule_on_cifar10_pets_and_flowers(tmp_path, no_md5) -> None
     train = load_dataset("cifar10", split="train", root=tmp_path, download=False)
     test = load_dataset("cifar10", split="test", root=tmp_path, download=False)
     assert len(train) == 0.8 * len(cifar.official["train"]) and len(test) == len(cifar.official["test"])
-    assert set(train.keys).isdisjoint(load_dataset("cifar10", split="val", root=tmp_path, download=False).keys)
+    assert set(train.keys).isdisjoint(
+        load_dataset("cifar10", split="val", root=tmp_path, download=False).keys
+    )
     other_seed = load_dataset("cifar10", split="train", seed=1, root=tmp_path, download=False)
     assert len(other_seed) == len(train) and other_seed.keys != train.keys  # a random 80 %, seeded
     pets = WRITERS["pets"](tmp_path)
-    assert len(load_dataset("pets", split="train", root=tmp_path, download=False)) == 0.8 * len(pets.official["train"])
+    assert len(load_dataset("pets", split="train", root=tmp_path, download=False)) == 0.8 * len(
+        pets.official["train"]
+    )
     flowers = WRITERS["flowers102"](tmp_path)
     got = load_dataset("flowers102", split="train", root=tmp_path, download=False)
     assert len(got) == len(flowers.official["train"]) and all(k.startswith("train/") for k in got.keys)
@@ -180,16 +189,22 @@ def test_domainnet_folders_follow_imagefolder_order_and_paper1_cut(tmp_path) -> 
         folder = write_domainnet(tmp_path, domain)
         everything = load_dataset(f"domainnet:{domain}", split="all", root=tmp_path)
         # the paper cut torchvision's ImageFolder order; probekit's folder order is the same
-        imagefolder = [Path(p).relative_to(folder).as_posix() for p, _ in tvd.ImageFolder(str(folder)).samples]
+        imagefolder = [
+            Path(p).relative_to(folder).as_posix() for p, _ in tvd.ImageFolder(str(folder)).samples
+        ]
         source_keys = everything.source.keys
         assert source_keys == imagefolder
         n = len(imagefolder)
         cut = np.random.RandomState(42).permutation(n)
         test = load_dataset(f"domainnet:{domain}", split="test", root=tmp_path)
-        assert set(test.keys) == {imagefolder[i] for i in cut[int(0.8 * n):]}
+        assert set(test.keys) == {imagefolder[i] for i in cut[int(0.8 * n) :]}
         train = load_dataset(f"domainnet:{domain}", split="train", root=tmp_path)
         val = load_dataset(f"domainnet:{domain}", split="val", root=tmp_path)
-        assert len(train) + len(val) == int(0.8 * n) and everything.classes == ["aircraft_carrier", "airplane", "zebra"]
+        assert len(train) + len(val) == int(0.8 * n) and everything.classes == [
+            "aircraft_carrier",
+            "airplane",
+            "zebra",
+        ]
         assert everything.source.provenance["split"] == paper1.RULE
     with pytest.raises(Exception, match="domainnet:<domain>"):
         load_dataset("domainnet:cartoon", root=tmp_path)

@@ -171,8 +171,17 @@ def test_a_fit_that_runs_out_of_cycles_says_so(digits) -> None:
 
 def test_a_one_point_grid_skips_the_search_fit(digits) -> None:
     x_tr, y_tr, x_te, y_te = digits
-    fit = select_and_fit(lambda p: nn.Linear(64, 10), x_tr, y_tr, x_te, y_te, grid="tiny", attentive=False,
-                         config=TrainConfig(max_steps=60), n_boot=50)  # fmt: skip
+    fit = select_and_fit(
+        lambda p: nn.Linear(64, 10),
+        x_tr,
+        y_tr,
+        x_te,
+        y_te,
+        grid="tiny",
+        attentive=False,
+        config=TrainConfig(max_steps=60),
+        n_boot=50,
+    )
     assert fit.search.empty and np.isnan(fit.val_score) and fit.params["lr"] == GRIDS["tiny"].lrs[0]
     assert fit.value > 0.8 and fit.log.cycles >= 2
 

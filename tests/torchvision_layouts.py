@@ -51,8 +51,12 @@ CIFAR10_CLASSES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog
 
 def _cifar_batch(path: Path, images: np.ndarray, labels: list[int], key: str) -> None:
     rows = images.transpose(0, 3, 1, 2).reshape(len(images), 3072)  # HWC -> CHW rows, as released
-    entry = {"batch_label": path.name, key: labels, "data": rows,
-             "filenames": [f"img_{i}.png" for i in range(len(labels))]}  # fmt: skip
+    entry = {
+        "batch_label": path.name,
+        key: labels,
+        "data": rows,
+        "filenames": [f"img_{i}.png" for i in range(len(labels))],
+    }
     with open(path, "wb") as fh:
         pickle.dump(entry, fh, protocol=2)
 
@@ -74,7 +78,9 @@ def write_cifar10(root: Path, per_class_batch: int = 1, per_class_test: int = 2)
     _cifar_batch(base / "test_batch", images, test_labels, "labels")
     pixels.append(("test", 7, images[7]))
     with open(base / "batches.meta", "wb") as fh:
-        pickle.dump({"label_names": CIFAR10_CLASSES, "num_cases_per_batch": 10000, "num_vis": 3072}, fh, protocol=2)
+        pickle.dump(
+            {"label_names": CIFAR10_CLASSES, "num_cases_per_batch": 10000, "num_vis": 3072}, fh, protocol=2
+        )
     return Written(CIFAR10_CLASSES, 10, {"train": train_labels, "test": test_labels}, pixels)
 
 
@@ -88,15 +94,23 @@ def write_cifar100(root: Path, per_class_train: int = 5, per_class_test: int = 1
         labels = _labels(100, per)
         images = rng.integers(0, 256, (len(labels), 32, 32, 3), dtype=np.uint8)
         rows = images.transpose(0, 3, 1, 2).reshape(len(images), 3072)
-        entry = {"filenames": [f"{i}.png" for i in range(len(labels))], "batch_label": split,
-                 "fine_labels": labels, "coarse_labels": [c // 5 for c in labels], "data": rows}  # fmt: skip
+        entry = {
+            "filenames": [f"{i}.png" for i in range(len(labels))],
+            "batch_label": split,
+            "fine_labels": labels,
+            "coarse_labels": [c // 5 for c in labels],
+            "data": rows,
+        }
         with open(base / split, "wb") as fh:
             pickle.dump(entry, fh, protocol=2)
         official[split] = labels
         pixels.append((split, 11, images[11]))
     with open(base / "meta", "wb") as fh:
-        pickle.dump({"fine_label_names": names, "coarse_label_names": [f"coarse_{i}" for i in range(20)]}, fh,
-                    protocol=2)  # fmt: skip
+        pickle.dump(
+            {"fine_label_names": names, "coarse_label_names": [f"coarse_{i}" for i in range(20)]},
+            fh,
+            protocol=2,
+        )
     return Written(names, 100, official, pixels)
 
 
@@ -140,9 +154,14 @@ def write_flowers102(root: Path, per_class: dict[str, int] | None = None) -> Wri
                 ids[split].append(image_id)
                 _jpg(base / "jpg" / f"image_{image_id:05d}.jpg", rng)
     savemat(base / "imagelabels.mat", {"labels": np.array([labels_1based], dtype=np.uint8)})
-    savemat(base / "setid.mat", {"trnid": np.array([ids["train"]], dtype=np.uint16),
-                                 "valid": np.array([ids["val"]], dtype=np.uint16),
-                                 "tstid": np.array([ids["test"]], dtype=np.uint16)})  # fmt: skip
+    savemat(
+        base / "setid.mat",
+        {
+            "trnid": np.array([ids["train"]], dtype=np.uint16),
+            "valid": np.array([ids["val"]], dtype=np.uint16),
+            "tstid": np.array([ids["test"]], dtype=np.uint16),
+        },
+    )
     official = {s: [labels_1based[i - 1] - 1 for i in ids[s]] for s in ids}
     return Written(list(Flowers102.classes), 102, official)
 
@@ -151,13 +170,44 @@ def write_flowers102(root: Path, per_class: dict[str, int] | None = None) -> Wri
 
 # the 37 breeds as the released image ids spell them (cats capitalised), in class-id order 1..37
 PET_BREEDS = [
-    "Abyssinian", "american_bulldog", "american_pit_bull_terrier", "basset_hound", "beagle", "Bengal",
-    "Birman", "Bombay", "boxer", "British_Shorthair", "chihuahua", "Egyptian_Mau", "english_cocker_spaniel",
-    "english_setter", "german_shorthaired", "great_pyrenees", "havanese", "japanese_chin", "keeshond",
-    "leonberger", "Maine_Coon", "miniature_pinscher", "newfoundland", "Persian", "pomeranian", "pug",
-    "Ragdoll", "Russian_Blue", "saint_bernard", "samoyed", "scottish_terrier", "shiba_inu", "Siamese",
-    "Sphynx", "staffordshire_bull_terrier", "wheaten_terrier", "yorkshire_terrier",
-]  # fmt: skip
+    "Abyssinian",
+    "american_bulldog",
+    "american_pit_bull_terrier",
+    "basset_hound",
+    "beagle",
+    "Bengal",
+    "Birman",
+    "Bombay",
+    "boxer",
+    "British_Shorthair",
+    "chihuahua",
+    "Egyptian_Mau",
+    "english_cocker_spaniel",
+    "english_setter",
+    "german_shorthaired",
+    "great_pyrenees",
+    "havanese",
+    "japanese_chin",
+    "keeshond",
+    "leonberger",
+    "Maine_Coon",
+    "miniature_pinscher",
+    "newfoundland",
+    "Persian",
+    "pomeranian",
+    "pug",
+    "Ragdoll",
+    "Russian_Blue",
+    "saint_bernard",
+    "samoyed",
+    "scottish_terrier",
+    "shiba_inu",
+    "Siamese",
+    "Sphynx",
+    "staffordshire_bull_terrier",
+    "wheaten_terrier",
+    "yorkshire_terrier",
+]
 
 
 def write_pets(root: Path, per_class: dict[str, int] | None = None) -> Written:
@@ -184,13 +234,54 @@ def write_pets(root: Path, per_class: dict[str, int] | None = None) -> Written:
 # ---- DTD: dtd/dtd/images/<class>/<file>.jpg + dtd/dtd/labels/{train,val,test}1.txt ---------------
 
 DTD_CLASSES = [
-    "banded", "blotchy", "braided", "bubbly", "bumpy", "chequered", "cobwebbed", "cracked", "crosshatched",
-    "crystalline", "dotted", "fibrous", "flecked", "freckled", "frilly", "gauzy", "grid", "grooved",
-    "honeycombed", "interlaced", "knitted", "lacelike", "lined", "marbled", "matted", "meshed", "paisley",
-    "perforated", "pitted", "pleated", "polka-dotted", "porous", "potholed", "scaly", "smeared", "spiralled",
-    "sprinkled", "stained", "stratified", "striped", "studded", "swirly", "veined", "waffled", "woven",
-    "wrinkled", "zigzagged",
-]  # fmt: skip
+    "banded",
+    "blotchy",
+    "braided",
+    "bubbly",
+    "bumpy",
+    "chequered",
+    "cobwebbed",
+    "cracked",
+    "crosshatched",
+    "crystalline",
+    "dotted",
+    "fibrous",
+    "flecked",
+    "freckled",
+    "frilly",
+    "gauzy",
+    "grid",
+    "grooved",
+    "honeycombed",
+    "interlaced",
+    "knitted",
+    "lacelike",
+    "lined",
+    "marbled",
+    "matted",
+    "meshed",
+    "paisley",
+    "perforated",
+    "pitted",
+    "pleated",
+    "polka-dotted",
+    "porous",
+    "potholed",
+    "scaly",
+    "smeared",
+    "spiralled",
+    "sprinkled",
+    "stained",
+    "stratified",
+    "striped",
+    "studded",
+    "swirly",
+    "veined",
+    "waffled",
+    "woven",
+    "wrinkled",
+    "zigzagged",
+]
 
 
 def write_dtd(root: Path, per_class: int = 1) -> Written:
@@ -215,8 +306,18 @@ def write_dtd(root: Path, per_class: int = 1) -> Written:
 
 # ---- EuroSAT: eurosat/2750/<Class>/<Class>_<n>.jpg (ImageFolder, no official split) ----------------
 
-EUROSAT_CLASSES = ["AnnualCrop", "Forest", "HerbaceousVegetation", "Highway", "Industrial", "Pasture",
-                   "PermanentCrop", "Residential", "River", "SeaLake"]  # fmt: skip
+EUROSAT_CLASSES = [
+    "AnnualCrop",
+    "Forest",
+    "HerbaceousVegetation",
+    "Highway",
+    "Industrial",
+    "Pasture",
+    "PermanentCrop",
+    "Residential",
+    "River",
+    "SeaLake",
+]
 
 
 def write_eurosat(root: Path, per_class: int = 5) -> Written:
@@ -289,8 +390,12 @@ def write_fer2013(root: Path, per_class: int = 4) -> Written:
         for label, img in zip(labels, images, strict=True):
             writer.writerow([label, " ".join(map(str, img.ravel().tolist()))])
     gray = np.repeat(images[9][:, :, None], 3, axis=2)
-    return Written(["angry", "disgust", "fear", "happy", "sad", "surprise", "neutral"], 7, {"all": labels},
-                   [("all", 9, gray)])  # fmt: skip
+    return Written(
+        ["angry", "disgust", "fear", "happy", "sad", "surprise", "neutral"],
+        7,
+        {"all": labels},
+        [("all", 9, gray)],
+    )
 
 
 # ---- PCAM: pcam/camelyonpatch_level_2_split_{train,valid,test}_{x,y}.h5 -----------------------------
@@ -349,8 +454,12 @@ def write_cifar10c(root: Path, families: tuple[str, ...], n: int = 100) -> dict[
     return arrays
 
 
-def write_domainnet(root: Path, domain: str, classes: tuple[str, ...] = ("aircraft_carrier", "airplane", "zebra"),
-                    per_class: int = 7) -> Path:
+def write_domainnet(
+    root: Path,
+    domain: str,
+    classes: tuple[str, ...] = ("aircraft_carrier", "airplane", "zebra"),
+    per_class: int = 7,
+) -> Path:
     """``<root>/domainnet/<domain>/<class>/<domain>_<n>.jpg`` as the VisDA-2019 zips unzip."""
     rng = _rng(f"domainnet-{domain}")
     base = root / "domainnet" / domain
@@ -361,7 +470,16 @@ def write_domainnet(root: Path, domain: str, classes: tuple[str, ...] = ("aircra
 
 
 WRITERS = {
-    "cifar10": write_cifar10, "cifar100": write_cifar100, "svhn": write_svhn, "flowers102": write_flowers102,
-    "pets": write_pets, "dtd": write_dtd, "eurosat": write_eurosat, "gtsrb": write_gtsrb, "stl10": write_stl10,
-    "fer2013": write_fer2013, "pcam": write_pcam, "country211": write_country211,
-}  # fmt: skip
+    "cifar10": write_cifar10,
+    "cifar100": write_cifar100,
+    "svhn": write_svhn,
+    "flowers102": write_flowers102,
+    "pets": write_pets,
+    "dtd": write_dtd,
+    "eurosat": write_eurosat,
+    "gtsrb": write_gtsrb,
+    "stl10": write_stl10,
+    "fer2013": write_fer2013,
+    "pcam": write_pcam,
+    "country211": write_country211,
+}

@@ -23,19 +23,35 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--limit", type=int, default=None, help="only the first N images")
     parser.add_argument("--max-per-class", type=int, default=None, help="at most N images per class")
     parser.add_argument("--seed", type=int, default=0, help="dataset split seed (default 0)")
-    parser.add_argument("--sites", nargs="+", default=None,
-                        help="sites (ln1 attn resid_mid ln2 fc1 act fc2 resid_post embed norm, or blocks.<i>.<site>); "
-                             "default: all")
-    parser.add_argument("--pools", nargs="+", default=["cls", "ap", "mean"], help="pools (default: cls ap mean)")
-    parser.add_argument("--token-sites", nargs="+", default=[], help="sites to also store unpooled tokens for")
+    parser.add_argument(
+        "--sites",
+        nargs="+",
+        default=None,
+        help="sites (ln1 attn resid_mid ln2 fc1 act fc2 resid_post embed norm, or blocks.<i>.<site>); "
+        "default: all",
+    )
+    parser.add_argument(
+        "--pools", nargs="+", default=["cls", "ap", "mean"], help="pools (default: cls ap mean)"
+    )
+    parser.add_argument(
+        "--token-sites", nargs="+", default=[], help="sites to also store unpooled tokens for"
+    )
     parser.add_argument("--layers", nargs="+", type=int, default=None, help="block indices (default: all)")
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--device", default=None, help="cpu, cuda, cuda:1 (default: CUDA when available)")
-    parser.add_argument("--dtype", default=None, choices=["float32", "bfloat16", "float16"],
-                        help="compute precision (default: bfloat16 on CUDA, float32 on the CPU)")
+    parser.add_argument(
+        "--dtype",
+        default=None,
+        choices=["float32", "bfloat16", "float16"],
+        help="compute precision (default: bfloat16 on CUDA, float32 on the CPU)",
+    )
     parser.add_argument("--storage-dtype", default="float16", choices=["float16", "float32"])
-    parser.add_argument("--weights", default=None, metavar="PATH",
-                        help="local weights file for --model: .safetensors, or .pth/.bin with a (nested) state dict")
+    parser.add_argument(
+        "--weights",
+        default=None,
+        metavar="PATH",
+        help="local weights file for --model: .safetensors, or .pth/.bin with a (nested) state dict",
+    )
     parser.add_argument("--random-init", action="store_true", help="random weights (controls, tests)")
     parser.add_argument("--root", default=None, help="feature store root (default: probekit's data dir)")
     parser.add_argument("--workers", type=int, default=None, help="DataLoader workers")
@@ -46,9 +62,13 @@ def check_counts(args: argparse.Namespace) -> None:
     """Refuse counts that cannot work before anything is loaded or created."""
     from ..extract import ExtractError
 
-    for flag, value, least in (("--limit", args.limit, 1), ("--max-per-class", args.max_per_class, 1),
-                               ("--batch-size", args.batch_size, 1), ("--size", args.size, 1),
-                               ("--workers", args.workers, 0)):
+    for flag, value, least in (
+        ("--limit", args.limit, 1),
+        ("--max-per-class", args.max_per_class, 1),
+        ("--batch-size", args.batch_size, 1),
+        ("--size", args.size, 1),
+        ("--workers", args.workers, 0),
+    ):
         if value is not None and value < least:
             raise ExtractError(f"{flag} {value}: must be at least {least} (leave it out for the default)")
     if args.weights and args.random_init:
@@ -62,8 +82,13 @@ def run(args: argparse.Namespace) -> int:
     from ..models import load_model
 
     check_counts(args)
-    backbone = load_model(args.model, image_size=args.size, pretrained=not args.random_init, device=args.device,
-                          weights=args.weights)
+    backbone = load_model(
+        args.model,
+        image_size=args.size,
+        pretrained=not args.random_init,
+        device=args.device,
+        weights=args.weights,
+    )
     dataset = load_dataset(args.dataset, split=args.split, seed=args.seed, max_per_class=args.max_per_class)
     store = extract(
         backbone,
@@ -88,15 +113,24 @@ def run(args: argparse.Namespace) -> int:
     size_mb = sum(f.stat().st_size for f in store.path.glob("*.npy")) / 1e6
     print(f"model    {backbone!r}")
     skipped = int(store.meta.get("skipped_files", getattr(dataset, "skipped", 0)) or 0)
-    print(f"dataset  {args.dataset} [{args.split}]: {store.n} images"
-          + (f"; {skipped} broken or unreadable files skipped (listed in {store.path.name}/meta.json)"
-             if skipped else ""))
-    print(f"features {len(store)} keys, {size_mb:.1f} MB, {store.meta['inputs']['storage_dtype']}; "
-          f"{'complete' if store.complete else 'INCOMPLETE'}")
+    print(
+        f"dataset  {args.dataset} [{args.split}]: {store.n} images"
+        + (
+            f"; {skipped} broken or unreadable files skipped (listed in {store.path.name}/meta.json)"
+            if skipped
+            else ""
+        )
+    )
+    print(
+        f"features {len(store)} keys, {size_mb:.1f} MB, {store.meta['inputs']['storage_dtype']}; "
+        f"{'complete' if store.complete else 'INCOMPLETE'}"
+    )
     if runs:
         last = runs[-1]
-        print(f"last run {last['rows']} images in {last['seconds']:.1f} s on {last['device']} "
-              f"({last['images_per_s']} img/s, {last['compute_dtype']}, "
-              f"{last['world_size']} process(es))")
+        print(
+            f"last run {last['rows']} images in {last['seconds']:.1f} s on {last['device']} "
+            f"({last['images_per_s']} img/s, {last['compute_dtype']}, "
+            f"{last['world_size']} process(es))"
+        )
     print(store.path)
     return 0 if store.complete else 1

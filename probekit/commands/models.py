@@ -20,6 +20,8 @@ def run(args: argparse.Namespace) -> int:
     rows = list_models(args.pattern, include_hub=bool(args.all or args.pattern))
     print(format_table(rows))
     if not (args.all or args.pattern):
-        print("\n* embedded, works offline. Any timm ViT-family name also loads (hub weights when online, "
-              "or --weights FILE); `probekit models --all` or `probekit models 'vit_base*'` lists them.")
+        print(
+            "\n* embedded, works offline. Any timm ViT-family name also loads (hub weights when online, "
+            "or --weights FILE); `probekit models --all` or `probekit models 'vit_base*'` lists them."
+        )
     return 0

@@ -11,12 +11,20 @@ HELP = "run the notebooks of a suite config (papermill), render HTML reports and
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("config", type=Path, help="suite config YAML (see configs/smoke.yaml)")
-    parser.add_argument("--only", action="append", metavar="NAME",
-                        help="run only this run (repeatable); runs it comes after are assumed done")
-    parser.add_argument("--out", type=Path, default=None,
-                        help="output folder (default: the config's 'out', else reports/)")
-    parser.add_argument("--check", action="store_true",
-                        help="validate the config and every parameter's name, type and range; run and write nothing")
+    parser.add_argument(
+        "--only",
+        action="append",
+        metavar="NAME",
+        help="run only this run (repeatable); runs it comes after are assumed done",
+    )
+    parser.add_argument(
+        "--out", type=Path, default=None, help="output folder (default: the config's 'out', else reports/)"
+    )
+    parser.add_argument(
+        "--check",
+        action="store_true",
+        help="validate the config and every parameter's name, type and range; run and write nothing",
+    )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -38,8 +46,10 @@ def run(args: argparse.Namespace) -> int:
         with tempfile.TemporaryDirectory(prefix="probekit-check-") as scratch:
             resolve_parameters(config, order_runs(config.runs), out, work=Path(scratch))
         if (args.out or config.out) and not writable(out):
-            raise SuiteOutputError(f"{args.config}: parameters valid, but the output folder {out} is not writable; "
-                                   "give a writable folder with --out (or 'out:' in the config)")
+            raise SuiteOutputError(
+                f"{args.config}: parameters valid, but the output folder {out} is not writable; "
+                "give a writable folder with --out (or 'out:' in the config)"
+            )
         print(f"{args.config}: {len(config.runs)} runs; every parameter name, type and range valid")
         return 0
     if args.out or config.out:

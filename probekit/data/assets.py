@@ -35,7 +35,7 @@ def extract_emoji(tgz: Path, target: Path) -> None:
             members = [
                 m for m in tar.getmembers()
                 if m.isfile() and (m.name in EMOJI_KEEP or m.name.startswith(EMOJI_IMAGES))
-            ]  # fmt: skip
+            ]
             for m in members:
                 m.name = m.name[len("package/") :]
             tar.extractall(staging, members=members, filter="data")
@@ -56,7 +56,7 @@ def provision_emoji() -> None:
     tgz = assets / f"{offline.EMOJI_PACKAGE}-{offline.EMOJI_VERSION}.tgz"
     if not tgz.is_file():
         subprocess.run(["npm", "pack", EMOJI_SPEC, "--pack-destination", str(assets)],
-                       check=True, capture_output=True, timeout=600)  # fmt: skip
+                       check=True, capture_output=True, timeout=600)
     extract_emoji(tgz, _emoji_target())
     tgz.unlink()  # 74 MB; the 21 MB extracted part is all the registry reads
 

@@ -32,7 +32,7 @@ FAMILIES = (
     "brightness", "contrast", "defocus_blur", "elastic_transform", "fog", "frost", "gaussian_blur",
     "gaussian_noise", "glass_blur", "impulse_noise", "jpeg_compression", "motion_blur", "pixelate",
     "saturate", "shot_noise", "snow", "spatter", "speckle_noise", "zoom_blur",
-)  # fmt: skip
+)
 _ID = re.compile(r"^cifar10c:(?P<family>[a-z_]+)@(?P<severity>\d+)$")
 
 
@@ -58,7 +58,7 @@ def is_available(root: Path) -> bool:
 
 def how_to_get(root: Path) -> str:
     return (f"download {URL} and extract it into {Path(root)}/ (tar xf CIFAR-10-C.tar -C {Path(root)}), "
-            f"so that {folder(root) / 'labels.npy'} exists")  # fmt: skip
+            f"so that {folder(root) / 'labels.npy'} exists")
 
 
 def paper1_official_split(n: int = PER_SEVERITY) -> np.ndarray:
@@ -74,7 +74,7 @@ def cifar10c_source(dataset_id: str, root: Path) -> Source:
     if not images_path.is_file() or not labels_path.is_file():
         missing = images_path if not images_path.is_file() else labels_path
         raise DatasetDownloadError(f"could not load {dataset_id!r}: {missing} does not exist. "
-                                   f"To get CIFAR-10-C: {how_to_get(root)}.")  # fmt: skip
+                                   f"To get CIFAR-10-C: {how_to_get(root)}.")
     images = np.load(images_path, mmap_mode="r")
     labels = np.load(labels_path)
     if images.shape[1:] != (32, 32, 3) or len(images) != len(labels) or len(images) % 5:
@@ -97,4 +97,4 @@ def cifar10c_source(dataset_id: str, root: Path) -> Source:
             "image_mode": "RGB",
         },
         official_split=paper1_official_split(n),
-    )  # fmt: skip
+    )

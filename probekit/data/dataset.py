@@ -95,7 +95,7 @@ class ImageDataset:
 
     def __repr__(self) -> str:
         return (f"ImageDataset(id={self.id!r}, split={self.split!r}, n={len(self)}, "
-                f"classes={len(self.classes)}, skipped={self.skipped})")  # fmt: skip
+                f"classes={len(self.classes)}, skipped={self.skipped})")
 
     def sample_digest(self) -> str:
         """sha256 of the ordered (key, label) list, the source version and the corruption code

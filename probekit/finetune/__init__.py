@@ -11,5 +11,15 @@ from .grid import FineTuned, choose_lr, finetune, load_finetuned
 from .loop import RunResult
 from .recipe import Recipe, compare_to_paper, cpu_recipe, lr_factor, paper_recipe
 
-__all__ = ["FineTuned", "Recipe", "RunResult", "choose_lr", "compare_to_paper", "cpu_recipe", "finetune",
-           "load_finetuned", "lr_factor", "paper_recipe"]
+__all__ = [
+    "FineTuned",
+    "Recipe",
+    "RunResult",
+    "choose_lr",
+    "compare_to_paper",
+    "cpu_recipe",
+    "finetune",
+    "load_finetuned",
+    "lr_factor",
+    "paper_recipe",
+]

@@ -26,12 +26,14 @@ def train_transform(data_config: dict, augment: bool = True):
 
     size = int(data_config["input_size"][-1])
     interp = {"bilinear": T.InterpolationMode.BILINEAR, "bicubic": T.InterpolationMode.BICUBIC}.get(
-        data_config.get("interpolation", "bicubic"), T.InterpolationMode.BICUBIC)  # fmt: skip
+        data_config.get("interpolation", "bicubic"), T.InterpolationMode.BICUBIC
+    )
     normalize = T.Normalize(mean=list(data_config["mean"]), std=list(data_config["std"]))
     if not augment:
         return T.Compose([T.Resize(size, interpolation=interp), T.CenterCrop(size), T.ToTensor(), normalize])
-    return T.Compose([T.RandomResizedCrop(size, interpolation=interp), T.RandomHorizontalFlip(), T.ToTensor(),
-                      normalize])  # fmt: skip
+    return T.Compose(
+        [T.RandomResizedCrop(size, interpolation=interp), T.RandomHorizontalFlip(), T.ToTensor(), normalize]
+    )
 
 
 def effective_batch(n: int, batch_size: int) -> int:
@@ -85,11 +87,24 @@ def decode(dataset: Any) -> tuple[list, np.ndarray]:
     return images, np.asarray(dataset.labels, dtype=np.int64)
 
 
-def train_batches(images: list, labels: np.ndarray, transform, *, batch_size: int, seed: int, start: int,
-                  stop: int, workers: int = 0) -> DataLoader:  # fmt: skip
+def train_batches(
+    images: list,
+    labels: np.ndarray,
+    transform,
+    *,
+    batch_size: int,
+    seed: int,
+    start: int,
+    stop: int,
+    workers: int = 0,
+) -> DataLoader:
     """Batches for steps ``start .. stop - 1``, each exactly as an uninterrupted run draws it."""
-    return DataLoader(_Augmented(images, labels, transform), batch_sampler=_Steps(len(images), batch_size, seed, start,
-                      stop), num_workers=workers, persistent_workers=False)  # fmt: skip
+    return DataLoader(
+        _Augmented(images, labels, transform),
+        batch_sampler=_Steps(len(images), batch_size, seed, start, stop),
+        num_workers=workers,
+        persistent_workers=False,
+    )
 
 
 class _Plain(Dataset):
@@ -103,6 +118,10 @@ class _Plain(Dataset):
         return self.transform(self.images[i]), int(self.labels[i])
 
 
-def eval_batches(images: list, labels: np.ndarray, transform, *, batch_size: int, workers: int = 0) -> DataLoader:
+def eval_batches(
+    images: list, labels: np.ndarray, transform, *, batch_size: int, workers: int = 0
+) -> DataLoader:
     """Validation batches through the model's eval transform, in order."""
-    return DataLoader(_Plain(images, labels, transform), batch_size=batch_size, shuffle=False, num_workers=workers)
+    return DataLoader(
+        _Plain(images, labels, transform), batch_size=batch_size, shuffle=False, num_workers=workers
+    )

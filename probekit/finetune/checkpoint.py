@@ -44,8 +44,15 @@ def finetune_dir() -> Path:
 
 def run_dir(inputs: dict[str, Any], root: Path | None = None) -> Path:
     """The directory named by ``inputs`` (model, data, recipe, lr, seed)."""
-    name = "__".join(_slug(p) for p in (inputs["model"]["name"], inputs["train"]["id"],
-                                          f"lr{inputs['lr']:g}-seed{inputs['seed']}", content_hash(inputs)))  # fmt: skip
+    name = "__".join(
+        _slug(p)
+        for p in (
+            inputs["model"]["name"],
+            inputs["train"]["id"],
+            f"lr{inputs['lr']:g}-seed{inputs['seed']}",
+            content_hash(inputs),
+        )
+    )
     return (root or finetune_dir()) / name
 
 
@@ -60,7 +67,9 @@ def save_atomic(obj: Any, path: Path) -> None:
         raise
 
 
-def save_tensors_atomic(tensors: dict[str, torch.Tensor], path: Path, metadata: dict[str, str] | None = None) -> None:
+def save_tensors_atomic(
+    tensors: dict[str, torch.Tensor], path: Path, metadata: dict[str, str] | None = None
+) -> None:
     from safetensors.torch import save_file
 
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
@@ -91,5 +100,12 @@ def load_state(path: Path) -> dict | None:
         return None
     try:
         return torch.load(path, map_location="cpu", weights_only=False)
-    except (OSError, RuntimeError, EOFError, KeyError, AttributeError, ImportError):  # a stale format: start over
+    except (
+        OSError,
+        RuntimeError,
+        EOFError,
+        KeyError,
+        AttributeError,
+        ImportError,
+    ):  # a stale format: start over
         return None

@@ -48,9 +48,20 @@ class FineTuned:
         rows = []
         for run in self.runs:
             for h in run.history:
-                common = {"model": self.model, "dataset": self.dataset, "site": np.nan, "layer": np.nan,
-                          "pool": np.nan, "ci_low": np.nan, "ci_high": np.nan, "step": h["step"], "lr": run.lr,
-                          "seed": run.seed, "run": f"lr={run.lr:g} seed={run.seed}", "scheduled_lr": h.get("lr", np.nan)}  # fmt: skip
+                common = {
+                    "model": self.model,
+                    "dataset": self.dataset,
+                    "site": np.nan,
+                    "layer": np.nan,
+                    "pool": np.nan,
+                    "ci_low": np.nan,
+                    "ci_high": np.nan,
+                    "step": h["step"],
+                    "lr": run.lr,
+                    "seed": run.seed,
+                    "run": f"lr={run.lr:g} seed={run.seed}",
+                    "scheduled_lr": h.get("lr", np.nan),
+                }
                 if "loss" in h:  # step 0 (before training) has a validation accuracy only
                     rows.append({**common, "metric": "train_loss", "value": h["loss"]})
                 if "val_accuracy" in h:
@@ -59,12 +70,30 @@ class FineTuned:
 
     def grid(self) -> pd.DataFrame:
         """One row per run: best validation accuracy and its step, whether it was chosen."""
-        return pd.DataFrame([{
-            "model": self.model, "dataset": self.dataset, "site": np.nan, "layer": np.nan, "pool": np.nan,
-            "metric": "best_val_accuracy", "value": r.best_val_accuracy, "ci_low": np.nan, "ci_high": np.nan,
-            "lr": r.lr, "seed": r.seed, "best_step": r.best_step, "steps": self.recipe.steps,
-            "chosen": r is self.chosen, "reused": r.reused, "seconds": r.seconds, "checkpoint": str(r.path),
-        } for r in self.runs])  # fmt: skip
+        return pd.DataFrame(
+            [
+                {
+                    "model": self.model,
+                    "dataset": self.dataset,
+                    "site": np.nan,
+                    "layer": np.nan,
+                    "pool": np.nan,
+                    "metric": "best_val_accuracy",
+                    "value": r.best_val_accuracy,
+                    "ci_low": np.nan,
+                    "ci_high": np.nan,
+                    "lr": r.lr,
+                    "seed": r.seed,
+                    "best_step": r.best_step,
+                    "steps": self.recipe.steps,
+                    "chosen": r is self.chosen,
+                    "reused": r.reused,
+                    "seconds": r.seconds,
+                    "checkpoint": str(r.path),
+                }
+                for r in self.runs
+            ]
+        )
 
 
 def choose_lr(runs: list[RunResult]) -> float:
@@ -78,8 +107,15 @@ def choose_lr(runs: list[RunResult]) -> float:
 
 def run_inputs(backbone: Backbone, train_ds, val_ds, recipe: Recipe, lr: float, seed: int) -> dict:
     """Everything one run's result depends on: its hash names the run's directory."""
-    return {"format": ckpt.FORMAT, "model": backbone.identity(), "train": train_ds.identity(),
-            "val": val_ds.identity(), "recipe": recipe.run_key(), "lr": float(lr), "seed": int(seed)}  # fmt: skip
+    return {
+        "format": ckpt.FORMAT,
+        "model": backbone.identity(),
+        "train": train_ds.identity(),
+        "val": val_ds.identity(),
+        "recipe": recipe.run_key(),
+        "lr": float(lr),
+        "seed": int(seed),
+    }
 
 
 def finetune(
@@ -107,23 +143,46 @@ def finetune(
     for lr in recipe.lrs:
         for seed in recipe.seeds:
             inputs = run_inputs(backbone, train_ds, val_ds, recipe, lr, seed)
-            runs.append(train_run(backbone.model, train, val, len(train_ds.classes), backbone.data_config,
-                                  backbone.transform, recipe, lr, seed, ckpt.run_dir(inputs, root), inputs,
-                                  checkpoint_every=checkpoint_every, progress=progress, workers=workers))  # fmt: skip
+            runs.append(
+                train_run(
+                    backbone.model,
+                    train,
+                    val,
+                    len(train_ds.classes),
+                    backbone.data_config,
+                    backbone.transform,
+                    recipe,
+                    lr,
+                    seed,
+                    ckpt.run_dir(inputs, root),
+                    inputs,
+                    checkpoint_every=checkpoint_every,
+                    progress=progress,
+                    workers=workers,
+                )
+            )
     lr = choose_lr(runs)
     chosen = next(r for r in runs if r.lr == lr and r.seed == recipe.chosen_seed)
     return FineTuned(backbone.name, dataset_id, recipe, runs, lr, chosen, len(train_ds), len(val_ds))
 
 
-def load_finetuned(backbone: Backbone, tuned: FineTuned, *, device: str | torch.device | None = None,
-                   **model_kwargs) -> Backbone:  # fmt: skip
+def load_finetuned(
+    backbone: Backbone, tuned: FineTuned, *, device: str | torch.device | None = None, **model_kwargs
+) -> Backbone:
     """The chosen checkpoint as a frozen :class:`Backbone`, through the standard ``load_model`` path.
 
     ``model_kwargs`` must repeat any passed when ``backbone`` was loaded (e.g. ``depth=2``).
     """
-    tuned_bb = load_model(backbone.name, image_size=backbone.image_size, weights=tuned.weights,
-                          device=device or backbone.device, **model_kwargs)  # fmt: skip
+    tuned_bb = load_model(
+        backbone.name,
+        image_size=backbone.image_size,
+        weights=tuned.weights,
+        device=device or backbone.device,
+        **model_kwargs,
+    )
     r = tuned.chosen
-    tuned_bb.display_name = (f"{backbone.display_name}, fine-tuned on {tuned.dataset} "
-                             f"(lr {r.lr:g}, seed {r.seed}, best of {tuned.recipe.steps} steps: {r.best_step})")  # fmt: skip
+    tuned_bb.display_name = (
+        f"{backbone.display_name}, fine-tuned on {tuned.dataset} "
+        f"(lr {r.lr:g}, seed {r.seed}, best of {tuned.recipe.steps} steps: {r.best_step})"
+    )
     return tuned_bb

@@ -37,7 +37,9 @@ class RunResult:
     seed: int
     best_val_accuracy: float
     best_step: int
-    history: list[dict] = field(default_factory=list)  # {step, loss, lr, grad_norm[, val_accuracy]}; step 0: val only
+    history: list[dict] = field(
+        default_factory=list
+    )  # {step, loss, lr, grad_norm[, val_accuracy]}; step 0: val only
     seconds: float = 0.0  # training time of this process (0 when reused)
     reused: bool = False
     resumed_from: int = 0  # the step a resumed run started from (0: from scratch)
@@ -84,8 +86,9 @@ def accuracy(net: nn.Module, loader, device: torch.device) -> float:
 
 
 @torch.no_grad()
-def probe_head(net: Classifier, images: list, labels: np.ndarray, eval_transform, device: torch.device,
-               C: float = 1.0) -> None:  # fmt: skip
+def probe_head(
+    net: Classifier, images: list, labels: np.ndarray, eval_transform, device: torch.device, C: float = 1.0
+) -> None:
     """Set ``net.head`` to the frozen linear probe: multinomial logistic regression (scikit-learn,
     L2 at ``C``, unweighted as the fine-tuning loss) on the backbone's output for the training
     images through the eval transform. A 2-class probe's one weight row ``w`` becomes ``(-w/2, w/2)``,
@@ -148,7 +151,9 @@ def train_run(
     with ckpt.store_lock(path):
         done = ckpt.read_json(path / ckpt.RUN)
         if done and done.get("finished") and (path / ckpt.BACKBONE).exists():
-            return RunResult(path, lr, seed, done["best_val_accuracy"], done["best_step"], done["history"], reused=True)
+            return RunResult(
+                path, lr, seed, done["best_val_accuracy"], done["best_step"], done["history"], reused=True
+            )
         ckpt.write_json(path / ckpt.RUN, {"inputs": inputs, "finished": False})
         device = next(model.parameters()).device
         net = _build(model, n_classes, recipe, seed, device)
@@ -164,8 +169,16 @@ def train_run(
         images, labels = train
 
         def save_state() -> None:
-            ckpt.save_atomic({"net": net.state_dict(), "opt": opt.state_dict(), "step": step, "history": history,
-                              "best": best}, path / ckpt.STATE)  # fmt: skip
+            ckpt.save_atomic(
+                {
+                    "net": net.state_dict(),
+                    "opt": opt.state_dict(),
+                    "step": step,
+                    "history": history,
+                    "best": best,
+                },
+                path / ckpt.STATE,
+            )
 
         def save_best() -> None:
             meta = {"lr": f"{lr:g}", "seed": str(seed), "step": str(step)}
@@ -175,10 +188,19 @@ def train_run(
         # without augmentation training images go through the eval transform the head was fitted on
         transform = batches.train_transform(data_config) if recipe.augment else eval_transform
         stop = recipe.steps if stop_after is None else min(recipe.steps, step + stop_after)
-        loader = batches.train_batches(images, labels, transform, batch_size=recipe.batch_size, seed=seed,
-                                       start=step, stop=stop, workers=workers)  # fmt: skip
-        val_loader = batches.eval_batches(*val, eval_transform, batch_size=min(512, recipe.batch_size * 2),
-                                          workers=workers)  # fmt: skip
+        loader = batches.train_batches(
+            images,
+            labels,
+            transform,
+            batch_size=recipe.batch_size,
+            seed=seed,
+            start=step,
+            stop=stop,
+            workers=workers,
+        )
+        val_loader = batches.eval_batches(
+            *val, eval_transform, batch_size=min(512, recipe.batch_size * 2), workers=workers
+        )
         start = time.perf_counter()
         if state is None:
             if recipe.head_init == "probe":
@@ -186,7 +208,9 @@ def train_run(
             best = {"acc": accuracy(net, val_loader, device), "step": 0}
             history.append({"step": 0, "val_accuracy": best["acc"]})
             save_best()
-        bar = progress_bar(total=recipe.steps, initial=step, enabled=progress, desc=f"fine-tune lr={lr:g} seed={seed}")
+        bar = progress_bar(
+            total=recipe.steps, initial=step, enabled=progress, desc=f"fine-tune lr={lr:g} seed={seed}"
+        )
         for x, y in loader:
             for group in opt.param_groups:
                 group["lr"] = lr * lr_factor(step, recipe.warmup, recipe.steps)
@@ -196,7 +220,12 @@ def train_run(
             grad_norm = torch.nn.utils.clip_grad_norm_(params, recipe.grad_clip)
             opt.step()
             step += 1
-            row = {"step": step, "loss": loss.item(), "lr": opt.param_groups[0]["lr"], "grad_norm": float(grad_norm)}
+            row = {
+                "step": step,
+                "loss": loss.item(),
+                "lr": opt.param_groups[0]["lr"],
+                "grad_norm": float(grad_norm),
+            }
             if step % recipe.eval_period == 0 or step == recipe.steps:
                 row["val_accuracy"] = accuracy(net, val_loader, device)
                 if row["val_accuracy"] > best["acc"]:
@@ -209,9 +238,21 @@ def train_run(
                 save_state()
         bar.close()
         seconds = time.perf_counter() - start
-        result = RunResult(path, lr, seed, best["acc"], best["step"], history, seconds, resumed_from=resumed_from)
+        result = RunResult(
+            path, lr, seed, best["acc"], best["step"], history, seconds, resumed_from=resumed_from
+        )
         if step >= recipe.steps:
-            ckpt.write_json(path / ckpt.RUN, {"inputs": inputs, "finished": True, "best_val_accuracy": best["acc"],
-                                              "best_step": best["step"], "history": history})  # fmt: skip
-            (path / ckpt.STATE).unlink(missing_ok=True)  # the optimizer state is twice the model: drop it when done
+            ckpt.write_json(
+                path / ckpt.RUN,
+                {
+                    "inputs": inputs,
+                    "finished": True,
+                    "best_val_accuracy": best["acc"],
+                    "best_step": best["step"],
+                    "history": history,
+                },
+            )
+            (path / ckpt.STATE).unlink(
+                missing_ok=True
+            )  # the optimizer state is twice the model: drop it when done
         return result

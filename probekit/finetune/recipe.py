@@ -46,7 +46,9 @@ class Recipe:
     train_per_class: int | None = None  # cap on training images per class (None: the whole train split)
     val_per_class: int | None = None  # cap on validation images per class
     freeze_backbone: bool = False  # True trains the head alone: the frozen linear-probe control
-    head_init: str = "random"  # random: a new linear layer (the paper); probe: the frozen linear probe's solution (LP-FT)
+    head_init: str = (
+        "random"  # random: a new linear layer (the paper); probe: the frozen linear probe's solution (LP-FT)
+    )
     name: str = "paper"  # how reports name the recipe (not part of the key)
 
     def __post_init__(self) -> None:
@@ -122,10 +124,18 @@ def cpu_recipe(
     (60 steps, 40 images per class, lr 1e-3).
     """
     share = PAPER_WARMUP / paper_steps(dataset_id)
-    return Recipe(steps=steps, lrs=tuple(lrs), seeds=tuple(seeds), batch_size=batch_size,
-                  warmup_steps=max(0, round(share * steps)), train_per_class=train_per_class,
-                  val_per_class=val_per_class, head_init=head_init, augment=augment,
-                  name="cpu (scaled down)")  # fmt: skip
+    return Recipe(
+        steps=steps,
+        lrs=tuple(lrs),
+        seeds=tuple(seeds),
+        batch_size=batch_size,
+        warmup_steps=max(0, round(share * steps)),
+        train_per_class=train_per_class,
+        val_per_class=val_per_class,
+        head_init=head_init,
+        augment=augment,
+        name="cpu (scaled down)",
+    )
 
 
 def lr_factor(step: int, warmup: int, steps: int) -> float:
@@ -138,32 +148,63 @@ def lr_factor(step: int, warmup: int, steps: int) -> float:
     return 0.5 * (math.cos(math.pi * min(1.0, s)) + 1.0)
 
 
-def compare_to_paper(recipe: Recipe, dataset_id: str, *, model: str, image_size: int, n_train: int,
-                     n_val: int) -> pd.DataFrame:  # fmt: skip
+def compare_to_paper(
+    recipe: Recipe, dataset_id: str, *, model: str, image_size: int, n_train: int, n_val: int
+) -> pd.DataFrame:
     """One row per setting: the paper's value, this run's, and the ratio where one applies."""
     paper = paper_recipe(dataset_id)
     rows = [
         ("model", PAPER_MODEL, f"{model}, {image_size} px", None),
         ("optimizer steps per run", paper.steps, recipe.steps, recipe.steps / paper.steps),
         ("batch size", paper.batch_size, recipe.batch_size, recipe.batch_size / paper.batch_size),
-        ("images seen per run", paper.steps * paper.batch_size, recipe.steps * recipe.batch_size,
-         recipe.steps * recipe.batch_size / (paper.steps * paper.batch_size)),
+        (
+            "images seen per run",
+            paper.steps * paper.batch_size,
+            recipe.steps * recipe.batch_size,
+            recipe.steps * recipe.batch_size / (paper.steps * paper.batch_size),
+        ),
         ("warmup steps", paper.warmup, recipe.warmup, None),
         ("learning rates", list(paper.lrs), list(recipe.lrs), len(recipe.lrs) / len(paper.lrs)),
         ("seeds", list(paper.seeds), list(recipe.seeds), len(recipe.seeds) / len(paper.seeds)),
-        ("runs in the grid", len(paper.lrs) * len(paper.seeds), len(recipe.lrs) * len(recipe.seeds),
-         len(recipe.lrs) * len(recipe.seeds) / (len(paper.lrs) * len(paper.seeds))),
-        ("training / validation images", "80 % / 20 % of the official train split", f"{n_train} / {n_val}", None),
+        (
+            "runs in the grid",
+            len(paper.lrs) * len(paper.seeds),
+            len(recipe.lrs) * len(recipe.seeds),
+            len(recipe.lrs) * len(recipe.seeds) / (len(paper.lrs) * len(paper.seeds)),
+        ),
+        (
+            "training / validation images",
+            "80 % / 20 % of the official train split",
+            f"{n_train} / {n_val}",
+            None,
+        ),
         ("validation period (steps)", paper.eval_period, recipe.eval_period, None),
-        ("SGD momentum, weight decay, grad-norm clip", "0.9, 0, 1",
-         f"{recipe.momentum:g}, {recipe.weight_decay:g}, {recipe.grad_clip:g}", None),
+        (
+            "SGD momentum, weight decay, grad-norm clip",
+            "0.9, 0, 1",
+            f"{recipe.momentum:g}, {recipe.weight_decay:g}, {recipe.grad_clip:g}",
+            None,
+        ),
         ("schedule", "linear warmup, cosine to 0", "linear warmup, cosine to 0", None),
-        ("augmentation", "RandomResizedCrop + flip", "RandomResizedCrop + flip" if recipe.augment else "none", None),
-        ("head initialisation", "new linear layer (random)",
-         "frozen linear probe (LP-FT)" if recipe.head_init == "probe" else "new linear layer (random)", None),
-        ("checkpoint probed", f"best validation step, seed {paper.chosen_seed}",
-         f"best validation step (step 0, before training, included), seed {recipe.chosen_seed}", None),
-    ]  # fmt: skip
+        (
+            "augmentation",
+            "RandomResizedCrop + flip",
+            "RandomResizedCrop + flip" if recipe.augment else "none",
+            None,
+        ),
+        (
+            "head initialisation",
+            "new linear layer (random)",
+            "frozen linear probe (LP-FT)" if recipe.head_init == "probe" else "new linear layer (random)",
+            None,
+        ),
+        (
+            "checkpoint probed",
+            f"best validation step, seed {paper.chosen_seed}",
+            f"best validation step (step 0, before training, included), seed {recipe.chosen_seed}",
+            None,
+        ),
+    ]
     out = pd.DataFrame(rows, columns=["setting", "paper", "this run", "ratio"])
     out["paper"] = out["paper"].astype(str)
     out["this run"] = out["this run"].astype(str)

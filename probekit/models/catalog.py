@@ -31,8 +31,14 @@ def list_models(pattern: str | None = None, *, include_hub: bool = True) -> list
             if pattern and not fnmatch.fnmatch(name, pattern):
                 continue
             notes = next((why for part, why in REFUSED.items() if part in name), "")
-            rows.append({"name": name, "source": "timm hub", "offline": "no (needs network or weights=FILE)",
-                         "notes": notes})  # fmt: skip
+            rows.append(
+                {
+                    "name": name,
+                    "source": "timm hub",
+                    "offline": "no (needs network or weights=FILE)",
+                    "notes": notes,
+                }
+            )
     elif pattern:
         rows = [r for r in rows if fnmatch.fnmatch(r["name"].rstrip(" *"), pattern)]
     return rows

@@ -145,7 +145,9 @@ def fingerprint_image() -> PIL.Image.Image:  # noqa: F821
 
     path = pip_package_file("scikit-image", "skimage/data/chelsea.png")
     if path is None:
-        raise AssetMissingError("the fingerprint image needs scikit-image: `python -m pip install scikit-image`")
+        raise AssetMissingError(
+            "the fingerprint image needs scikit-image: `python -m pip install scikit-image`"
+        )
     return Image.open(path).convert("RGB")
 
 
@@ -154,8 +156,15 @@ def compute_fingerprint(weights: Path, image_size: int = 224) -> dict:
     from .build import create_local, frozen_backbone
 
     model = create_local(f"{ARCH}.lvd142m", image_size=image_size, weights=weights)
-    backbone = frozen_backbone(model, name=NAME, architecture=ARCH, display_name=DISPLAY_NAME, source=SOURCE,
-                               image_size=image_size, device="cpu")
+    backbone = frozen_backbone(
+        model,
+        name=NAME,
+        architecture=ARCH,
+        display_name=DISPLAY_NAME,
+        source=SOURCE,
+        image_size=image_size,
+        device="cpu",
+    )
     x = backbone.transform(fingerprint_image()).unsqueeze(0)
     with torch.no_grad():
         cls = backbone.model.forward_features(x)[0, 0].double().numpy()

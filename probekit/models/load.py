@@ -68,7 +68,9 @@ def _go_offline_if_unreachable() -> None:
         hub.HF_HUB_OFFLINE = True
 
 
-def _create(arch_or_name: str, *, pretrained: bool, image_size: int | None, weights: Path | None, kwargs: dict):
+def _create(
+    arch_or_name: str, *, pretrained: bool, image_size: int | None, weights: Path | None, kwargs: dict
+):
     import timm
 
     if weights is not None or not pretrained:
@@ -81,7 +83,8 @@ def _create(arch_or_name: str, *, pretrained: bool, image_size: int | None, weig
         if "size mismatch" in str(exc) or "Missing key" in str(exc) or "Unexpected key" in str(exc):
             lines = [ln.strip() for ln in str(exc).splitlines() if ln.strip()][:6]
             raise WeightsMismatchError(
-                f"the hub weights do not fit {arch_or_name}: " + " | ".join(lines)
+                f"the hub weights do not fit {arch_or_name}: "
+                + " | ".join(lines)
                 + ". Check the model name and its pretrained tag (`probekit models --all`)."
             ) from exc
         raise
@@ -138,7 +141,9 @@ def load_model(
         source = str(weights) if weights else ("timm hub" if pretrained else "random initialisation")
 
     torch.manual_seed(seed)
-    model = _create(timm_name, pretrained=pretrained, image_size=image_size, weights=weights, kwargs=model_kwargs)
+    model = _create(
+        timm_name, pretrained=pretrained, image_size=image_size, weights=weights, kwargs=model_kwargs
+    )
     return frozen_backbone(
         model,
         name=name,

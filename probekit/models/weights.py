@@ -44,7 +44,9 @@ def _is_safetensors(path: Path) -> bool:
         return True
     if path.suffix in TORCH_SUFFIXES:
         return False
-    with open(path, "rb") as f:  # unknown suffix: safetensors starts with a little-endian header size, then '{'
+    with open(
+        path, "rb"
+    ) as f:  # unknown suffix: safetensors starts with a little-endian header size, then '{'
         head = f.read(9)
     return len(head) == 9 and head[8:9] == b"{"
 
@@ -69,7 +71,8 @@ def _read_torch(path: Path) -> object:
         hint = (
             " It pickles Python objects other than tensors (a whole model, an optimizer?): save "
             "model.state_dict() instead."
-            if "weights_only" in str(exc) or "Unsupported global" in str(exc) else ""
+            if "weights_only" in str(exc) or "Unsupported global" in str(exc)
+            else ""
         )
         raise WeightsFileError(
             f"{path} could not be read as a torch checkpoint ({type(exc).__name__}: {text}).{hint} "
@@ -93,7 +96,9 @@ def _unwrap(obj: object, path: Path) -> dict[str, torch.Tensor]:
             f"{path} holds a dict without a state dict of tensors at its top level or under "
             f"{', '.join(repr(k) for k in NESTED[:3])}; found: {found}. --weights takes {FORMATS}."
         )
-    raise WeightsFileError(f"{path} holds a {type(obj).__name__}, not a state dict. --weights takes {FORMATS}.")
+    raise WeightsFileError(
+        f"{path} holds a {type(obj).__name__}, not a state dict. --weights takes {FORMATS}."
+    )
 
 
 def _strip_prefixes(sd: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -102,7 +107,7 @@ def _strip_prefixes(sd: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         changed = False
         for prefix in PREFIXES:
             if sd and all(k.startswith(prefix) for k in sd):
-                sd = {k[len(prefix):]: v for k, v in sd.items()}
+                sd = {k[len(prefix) :]: v for k, v in sd.items()}
                 changed = True
     return sd
 
@@ -139,22 +144,29 @@ def load_weights_file(model: nn.Module, path: str | Path, arch: str) -> None:
     own = model.state_dict()
     missing = [k for k in own if k not in sd and not k.startswith(heads)]
     unexpected = [k for k in sd if k not in own and not k.startswith(heads)]
-    wrong = [f"{k} {tuple(sd[k].shape)} vs {tuple(own[k].shape)}" for k in own
-             if k in sd and tuple(sd[k].shape) != tuple(own[k].shape)]  # fmt: skip
+    wrong = [
+        f"{k} {tuple(sd[k].shape)} vs {tuple(own[k].shape)}"
+        for k in own
+        if k in sd and tuple(sd[k].shape) != tuple(own[k].shape)
+    ]
     if missing or unexpected or wrong:
         parts = []
         if missing:
-            parts.append(f"{len(missing)} of the model's {len(own)} tensors are missing from the file ({_examples(missing)})")
+            parts.append(
+                f"{len(missing)} of the model's {len(own)} tensors are missing from the file ({_examples(missing)})"
+            )
         if unexpected:
-            parts.append(f"{len(unexpected)} tensors in the file are not in the model ({_examples(unexpected)})")
+            parts.append(
+                f"{len(unexpected)} tensors in the file are not in the model ({_examples(unexpected)})"
+            )
         if wrong:
             parts.append(f"{len(wrong)} tensors have other shapes, file vs model ({_examples(wrong, 3)})")
         foreign = len(missing) > len(own) // 2
         hint = (
             "The file was saved from a different architecture: pass the timm model name it was saved from "
             "as --model (`probekit models --all` lists them)"
-            if foreign else
-            f"Save the complete state dict of {arch} (model.state_dict(), timm layout) again"
+            if foreign
+            else f"Save the complete state dict of {arch} (model.state_dict(), timm layout) again"
         )
         raise WeightsMismatchError(
             f"the weights in {path} do not fit {arch}: {'; '.join(parts)}. {hint}; only the classifier "

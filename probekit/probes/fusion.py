@@ -313,7 +313,9 @@ def paired_gain_ci(
 ) -> tuple[float, float]:
     """Percentile interval of the balanced-accuracy gain of ``pred`` over ``base_pred``, resampling
     the same test samples for both (a paired bootstrap)."""
-    _, lo, hi = paired_bootstrap_diff(y, pred, base_pred, "balanced_accuracy", n_boot=n_boot, level=level, seed=seed)
+    _, lo, hi = paired_bootstrap_diff(
+        y, pred, base_pred, "balanced_accuracy", n_boot=n_boot, level=level, seed=seed
+    )
     return lo, hi
 
 
@@ -379,25 +381,70 @@ def run_fusion(
         start = time.perf_counter()
         x_tr, x_te = _inputs(m, train, sites, depth), _inputs(m, test, sites, depth)
         if m.kind == "linear" and linear_solver == "exact":
-            ex = fit_exact_linear(x_tr, y_train, x_te, y_test, Cs=Cs, val_fraction=val_fraction, seed=seed,
-                                  class_weight=class_weight, device=dev, n_boot=n_boot)  # fmt: skip
-            fitted = {"value": ex.value, "ci_low": ex.ci_low, "ci_high": ex.ci_high,
-                      "val_balanced_accuracy": ex.val_score, "solver": "lbfgs_exact", "C": ex.C, "lr": np.nan,
-                      "weight_decay": np.nan, "attn_drop": np.nan, "grid": "Cs", "grid_points": len(ex.search) or 1,
-                      "train_loss": ex.train_loss, "steps": ex.steps, "cycles": 1, "converged": ex.converged,
-                      "epochs": np.nan, "batch_size": np.nan, "seconds_per_point": np.nan}  # fmt: skip
+            ex = fit_exact_linear(
+                x_tr,
+                y_train,
+                x_te,
+                y_test,
+                Cs=Cs,
+                val_fraction=val_fraction,
+                seed=seed,
+                class_weight=class_weight,
+                device=dev,
+                n_boot=n_boot,
+            )
+            fitted = {
+                "value": ex.value,
+                "ci_low": ex.ci_low,
+                "ci_high": ex.ci_high,
+                "val_balanced_accuracy": ex.val_score,
+                "solver": "lbfgs_exact",
+                "C": ex.C,
+                "lr": np.nan,
+                "weight_decay": np.nan,
+                "attn_drop": np.nan,
+                "grid": "Cs",
+                "grid_points": len(ex.search) or 1,
+                "train_loss": ex.train_loss,
+                "steps": ex.steps,
+                "cycles": 1,
+                "converged": ex.converged,
+                "epochs": np.nan,
+                "batch_size": np.nan,
+                "seconds_per_point": np.nan,
+            }
             pred, model = ex.test_pred, None
         else:
             fit = select_and_fit(
-                _builder(m, x_tr, num_classes), x_tr, y_train, x_te, y_test, grid=grid_obj,
-                attentive=m.kind == "attentive", config=config, device=dev, n_boot=n_boot,
-            )  # fmt: skip
-            fitted = dict(value=fit.value, ci_low=fit.ci_low, ci_high=fit.ci_high,
-                          val_balanced_accuracy=fit.val_score, solver="adamw_cosine", C=np.nan, **fit.params,
-                          grid=grid if isinstance(grid, str) else "custom", grid_points=len(fit.search) or 1,
-                          train_loss=fit.log.train_loss, steps=fit.log.steps, cycles=fit.log.cycles,
-                          converged=fit.log.converged, epochs=fit.log.epochs, batch_size=fit.log.batch_size,
-                          seconds_per_point=float(fit.search["seconds"].mean()) if len(fit.search) else np.nan)  # fmt: skip
+                _builder(m, x_tr, num_classes),
+                x_tr,
+                y_train,
+                x_te,
+                y_test,
+                grid=grid_obj,
+                attentive=m.kind == "attentive",
+                config=config,
+                device=dev,
+                n_boot=n_boot,
+            )
+            fitted = dict(
+                value=fit.value,
+                ci_low=fit.ci_low,
+                ci_high=fit.ci_high,
+                val_balanced_accuracy=fit.val_score,
+                solver="adamw_cosine",
+                C=np.nan,
+                **fit.params,
+                grid=grid if isinstance(grid, str) else "custom",
+                grid_points=len(fit.search) or 1,
+                train_loss=fit.log.train_loss,
+                steps=fit.log.steps,
+                cycles=fit.log.cycles,
+                converged=fit.log.converged,
+                epochs=fit.log.epochs,
+                batch_size=fit.log.batch_size,
+                seconds_per_point=float(fit.search["seconds"].mean()) if len(fit.search) else np.nan,
+            )
             pred, model = fit.test_pred, fit.model
         used_sites = ("norm",) if m.tokens != "fusion" else (m.sites or tuple(sites))
         preds[m.name] = pred
@@ -427,8 +474,10 @@ def run_fusion(
         if log is not None:
             r = rows[-1]
             flag = "" if r["converged"] else ", NOT converged"
-            log(f"{labels.get('dataset', '')} {m.name}: {r['value']:.3f} [{r['ci_low']:.3f}, {r['ci_high']:.3f}] "
-                f"({r['seconds']:.1f} s, {r['steps']} steps{flag})")  # fmt: skip
+            log(
+                f"{labels.get('dataset', '')} {m.name}: {r['value']:.3f} [{r['ci_low']:.3f}, {r['ci_high']:.3f}] "
+                f"({r['seconds']:.1f} s, {r['steps']} steps{flag})"
+            )
 
     table = pd.DataFrame(rows)
     table["gain"], table["gain_low"], table["gain_high"] = np.nan, np.nan, np.nan
@@ -458,8 +507,11 @@ def convergence_note(results: pd.DataFrame) -> str:
     if bad.empty:
         return ""
     cycles = bad["cycles"].astype(int) if "cycles" in bad else pd.Series(1, index=bad.index)
-    parts = [f"{r.get('dataset', '')} {r['method']} ({int(r['steps'])} steps, {c} cycle{'s' * (c != 1)}, "
-             f"training loss {r['train_loss']:.3f})" for (_, r), c in zip(bad.iterrows(), cycles)]  # fmt: skip
+    parts = [
+        f"{r.get('dataset', '')} {r['method']} ({int(r['steps'])} steps, {c} cycle{'s' * (c != 1)}, "
+        f"training loss {r['train_loss']:.3f})"
+        for (_, r), c in zip(bad.iterrows(), cycles)
+    ]
     return (
         f"**Warning: {len(bad)} of {len(results)} fits stopped before converging**: {'; '.join(parts)}. "
         "Their scores (and gains over CLS-last involving them) are lower bounds, not the methods' capacity: "

@@ -110,7 +110,9 @@ def fit_exact_linear(
     classes, ytr, _ = encode_labels(y_train, y_test)
     k = len(classes)
     cs, val_fraction = check_grid(Cs, val_fraction)
-    solver = dict(max_iter=max_iter, tol=tol, rtol=rtol, **({"class_weight": class_weight} if class_weight else {}))
+    solver = dict(
+        max_iter=max_iter, tol=tol, rtol=rtol, **({"class_weight": class_weight} if class_weight else {})
+    )
     xt = torch.as_tensor(np.asarray(x_train, dtype=np.float32), device=dev)[None]
     xs = torch.as_tensor(np.asarray(x_test, dtype=np.float32), device=dev)[None]
 
@@ -121,8 +123,15 @@ def fit_exact_linear(
         fit = fit_softmax(xf, torch.from_numpy(ytr[fit_idx]), torch.tensor(cs), k, **solver)
         pred = fit.predict(xv)[0].cpu().numpy()  # (C, m)
         scores = [balanced_accuracy(ytr[val_idx], p) for p in pred]
-        rows = [{"C": c, "val_balanced_accuracy": s, "steps": int(fit.n_iter[0, j]),
-                 "converged": bool(fit.converged[0, j])} for j, (c, s) in enumerate(zip(cs, scores))]  # fmt: skip
+        rows = [
+            {
+                "C": c,
+                "val_balanced_accuracy": s,
+                "steps": int(fit.n_iter[0, j]),
+                "converged": bool(fit.converged[0, j]),
+            }
+            for j, (c, s) in enumerate(zip(cs, scores))
+        ]
         j = int(np.argmax(scores))  # first maximum: the smallest C among ties, as notebook 02
         best_c, val_score = cs[j], float(scores[j])
     xtr, xte = row_space(*prepare(xt, xs))
@@ -131,8 +140,15 @@ def fit_exact_linear(
     test_pred = classes[fit.predict(xte)[0, 0].cpu().numpy()]
     value, low, high = bootstrap_ci(y_test, test_pred, "balanced_accuracy", n_boot=n_boot, seed=seed)
     return ExactLinearFit(
-        C=float(best_c), val_score=val_score, value=value, ci_low=low, ci_high=high, test_pred=test_pred,
-        train_loss=_weighted_ce(fit, xtr, y_t, class_weight), steps=int(fit.n_iter[0, 0]),
-        converged=bool(fit.converged[0, 0]), seconds=time.perf_counter() - start,
+        C=float(best_c),
+        val_score=val_score,
+        value=value,
+        ci_low=low,
+        ci_high=high,
+        test_pred=test_pred,
+        train_loss=_weighted_ce(fit, xtr, y_t, class_weight),
+        steps=int(fit.n_iter[0, 0]),
+        converged=bool(fit.converged[0, 0]),
+        seconds=time.perf_counter() - start,
         search=pd.DataFrame(rows, columns=["C", "val_balanced_accuracy", "steps", "converged"]),
-    )  # fmt: skip
+    )

@@ -56,12 +56,16 @@ def check_grid(Cs: Sequence[float], val_fraction: float) -> tuple[list[float], f
     """The regularisation grid and the validation share as floats, after checking them; errors say what to pass."""
     cs = [_number(c) for c in Cs] if not isinstance(Cs, (str, bytes)) and np.iterable(Cs) else []
     if not cs or not all(np.isfinite(c) and c > 0 for c in cs):
-        raise ValueError(f"Cs must be a non-empty list of positive, finite numbers (C = 1 / regularisation), "
-                         f"got {Cs!r}; for example {list(DEFAULT_CS)}")  # fmt: skip
+        raise ValueError(
+            f"Cs must be a non-empty list of positive, finite numbers (C = 1 / regularisation), "
+            f"got {Cs!r}; for example {list(DEFAULT_CS)}"
+        )
     vf = _number(val_fraction)
     if not 0.0 <= vf < 1.0:
-        raise ValueError(f"val_fraction must be a number in [0, 1) (the share of the training split used to "
-                         f"choose C; 0 fits every C on all training rows), got {val_fraction!r}")  # fmt: skip
+        raise ValueError(
+            f"val_fraction must be a number in [0, 1) (the share of the training split used to "
+            f"choose C; 0 fits every C on all training rows), got {val_fraction!r}"
+        )
     return cs, vf
 
 
@@ -129,10 +133,14 @@ def _chunks(
 
 
 def _rotated(
-    a: Mapping[str, np.ndarray], rows_a: np.ndarray | None, b: Mapping[str, np.ndarray],
-    rows_b: np.ndarray | None, chunk: list[str], dev: torch.device,
+    a: Mapping[str, np.ndarray],
+    rows_a: np.ndarray | None,
+    b: Mapping[str, np.ndarray],
+    rows_b: np.ndarray | None,
+    chunk: list[str],
+    dev: torch.device,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Preprocessed (:func:`prepare`) and rotated (:func:`row_space`) features of ``chunk``, fitted on ``a``."""  # fmt: skip
+    """Preprocessed (:func:`prepare`) and rotated (:func:`row_space`) features of ``chunk``, fitted on ``a``."""
     outs_a, outs_b = [], []
     for d in sorted({_shape(a, k)[1] for k in chunk}):
         sub = [k for k in chunk if _shape(a, k)[1] == d]
@@ -186,7 +194,9 @@ def _stack(
 ) -> torch.Tensor:
     """``(len(keys), n, D)`` float32 on ``dev``. A feature store's arrays are stacked in their stored
     precision (float16 as extracted) and converted by torch, whose conversion is vectorised."""
-    arrs = [feats.load(k, mmap=True) if isinstance(feats, FeatureStore) else np.asarray(feats[k]) for k in keys]
+    arrs = [
+        feats.load(k, mmap=True) if isinstance(feats, FeatureStore) else np.asarray(feats[k]) for k in keys
+    ]
     x = np.stack([a if rows is None else a[rows] for a in arrs])
     if x.dtype not in (np.float16, np.float32):
         x = x.astype(np.float32)
@@ -236,13 +246,16 @@ def fit_linear_probes(
     n_cls = len(classes)
     Cs, val_fraction = check_grid(Cs, val_fraction)
     if class_weight not in (None, "balanced"):
-        raise ValueError(f"class_weight must be None or 'balanced' (scikit-learn's meaning), got {class_weight!r}")
+        raise ValueError(
+            f"class_weight must be None or 'balanced' (scikit-learn's meaning), got {class_weight!r}"
+        )
     select = val_fraction > 0 and len(Cs) > 1
     for k in keys:
         n_tr, n_te = _shape(train, k)[0], _shape(test, k)[0]
         if n_tr != len(y_train) or n_te != len(y_test):
-            raise ValueError(f"{k!r}: {n_tr}/{n_te} feature rows but "
-                             f"{len(y_train)}/{len(y_test)} labels (train/test)")  # fmt: skip
+            raise ValueError(
+                f"{k!r}: {n_tr}/{n_te} feature rows but {len(y_train)}/{len(y_test)} labels (train/test)"
+            )
     if select:
         fit_idx, val_idx = stratified_split(y_train, val_fraction, seed)
     if memory_budget is None:
@@ -279,19 +292,33 @@ def fit_linear_probes(
         pred = classes[fit.predict(xte).cpu().numpy()]  # (F, C', m)
         c_fit = c_fit.expand(len(chunk), -1).numpy()
         if predictions is not None:
-            predictions.update({key: pred[i, 0] if pred.shape[1] == 1 else pred[i] for i, key in enumerate(chunk)})
+            predictions.update(
+                {key: pred[i, 0] if pred.shape[1] == 1 else pred[i] for i, key in enumerate(chunk)}
+            )
         for i, key in enumerate(chunk):
             for j in range(c_fit.shape[1]):
-                rows += probe_rows(key, **common, regularisation=c_fit[i, j], split="test", y_true=y_test,
-                                   y_pred=pred[i, j], metrics=metrics)  # fmt: skip
+                rows += probe_rows(
+                    key,
+                    **common,
+                    regularisation=c_fit[i, j],
+                    split="test",
+                    y_true=y_test,
+                    y_pred=pred[i, j],
+                    metrics=metrics,
+                )
         del xtr, xte, fit
     if stopped["max_iter"]:
-        warnings.warn(f"{stopped['max_iter']} probe fits stopped at max_iter={max_iter} before their stopping test "
-                      f"(tol={tol}, rtol={rtol}); raise max_iter for exact agreement with scikit-learn",
-                      stacklevel=2)  # fmt: skip
+        warnings.warn(
+            f"{stopped['max_iter']} probe fits stopped at max_iter={max_iter} before their stopping test "
+            f"(tol={tol}, rtol={rtol}); raise max_iter for exact agreement with scikit-learn",
+            stacklevel=2,
+        )
     if stopped["precision"]:
-        warnings.warn(f"{stopped['precision']} probe fits stopped at the limit of float64 precision before "
-                      f"their stopping test (tol={tol}, rtol={rtol}); pass a larger tol or rtol", stacklevel=2)  # fmt: skip
+        warnings.warn(
+            f"{stopped['precision']} probe fits stopped at the limit of float64 precision before "
+            f"their stopping test (tol={tol}, rtol={rtol}); pass a larger tol or rtol",
+            stacklevel=2,
+        )
     return pd.DataFrame(rows, columns=list(COLUMNS) + [c for c in rows[0] if c not in COLUMNS])
 
 

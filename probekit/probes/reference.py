@@ -49,8 +49,10 @@ def fit_reference(
     of that point can differ from the optimum's by several points); pass a small ``tol`` (1e-8)
     for the optimum itself.
     """
-    clf = make_pipeline(StandardScaler(), LogisticRegression(C=C, max_iter=max_iter, tol=tol, random_state=seed,
-                                                                   class_weight=class_weight))
+    clf = make_pipeline(
+        StandardScaler(),
+        LogisticRegression(C=C, max_iter=max_iter, tol=tol, random_state=seed, class_weight=class_weight),
+    )
     return clf.fit(l2_rows(x_train), y_train)
 
 
@@ -92,8 +94,20 @@ def reference_probes(
         jobs = progress_bar(jobs, desc="sklearn reference probes", unit="probe")
     rows: list[dict] = []
     for key, c in jobs:
-        clf = fit_reference(train[key], y_train, C=c, max_iter=max_iter, seed=seed, tol=tol, class_weight=class_weight)
+        clf = fit_reference(
+            train[key], y_train, C=c, max_iter=max_iter, seed=seed, tol=tol, class_weight=class_weight
+        )
         pred = clf.predict(l2_rows(test[key]))
-        rows += probe_rows(key, depth=depth, labels=dict(labels or {}), trainer="sklearn", regularisation=c,
-                           split="test", y_true=y_test, y_pred=pred, metrics=metrics, n_boot=n_boot)  # fmt: skip
+        rows += probe_rows(
+            key,
+            depth=depth,
+            labels=dict(labels or {}),
+            trainer="sklearn",
+            regularisation=c,
+            split="test",
+            y_true=y_test,
+            y_pred=pred,
+            metrics=metrics,
+            n_boot=n_boot,
+        )
     return pd.DataFrame(rows, columns=list(COLUMNS) + [c for c in rows[0] if c not in COLUMNS])

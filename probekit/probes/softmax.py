@@ -101,9 +101,14 @@ class _Objective:
     """
 
     def __init__(
-        self, x: torch.Tensor, y: torch.Tensor, Cs: torch.Tensor, n_classes: int, dtype: torch.dtype,
+        self,
+        x: torch.Tensor,
+        y: torch.Tensor,
+        Cs: torch.Tensor,
+        n_classes: int,
+        dtype: torch.dtype,
         weights: torch.Tensor | None = None,
-    ):  # fmt: skip
+    ):
         self.x = x.to(dtype).contiguous()
         B, n, D = self.x.shape
         self.n, self.D, self.K = n, D, n_classes
@@ -118,7 +123,12 @@ class _Objective:
 
     def keep(self, sets: torch.Tensor, cs: torch.Tensor) -> None:
         """Drop every feature set but ``sets`` and every regularisation value but ``cs``."""
-        self.x, self.x_n, self.mu, self.y = self.x[sets], self.x_n[sets], self.mu[sets][:, cs], self.y[sets][:, cs]
+        self.x, self.x_n, self.mu, self.y = (
+            self.x[sets],
+            self.x_n[sets],
+            self.mu[sets][:, cs],
+            self.y[sets][:, cs],
+        )
         self.C = len(cs)
 
     def logits(self, theta: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
@@ -127,9 +137,13 @@ class _Objective:
         flat = theta.view(B, C * K, D + 1)
         return torch.baddbmm(flat[:, :, D:], flat[:, :, :D], x.transpose(1, 2)).view(B, C, K, x.shape[1])
 
-    def value_grad(self, theta: torch.Tensor, idx: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    def value_grad(
+        self, theta: torch.Tensor, idx: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """Objective ``(B, C)`` and gradient (shape of ``theta``); ``idx``: the feature sets ``theta`` belongs to."""
-        x, x_n, mu = (self.x, self.x_n, self.mu) if idx is None else (self.x[idx], self.x_n[idx], self.mu[idx])
+        x, x_n, mu = (
+            (self.x, self.x_n, self.mu) if idx is None else (self.x[idx], self.x_n[idx], self.mu[idx])
+        )
         B, C, K, D, n = theta.shape[0], self.C, self.K, self.D, self.n
         y = self.y[:B]
         w = theta[..., :D]
@@ -200,7 +214,9 @@ class _Memory:
         yy = torch.where(both, self.yy[:, o][:, :, o], 0)
         p = torch.linalg.solve_triangular(r, a, upper=True)
         dg = (torch.diagonal(sy, dim1=1, dim2=2) * val)[:, :, None]
-        q = torch.linalg.solve_triangular(r.transpose(1, 2), dg * p + gamma[:, None, None] * (yy @ p - b), upper=False)
+        q = torch.linalg.solve_triangular(
+            r.transpose(1, 2), dg * p + gamma[:, None, None] * (yy @ p - b), upper=False
+        )
         coef = torch.zeros_like(self.ab)
         coef[:, o] = q[:, :, 0] * on[:, None]
         coef[:, self.m + o] = -(gamma[:, None] * p[:, :, 0])
@@ -231,7 +247,9 @@ class _Memory:
         self.pairs[:, slot] = s
         self.pairs[:, m + slot] = y
         self.new[:, 0], self.new[:, 1], self.new[:, 2] = s, y, g
-        prods = torch.bmm(self.new, self.pairs.transpose(1, 2)).transpose(1, 2)  # (N, 2m, 3); this order is ~30% faster
+        prods = torch.bmm(self.new, self.pairs.transpose(1, 2)).transpose(
+            1, 2
+        )  # (N, 2m, 3); this order is ~30% faster
         self.sy[:, :, slot] = prods[:, :m, 1]
         self.sy[:, slot, :] = prods[:, m:, 0]
         self.yy[:, :, slot] = prods[:, m:, 1]
@@ -265,15 +283,21 @@ def row_weights(
     counts = torch.bincount(y, minlength=n_classes).double()
     if isinstance(class_weight, str):
         if class_weight != "balanced":
-            raise ValueError(f"class_weight must be None, 'balanced' or one weight per class, got {class_weight!r}")
+            raise ValueError(
+                f"class_weight must be None, 'balanced' or one weight per class, got {class_weight!r}"
+            )
         per_class = len(y) / ((counts > 0).sum() * counts.clamp_min(1))
     else:
         per_class = torch.as_tensor(class_weight, dtype=torch.float64).cpu()
         if per_class.shape != (n_classes,) or not bool((torch.isfinite(per_class) & (per_class >= 0)).all()):
-            raise ValueError(f"class_weight must hold {n_classes} finite, non-negative weights (one per class), "
-                             f"got {class_weight!r}")  # fmt: skip
+            raise ValueError(
+                f"class_weight must hold {n_classes} finite, non-negative weights (one per class), "
+                f"got {class_weight!r}"
+            )
         if not bool((per_class[y] > 0).any()):
-            raise ValueError("class_weight gives every training row weight 0; give some class a positive weight")
+            raise ValueError(
+                "class_weight gives every training row weight 0; give some class a positive weight"
+            )
     return per_class[y]
 
 
@@ -322,8 +346,15 @@ def fit_softmax(
         Cs = Cs / 2
     weights = row_weights(y, n_classes, class_weight)
     batch = batch or (16 if x.device.type == "cpu" else len(x))
-    kw = {"max_iter": max_iter, "tol": tol, "rtol": rtol, "history": history, "refit": refit, "dtype": dtype,
-          "weights": weights}
+    kw = {
+        "max_iter": max_iter,
+        "tol": tol,
+        "rtol": rtol,
+        "history": history,
+        "refit": refit,
+        "dtype": dtype,
+        "weights": weights,
+    }
     fits = []
     for i in range(0, len(x), batch):
         part = slice(i, i + batch)
@@ -333,25 +364,44 @@ def fit_softmax(
         # stopped short of the target with iterations left (float32's resolution, a stall, no decrease)
         short = (~fit.converged & (fit.n_iter < max_iter)).any(1).nonzero().squeeze(1)
         if dtype != torch.float64 and len(short):  # finish what float32 could not, in float64
-            again = _solve(x[part][short], y, cs[short] if cs.ndim == 2 else cs, n_classes,
-                           (fit.coef[short], fit.intercept[short]), **(kw | {"dtype": torch.float64}),
-                           n_done=fit.n_iter[short])  # fmt: skip
+            again = _solve(
+                x[part][short],
+                y,
+                cs[short] if cs.ndim == 2 else cs,
+                n_classes,
+                (fit.coef[short], fit.intercept[short]),
+                **(kw | {"dtype": torch.float64}),
+                n_done=fit.n_iter[short],
+            )
             fit.coef[short], fit.intercept[short] = again.coef.to(fit.coef), again.intercept.to(fit.intercept)
             fit.n_iter[short] = again.n_iter
             fit.converged[short] = again.converged
         fits.append(fit)
     if len(fits) == 1:
         return fits[0]
-    return SoftmaxFit(*(torch.cat([getattr(f, a) for f in fits]) for a in ("coef", "intercept", "n_iter", "converged")))
+    return SoftmaxFit(
+        *(torch.cat([getattr(f, a) for f in fits]) for a in ("coef", "intercept", "n_iter", "converged"))
+    )
 
 
 def _solve(
-    x: torch.Tensor, y: torch.Tensor, Cs: torch.Tensor, n_classes: int,
-    init: tuple[torch.Tensor, torch.Tensor] | None, *, max_iter: int, tol: float, rtol: float | None, history: int, refit: int,
-    dtype: torch.dtype, weights: torch.Tensor | None = None, n_done: torch.Tensor | None = None,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    Cs: torch.Tensor,
+    n_classes: int,
+    init: tuple[torch.Tensor, torch.Tensor] | None,
+    *,
+    max_iter: int,
+    tol: float,
+    rtol: float | None,
+    history: int,
+    refit: int,
+    dtype: torch.dtype,
+    weights: torch.Tensor | None = None,
+    n_done: torch.Tensor | None = None,
 ) -> SoftmaxFit:
     """One batch of :func:`fit_softmax`; ``n_done``: ``(F, C)`` iterations already spent (each probe
-    stops at ``max_iter`` in all, and ``n_iter`` counts them)."""  # fmt: skip
+    stops at ``max_iter`` in all, and ``n_iter`` counts them)."""
     F, _, D = x.shape
     K, dev = n_classes, x.device
     obj = _Objective(x, y, Cs, K, dtype, weights)
@@ -364,7 +414,11 @@ def _solve(
     rows = torch.arange(F, device=dev)  # which original feature sets are still in the batch
     cols = torch.arange(C, device=dev)  # and which regularisation values
     theta_out, conv_out = theta.clone(), torch.zeros(F, C, dtype=torch.bool, device=dev)
-    n_iter = torch.zeros(F, C, dtype=torch.int64, device=dev) if n_done is None else n_done.to(dev, torch.int64).clone()
+    n_iter = (
+        torch.zeros(F, C, dtype=torch.int64, device=dev)
+        if n_done is None
+        else n_done.to(dev, torch.int64).clone()
+    )
     n_iter_out = n_iter.clone()
     stalled = torch.zeros(F, C, dtype=torch.int64, device=dev)  # iterations since ||grad|| last halved
     slack = 8 * torch.finfo(dtype).eps  # relative noise of f in this precision
@@ -407,7 +461,8 @@ def _solve(
             C = len(cols)
             sub = lambda t: t[kr][:, kc]  # noqa: E731, B023 - used at once, in this iteration
             theta, f, g, v, gv, pre, gnorm, conv, active, n_iter, stalled, best = map(
-                sub, (theta, f, g, v, gv, pre, gnorm, conv, active, n_iter, stalled, best))
+                sub, (theta, f, g, v, gv, pre, gnorm, conv, active, n_iter, stalled, best)
+            )
         B = len(rows)
         d = -mem.hg(gv.view(B * C, P), active.view(-1).to(dtype)).view(B, C, K, D + 1)
         gd = (gv * d).sum((2, 3))
@@ -426,10 +481,18 @@ def _solve(
             ts = sel(t)
             trial = sel(v) + ts[:, :, None, None] * sel(d)
             ft, gt = obj.value_grad(trial * sel(pre), idx)
-            ok = (ft <= sel(f) + 1e-4 * ts * sel(gd) + slack * sel(f).abs()) & torch.isfinite(ft) & ~sel(accepted)
+            ok = (
+                (ft <= sel(f) + 1e-4 * ts * sel(gd) + slack * sel(f).abs())
+                & torch.isfinite(ft)
+                & ~sel(accepted)
+            )
             okb = ok[:, :, None, None]
             if idx is None:
-                v_new, g_new, f_new = torch.where(okb, trial, v_new), torch.where(okb, gt, g_new), torch.where(ok, ft, f_new)
+                v_new, g_new, f_new = (
+                    torch.where(okb, trial, v_new),
+                    torch.where(okb, gt, g_new),
+                    torch.where(ok, ft, f_new),
+                )
             else:
                 v_new[idx] = torch.where(okb, trial, v_new[idx])
                 g_new[idx] = torch.where(okb, gt, g_new[idx])
@@ -454,6 +517,10 @@ def _solve(
         target = targets(theta)
         conv = gnorm <= target
         active = active & ~failed & (stalled < stall_limit) & (gnorm > stop_at(target)) & (n_iter < max_iter)
-    theta_out[rows[:, None], cols], conv_out[rows[:, None], cols], n_iter_out[rows[:, None], cols] = theta, conv, n_iter
+    theta_out[rows[:, None], cols], conv_out[rows[:, None], cols], n_iter_out[rows[:, None], cols] = (
+        theta,
+        conv,
+        n_iter,
+    )
     coef = theta_out[..., :D].transpose(2, 3).contiguous()
     return SoftmaxFit(coef, theta_out[..., D].contiguous(), n_iter_out, conv_out)

@@ -17,9 +17,20 @@ from probekit.keys import parse_key
 from probekit.metrics import bootstrap_ci
 
 COLUMNS = (
-    "model", "dataset", "site", "layer", "pool", "trainer", "regularisation",
-    "split", "metric", "value", "ci_low", "ci_high", "key",
-)  # fmt: skip
+    "model",
+    "dataset",
+    "site",
+    "layer",
+    "pool",
+    "trainer",
+    "regularisation",
+    "split",
+    "metric",
+    "value",
+    "ci_low",
+    "ci_high",
+    "key",
+)
 
 
 def bootstrap_balanced_accuracy(
@@ -46,10 +57,16 @@ def base_row(
     """The identifying columns of a row (all but metric, value and interval); extra labels appended."""
     k = parse_key(key)
     row = {
-        "model": labels.get("model", ""), "dataset": labels.get("dataset", ""),
-        "site": k.site, "layer": k.layer(depth), "pool": k.pool, "trainer": trainer,
-        "regularisation": float(regularisation), "split": split, "key": key,
-    }  # fmt: skip
+        "model": labels.get("model", ""),
+        "dataset": labels.get("dataset", ""),
+        "site": k.site,
+        "layer": k.layer(depth),
+        "pool": k.pool,
+        "trainer": trainer,
+        "regularisation": float(regularisation),
+        "split": split,
+        "key": key,
+    }
     return row | {c: v for c, v in labels.items() if c not in ("model", "dataset")}
 
 

@@ -20,8 +20,20 @@ from probekit.shift.mmd import median_bandwidth, mmd2, reference_bandwidth
 from probekit.shift.table import COLUMNS, MEASURES, shift_keys, shift_table
 
 __all__ = [
-    "COLUMNS", "MEASURES", "DomainResult", "ShiftInputError", "SmallSampleWarning",
-    "domain_classifier", "frechet_distance", "frechet_from_stats", "gaussian_fit",
-    "median_bandwidth", "mmd2", "proxy_a_distance", "reference_bandwidth", "shift_keys", "shift_table",
+    "COLUMNS",
+    "MEASURES",
+    "DomainResult",
+    "ShiftInputError",
+    "SmallSampleWarning",
+    "domain_classifier",
+    "frechet_distance",
+    "frechet_from_stats",
+    "gaussian_fit",
+    "median_bandwidth",
+    "mmd2",
+    "proxy_a_distance",
+    "reference_bandwidth",
+    "shift_keys",
+    "shift_table",
     "trace_sqrt_product",
 ]

@@ -17,8 +17,9 @@ from probekit.shift.errors import ShiftInputError
 DEFAULT_DEVICE = "cpu"  # float64 measures: exact and the same on every machine (module docstring)
 
 
-def as_f64(x: np.ndarray | torch.Tensor, device: str | torch.device | None = DEFAULT_DEVICE,
-           name: str = "features") -> torch.Tensor:
+def as_f64(
+    x: np.ndarray | torch.Tensor, device: str | torch.device | None = DEFAULT_DEVICE, name: str = "features"
+) -> torch.Tensor:
     """A 2-D float64 tensor on ``device``; rejects other ranks and non-finite values with a clear message."""
     t = x if isinstance(x, torch.Tensor) else torch.from_numpy(np.asarray(x))
     if t.ndim != 2:
@@ -40,9 +41,7 @@ def check_pair(x: torch.Tensor, y: torch.Tensor, min_rows: int = 2) -> None:
             "compare the same key (site and pool) of the same model"
         )
     if min(x.shape[0], y.shape[0]) < min_rows:
-        raise ShiftInputError(
-            f"need at least {min_rows} rows per set, got {x.shape[0]} and {y.shape[0]}"
-        )
+        raise ShiftInputError(f"need at least {min_rows} rows per set, got {x.shape[0]} and {y.shape[0]}")
 
 
 def bootstrap_counts(n: int, n_boot: int, rng: np.random.Generator) -> np.ndarray:

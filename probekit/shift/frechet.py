@@ -65,16 +65,19 @@ def frechet_from_stats(
     (:func:`trace_sqrt_product`), float64 on ``device``.
     """
     dev = resolve_device(device)
-    t = [torch.as_tensor(np.asarray(a) if not isinstance(a, torch.Tensor) else a).to(dev, torch.float64)
-         for a in (mu1, sigma1, mu2, sigma2)]
+    t = [
+        torch.as_tensor(np.asarray(a) if not isinstance(a, torch.Tensor) else a).to(dev, torch.float64)
+        for a in (mu1, sigma1, mu2, sigma2)
+    ]
     m1, s1, m2, s2 = t
     diff = m1 - m2
     value = diff @ diff + torch.trace(s1) + torch.trace(s2) - 2.0 * trace_sqrt_product(s1, s2)
     return float(value)
 
 
-def gaussian_fit(x: np.ndarray | torch.Tensor, *, device: str | torch.device | None = DEFAULT_DEVICE
-                 ) -> tuple[np.ndarray, np.ndarray]:
+def gaussian_fit(
+    x: np.ndarray | torch.Tensor, *, device: str | torch.device | None = DEFAULT_DEVICE
+) -> tuple[np.ndarray, np.ndarray]:
     """Mean and unbiased covariance (``n − 1``) of the rows of ``x``, float64 numpy arrays."""
     t = as_f64(x, device)
     mu = t.mean(dim=0)
@@ -147,8 +150,12 @@ def _nuclear_resamples(g12, g12p2, p1g12, m12, w1, w2, scale) -> torch.Tensor:
     values unchanged.
     """
     i1, i2 = _first_nonzero(w1), _first_nonzero(w2)  # (B, r), (B, c)
-    chat = (g12[i1[:, :, None], i2[:, None, :]] - torch.gather(g12p2, 1, i1)[:, :, None]
-            - torch.gather(p1g12, 1, i2)[:, None, :] + m12[:, None, None])  # fmt: skip
+    chat = (
+        g12[i1[:, :, None], i2[:, None, :]]
+        - torch.gather(g12p2, 1, i1)[:, :, None]
+        - torch.gather(p1g12, 1, i2)[:, None, :]
+        + m12[:, None, None]
+    )
     s1 = torch.gather(w1, 1, i1).sqrt() / scale[:, None]
     s2 = torch.gather(w2, 1, i2).sqrt()
     cmat = s1[:, :, None] * chat * s2[:, None, :]

@@ -58,13 +58,17 @@ def _subsample(z: torch.Tensor, max_points: int, seed: int) -> torch.Tensor:
     return z[torch.from_numpy(idx).to(z.device)]
 
 
-def reference_bandwidth(x: np.ndarray | torch.Tensor, *, max_points: int = BANDWIDTH_POINTS, seed: int = 0) -> float:
+def reference_bandwidth(
+    x: np.ndarray | torch.Tensor, *, max_points: int = BANDWIDTH_POINTS, seed: int = 0
+) -> float:
     """σ from the reference alone: the median pairwise distance among the rows of ``x`` (i < j).
 
     Uses a seeded subsample of at most ``max_points`` rows; falls back to 1.0 when all rows
     coincide. This is the default RBF bandwidth of :func:`mmd2` and of the shift table.
     """
-    z = _subsample(as_f64(x, x.device if isinstance(x, torch.Tensor) else DEFAULT_DEVICE, "reference"), max_points, seed)
+    z = _subsample(
+        as_f64(x, x.device if isinstance(x, torch.Tensor) else DEFAULT_DEVICE, "reference"), max_points, seed
+    )
     if z.shape[0] < 2:
         raise ShiftInputError("the reference bandwidth needs at least 2 reference rows")
     z = z - z.mean(0, keepdim=True)
@@ -72,7 +76,11 @@ def reference_bandwidth(x: np.ndarray | torch.Tensor, *, max_points: int = BANDW
 
 
 def median_bandwidth(
-    x: torch.Tensor, y: torch.Tensor, *, max_points: int = 1000, seed: int = 0,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    *,
+    max_points: int = 1000,
+    seed: int = 0,
     gram: PairGram | None = None,
 ) -> float:
     """σ of the pooled median heuristic: median pairwise distance over the pooled rows (i < j).
@@ -90,8 +98,13 @@ def median_bandwidth(
 
 
 def _weighted_block_sums(
-    a: torch.Tensor, b: torch.Tensor, wa: torch.Tensor, wb: torch.Tensor,
-    gamma: float, block_size: int, same: bool,
+    a: torch.Tensor,
+    b: torch.Tensor,
+    wa: torch.Tensor,
+    wb: torch.Tensor,
+    gamma: float,
+    block_size: int,
+    same: bool,
 ) -> torch.Tensor:
     """Σᵢⱼ wa[:, i] wb[:, j] exp(−γ‖aᵢ − bⱼ‖²) for each weight row, in blocks (B,)."""
     total = torch.zeros(wa.shape[0], dtype=torch.float64, device=a.device)
@@ -178,5 +191,4 @@ def mmd2(
     check_pair(xt, yt)
     w1 = torch.ones(1, xt.shape[0], dtype=torch.float64, device=xt.device)
     w2 = torch.ones(1, yt.shape[0], dtype=torch.float64, device=xt.device)
-    return float(mmd2_resamples(xt, yt, w1, w2, kernel=kernel, bandwidth=bandwidth,
-                                block_size=block_size)[0])
+    return float(mmd2_resamples(xt, yt, w1, w2, kernel=kernel, bandwidth=bandwidth, block_size=block_size)[0])

@@ -47,8 +47,18 @@ from probekit.shift.mmd import BANDWIDTH_POINTS, mmd2_resamples, reference_bandw
 
 MEASURES: tuple[str, ...] = ("fd", "mmd_rbf", "mmd_linear", "domain_acc", "proxy_a")
 COLUMNS: tuple[str, ...] = (
-    "model", "dataset", "reference", "site", "layer", "pool", "measure",
-    "value", "ci_low", "ci_high", "n", "dim",
+    "model",
+    "dataset",
+    "reference",
+    "site",
+    "layer",
+    "pool",
+    "measure",
+    "value",
+    "ci_low",
+    "ci_high",
+    "n",
+    "dim",
 )
 
 
@@ -74,15 +84,19 @@ def _order(k: FeatureKey) -> tuple:
 def _rows_of(store: Mapping[str, np.ndarray], keys: Sequence[str], side: str) -> int:
     counts = {len(store[k]) for k in keys}
     if len(counts) != 1:
-        raise ShiftInputError(f"{side} store has keys with different row counts {sorted(counts)}; "
-                              "re-extract it so every key covers the same images")
+        raise ShiftInputError(
+            f"{side} store has keys with different row counts {sorted(counts)}; "
+            "re-extract it so every key covers the same images"
+        )
     return counts.pop()
 
 
 def _take(store: Mapping[str, np.ndarray], key: str, idx: np.ndarray, dev: torch.device) -> torch.Tensor:
     arr = store[key]
     if np.ndim(arr) != 2:
-        raise ShiftInputError(f"key {key!r} has shape {np.shape(arr)}; shift measures need pooled (N, D) features")
+        raise ShiftInputError(
+            f"key {key!r} has shape {np.shape(arr)}; shift measures need pooled (N, D) features"
+        )
     return as_f64(np.asarray(arr[idx]), dev, key)
 
 
@@ -133,7 +147,9 @@ def shift_table(
         raise ShiftInputError(f"unknown measures {unknown}; choose from {MEASURES}")
     missing = [c for c in ("model", "dataset", "reference") if c not in labels]
     if missing:
-        raise ShiftInputError(f"labels needs {missing} (e.g. labels=dict(model=..., dataset=..., reference=...))")
+        raise ShiftInputError(
+            f"labels needs {missing} (e.g. labels=dict(model=..., dataset=..., reference=...))"
+        )
     keys = shift_keys(reference, target) if keys is None else list(keys)
     if not keys:
         raise ShiftInputError("the two stores share no pooled feature keys; extract the same sites and pools")
@@ -143,8 +159,10 @@ def shift_table(
     n_ref, n_tgt = _rows_of(reference, keys, "reference"), _rows_of(target, keys, "target")
     n = min(n_ref, n_tgt) if n is None else int(n)
     if n > min(n_ref, n_tgt) or n < max(folds, 3):
-        raise ShiftInputError(f"n = {n} rows per side must lie in [{max(folds, 3)}, {min(n_ref, n_tgt)}] "
-                              f"(reference has {n_ref}, target {n_tgt})")
+        raise ShiftInputError(
+            f"n = {n} rows per side must lie in [{max(folds, 3)}, {min(n_ref, n_tgt)}] "
+            f"(reference has {n_ref}, target {n_tgt})"
+        )
     rng = np.random.default_rng(seed)
     idx_ref = np.sort(rng.choice(n_ref, n, replace=False))
     idx_tgt = np.sort(rng.choice(n_tgt, n, replace=False))
@@ -154,7 +172,9 @@ def shift_table(
     w2 = torch.from_numpy(np.r_[ones, bootstrap_counts(n, n_boot, rng)]).to(dev)
     cv_seed = int(rng.integers(2**31))
     # the RBF bandwidth's rows: from the reference alone, independent of the target and of n
-    idx_bw = np.sort(np.random.default_rng([seed, 1]).choice(n_ref, min(n_ref, BANDWIDTH_POINTS), replace=False))
+    idx_bw = np.sort(
+        np.random.default_rng([seed, 1]).choice(n_ref, min(n_ref, BANDWIDTH_POINTS), replace=False)
+    )
 
     rows: list[dict] = []
     small: list[tuple[str, int]] = []
@@ -191,11 +211,22 @@ def shift_table(
             if m == "fd":  # resamples hold ~0.63 n distinct rows: FD's n-dependent bias, removed
                 boot = boot - (boot.mean() - stats[m][0])
             low, high = percentile_ci(boot, level)
-            rows.append({
-                "model": labels["model"], "dataset": labels["dataset"], "reference": labels["reference"],
-                "site": parsed.site, "layer": parsed.layer(depth), "pool": parsed.pool, "measure": m,
-                "value": float(stats[m][0]), "ci_low": low, "ci_high": high, "n": n, "dim": dim,
-            })
+            rows.append(
+                {
+                    "model": labels["model"],
+                    "dataset": labels["dataset"],
+                    "reference": labels["reference"],
+                    "site": parsed.site,
+                    "layer": parsed.layer(depth),
+                    "pool": parsed.pool,
+                    "measure": m,
+                    "value": float(stats[m][0]),
+                    "ci_low": low,
+                    "ci_high": high,
+                    "n": n,
+                    "dim": dim,
+                }
+            )
     if small:
         dims = sorted({d for _, d in small})
         warnings.warn(

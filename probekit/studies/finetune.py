@@ -59,20 +59,37 @@ class FinetuneStudy:
         return pd.concat([t.grid() for t in self.tuned.values()], ignore_index=True)
 
 
-def recipe_for(dataset: str, device: torch.device | str, *, gpu_recipe: str = "paper", cpu_steps: int = 60,
-               cpu_lrs: Sequence[float] = (1e-3,), cpu_seeds: Sequence[int] = (42,), cpu_batch_size: int = 32,
-               train_images_per_class: int = 40, val_images_per_class: int = 10, cpu_head_init: str = "probe",
-               cpu_augment: bool = False) -> ft.Recipe:  # fmt: skip
+def recipe_for(
+    dataset: str,
+    device: torch.device | str,
+    *,
+    gpu_recipe: str = "paper",
+    cpu_steps: int = 60,
+    cpu_lrs: Sequence[float] = (1e-3,),
+    cpu_seeds: Sequence[int] = (42,),
+    cpu_batch_size: int = 32,
+    train_images_per_class: int = 40,
+    val_images_per_class: int = 10,
+    cpu_head_init: str = "probe",
+    cpu_augment: bool = False,
+) -> ft.Recipe:
     """Paper 1's recipe on a GPU (``gpu_recipe="paper"``), the scaled-down one on a CPU (or with
     ``gpu_recipe="cpu"``). The paper fine-tunes on the whole training split; the CPU recipe caps it."""
     if torch.device(device).type == "cuda" and gpu_recipe == "paper":
         return ft.paper_recipe(dataset)
     if gpu_recipe not in ("paper", "cpu"):
         raise ValueError(f"gpu_recipe must be 'paper' or 'cpu', got {gpu_recipe!r}")
-    return ft.cpu_recipe(dataset, steps=cpu_steps, lrs=tuple(cpu_lrs), seeds=tuple(cpu_seeds),
-                         batch_size=cpu_batch_size, train_per_class=train_images_per_class,
-                         val_per_class=val_images_per_class, head_init=cpu_head_init,
-                         augment=cpu_augment)  # fmt: skip
+    return ft.cpu_recipe(
+        dataset,
+        steps=cpu_steps,
+        lrs=tuple(cpu_lrs),
+        seeds=tuple(cpu_seeds),
+        batch_size=cpu_batch_size,
+        train_per_class=train_images_per_class,
+        val_per_class=val_images_per_class,
+        head_init=cpu_head_init,
+        augment=cpu_augment,
+    )
 
 
 def recipes_for(datasets: Sequence[str], device: torch.device | str, **kw) -> dict[str, ft.Recipe]:
@@ -104,8 +121,17 @@ def finetune_study(
     for dataset in datasets:
         tuned = ft.finetune(backbone, dataset, recipes[dataset], data_seed=seed, progress=progress)
         tuned_bb = ft.load_finetuned(backbone, tuned)
-        kw = {"sites": sites, "pools": pools, "probe_sites": probe_sites, "images_per_class": images_per_class,
-              "protocol": protocol, "Cs": Cs, "val_fraction": val_fraction, "seed": seed, "progress": progress}
+        kw = {
+            "sites": sites,
+            "pools": pools,
+            "probe_sites": probe_sites,
+            "images_per_class": images_per_class,
+            "protocol": protocol,
+            "Cs": Cs,
+            "val_fraction": val_fraction,
+            "seed": seed,
+            "progress": progress,
+        }
         study.pretrained[dataset] = probing.probe_study(backbone, [dataset], **kw)
         study.finetuned[dataset] = probing.probe_study(tuned_bb, [dataset], **kw)
         study.tuned[dataset], study.backbones[dataset] = tuned, tuned_bb
@@ -113,7 +139,9 @@ def finetune_study(
     return study
 
 
-MOVED_ENOUGH = 1e-3  # below this relative weight change the fine-tuned arm is the pretrained model to within noise
+MOVED_ENOUGH = (
+    1e-3  # below this relative weight change the fine-tuned arm is the pretrained model to within noise
+)
 
 
 def relative_weight_change(before: Backbone, after: Backbone) -> float:
@@ -141,8 +169,15 @@ def _best_layer(correct: np.ndarray) -> np.ndarray:
     return correct.shape[0] - 1 - np.argmax(flipped >= flipped.max(0, keepdims=True) - 1e-12, axis=0)
 
 
-def best_depth(ps: probing.ProbeStudy, dataset: str, *, site: str = probing.BLOCK_OUTPUT, pool: str = "mean",
-               n_boot: int = 1000, seed: int = 0) -> tuple[int, float, float, float]:  # fmt: skip
+def best_depth(
+    ps: probing.ProbeStudy,
+    dataset: str,
+    *,
+    site: str = probing.BLOCK_OUTPUT,
+    pool: str = "mean",
+    n_boot: int = 1000,
+    seed: int = 0,
+) -> tuple[int, float, float, float]:
     """(best layer, its relative depth, 95 % interval low, high) of ``site`` by test accuracy.
 
     The best layer is the one with the highest test accuracy (ties to the deeper one), as paper 1
@@ -161,7 +196,9 @@ def best_depth(ps: probing.ProbeStudy, dataset: str, *, site: str = probing.BLOC
     return point + 1, (point + 1) / ps.depth, float(np.quantile(rel, 0.025)), float(np.quantile(rel, 0.975))
 
 
-def best_depths(study: FinetuneStudy, *, pool: str = "mean", n_boot: int = 1000, seed: int = 0) -> pd.DataFrame:
+def best_depths(
+    study: FinetuneStudy, *, pool: str = "mean", n_boot: int = 1000, seed: int = 0
+) -> pd.DataFrame:
     """Per dataset and arm: the best block output's relative depth with its bootstrap interval, and
     the best-minus-last gap with its paired interval (:func:`probing.best_vs_last`)."""
     out = []
@@ -169,13 +206,28 @@ def best_depths(study: FinetuneStudy, *, pool: str = "mean", n_boot: int = 1000,
         for arm, ps in study.arms(dataset).items():
             layer, rel, lo, hi = best_depth(ps, dataset, pool=pool, n_boot=n_boot, seed=seed)
             gap = probing.best_vs_last(ps, pool=pool, seed=seed).iloc[0]
-            out.append({
-                "model": gap["model"], "dataset": dataset, "site": probing.BLOCK_OUTPUT, "layer": layer, "pool": pool,
-                "metric": "best_relative_depth", "value": rel, "ci_low": lo, "ci_high": hi, "arm": arm,
-                "depth": ps.depth, "validated_best_key": gap["best_key"], "best_value": gap["best_value"],
-                "last_value": gap["last_value"], "gap_best_minus_last": gap["value"], "gap_ci_low": gap["ci_low"],
-                "gap_ci_high": gap["ci_high"], "protocol": ps.protocol,
-            })  # fmt: skip
+            out.append(
+                {
+                    "model": gap["model"],
+                    "dataset": dataset,
+                    "site": probing.BLOCK_OUTPUT,
+                    "layer": layer,
+                    "pool": pool,
+                    "metric": "best_relative_depth",
+                    "value": rel,
+                    "ci_low": lo,
+                    "ci_high": hi,
+                    "arm": arm,
+                    "depth": ps.depth,
+                    "validated_best_key": gap["best_key"],
+                    "best_value": gap["best_value"],
+                    "last_value": gap["last_value"],
+                    "gap_best_minus_last": gap["value"],
+                    "gap_ci_low": gap["ci_low"],
+                    "gap_ci_high": gap["ci_high"],
+                    "protocol": ps.protocol,
+                }
+            )
     return pd.DataFrame(out)
 
 
@@ -187,9 +239,30 @@ def claim_test(depths: pd.DataFrame) -> pd.DataFrame:
     t["last_is_best"] = t["validated_best_key"] == last_key
     t["last_within_ci"] = t["last_is_best"] | (t["gap_ci_low"] <= 0)
     t["metric"], t["value"], t["ci_low"], t["ci_high"] = (
-        "gap_best_minus_last", t["gap_best_minus_last"], t["gap_ci_low"], t["gap_ci_high"])  # fmt: skip
-    return t[["model", "dataset", "site", "layer", "pool", "metric", "value", "ci_low", "ci_high", "arm",
-              "validated_best_key", "best_value", "last_value", "last_is_best", "last_within_ci"]]  # fmt: skip
+        "gap_best_minus_last",
+        t["gap_best_minus_last"],
+        t["gap_ci_low"],
+        t["gap_ci_high"],
+    )
+    return t[
+        [
+            "model",
+            "dataset",
+            "site",
+            "layer",
+            "pool",
+            "metric",
+            "value",
+            "ci_low",
+            "ci_high",
+            "arm",
+            "validated_best_key",
+            "best_value",
+            "last_value",
+            "last_is_best",
+            "last_within_ci",
+        ]
+    ]
 
 
 def depth_headline(depths: pd.DataFrame, arm: str) -> str:
@@ -210,8 +283,14 @@ def record_depth(name: str, label: str, study: FinetuneStudy, depths: pd.DataFra
     if len(rows) == 1:
         r = rows.iloc[0]
         n = len(study.arms(r["dataset"])[arm].y_test[r["dataset"]])
-        return report.headline(name, float(r["value"]), label=label, fmt=".2f", ci=(float(r["ci_low"]),
-                               float(r["ci_high"])), n=f"{n} test images")  # fmt: skip
+        return report.headline(
+            name,
+            float(r["value"]),
+            label=label,
+            fmt=".2f",
+            ci=(float(r["ci_low"]), float(r["ci_high"])),
+            n=f"{n} test images",
+        )
     return report.headline(name, depth_headline(depths, arm), label=label, n=f"{len(rows)} datasets")
 
 
@@ -237,8 +316,13 @@ def validation_headline(study: FinetuneStudy) -> dict:
     best = sum(_last_val(t.chosen) * t.n_val for t in study.tuned.values()) / max(1, n)
     start = sum(t.chosen.history[0]["val_accuracy"] * t.n_val for t in study.tuned.values()) / max(1, n)
     starts = {_start(t.recipe) for t in study.tuned.values()}
-    return {"value": best, "ci": wilson_interval(best, n), "n": f"{n} validation images", "start": start,
-            "start_what": starts.pop() if len(starts) == 1 else "the starting model"}  # fmt: skip
+    return {
+        "value": best,
+        "ci": wilson_interval(best, n),
+        "n": f"{n} validation images",
+        "start": start,
+        "start_what": starts.pop() if len(starts) == 1 else "the starting model",
+    }
 
 
 def recipe_tables(study: FinetuneStudy) -> pd.DataFrame:
@@ -246,8 +330,14 @@ def recipe_tables(study: FinetuneStudy) -> pd.DataFrame:
     parts = []
     for dataset, tuned in study.tuned.items():
         bb = study.backbones[dataset]
-        t = ft.compare_to_paper(tuned.recipe, dataset, model=bb.name, image_size=bb.image_size,
-                                n_train=tuned.n_train, n_val=tuned.n_val)  # fmt: skip
+        t = ft.compare_to_paper(
+            tuned.recipe,
+            dataset,
+            model=bb.name,
+            image_size=bb.image_size,
+            n_train=tuned.n_train,
+            n_val=tuned.n_val,
+        )
         parts.append(t.assign(dataset=dataset, recipe=tuned.recipe.name))
     return pd.concat(parts, ignore_index=True)
 
@@ -269,20 +359,30 @@ def summary_text(study: FinetuneStudy, depths: pd.DataFrame, claims: pd.DataFram
         r = tuned.chosen
         paper = ft.paper_recipe(dataset)
         seen, paper_seen = tuned.recipe.steps * tuned.recipe.batch_size, paper.steps * paper.batch_size
-        verdict = ("holds: the last layer is the best" if c["last_is_best"] else
-                   "holds: the last layer is within the interval of the best" if c["last_within_ci"] else
-                   "does not hold: the best layer beats the last beyond its interval")  # fmt: skip
+        verdict = (
+            "holds: the last layer is the best"
+            if c["last_is_best"]
+            else "holds: the last layer is within the interval of the best"
+            if c["last_within_ci"]
+            else "does not hold: the best layer beats the last beyond its interval"
+        )
         pre = claims[(claims["dataset"] == dataset) & (claims["arm"] == "pretrained")].iloc[0]
         if pre["last_within_ci"] and c["last_within_ci"]:
-            verdict += ", but the pretrained model passes the same test, so here it does not tell the arms apart"
+            verdict += (
+                ", but the pretrained model passes the same test, so here it does not tell the arms apart"
+            )
         moved = study.weight_change.get(dataset, float("nan"))
         caution = f" The backbone's weights moved by {moved:.2g} (relative L2)."
         if r.best_step == 0:
-            caution += (" Caution: no fine-tuning step beat the starting model on validation (the best step is 0, so "
-                        "the probed weights are the pretrained ones) and this run is no control.")  # fmt: skip
+            caution += (
+                " Caution: no fine-tuning step beat the starting model on validation (the best step is 0, so "
+                "the probed weights are the pretrained ones) and this run is no control."
+            )
         elif moved < MOVED_ENOUGH:
-            caution += (f" Caution: that is below {MOVED_ENOUGH:g}, so the fine-tuned arm is, to within noise, the "
-                        "pretrained model and this run is no control; paper 1's recipe (a GPU) is.")  # fmt: skip
+            caution += (
+                f" Caution: that is below {MOVED_ENOUGH:g}, so the fine-tuned arm is, to within noise, the "
+                "pretrained model and this run is no control; paper 1's recipe (a GPU) is."
+            )
         lines.append(
             f"- **{dataset}**: fine-tuned ({tuned.recipe.name}, {tuned.recipe.steps} steps of {tuned.recipe.batch_size}: "
             f"{100 * seen / paper_seen:.2g} % of the images the paper's run sees; lr {r.lr:g} chosen on validation) from a "
@@ -294,5 +394,5 @@ def summary_text(study: FinetuneStudy, depths: pd.DataFrame, claims: pd.DataFram
             f"[{d.loc['fine-tuned', 'ci_low']:.2f}, {d.loc['fine-tuned', 'ci_high']:.2f}]. Last-layer probe: "
             f"pretrained {d.loc['pretrained', 'last_value']:.3f}, fine-tuned {d.loc['fine-tuned', 'last_value']:.3f}. "
             f"Paper 1's in-distribution claim {verdict} (gap {c['value']:+.3f} [{c['ci_low']:+.3f}, {c['ci_high']:+.3f}]).{caution}"
-        )  # fmt: skip
+        )
     return "\n".join(lines)

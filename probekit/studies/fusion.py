@@ -69,18 +69,52 @@ def fusion_study(
         variants.append(fusion_variant("alf_layer_embedding", sites=tuple(token_sites), layer_embedding=True))
     tables, attention = [], []
     for dataset in datasets:
-        sf = split_features(backbone, dataset, max_per_class=images_per_class, seed=seed, sites=extract_sites,
-                            pools=pools, token_sites=("norm",), progress=progress)  # fmt: skip
+        sf = split_features(
+            backbone,
+            dataset,
+            max_per_class=images_per_class,
+            seed=seed,
+            sites=extract_sites,
+            pools=pools,
+            token_sites=("norm",),
+            progress=progress,
+        )
         labels = {"model": backbone.name, "dataset": dataset}
-        inputs = {"train": sf.train.path.name, "test": sf.test.path.name, "token_sites": list(token_sites),
-                  "variants": [repr(v) for v in variants], "grid": grid, "max_steps": max_steps,
-                  "max_cycles": max_cycles, "Cs": list(Cs), "val_fraction": val_fraction,
-                  "linear_solver": linear_solver, "seed": seed, "labels": labels}  # fmt: skip
-        table, attn = cached("fusion", inputs, lambda sf=sf, labels=labels: run_fusion(
-            sf.train, sf.labels("train"), sf.test, sf.labels("test"), depth=backbone.depth, grid=grid,
-            sites=tuple(token_sites), seed=seed, variants=variants, max_steps=max_steps or "auto", labels=labels,
-            max_cycles=max_cycles, Cs=Cs, val_fraction=val_fraction, linear_solver=linear_solver,
-        ))  # fmt: skip
+        inputs = {
+            "train": sf.train.path.name,
+            "test": sf.test.path.name,
+            "token_sites": list(token_sites),
+            "variants": [repr(v) for v in variants],
+            "grid": grid,
+            "max_steps": max_steps,
+            "max_cycles": max_cycles,
+            "Cs": list(Cs),
+            "val_fraction": val_fraction,
+            "linear_solver": linear_solver,
+            "seed": seed,
+            "labels": labels,
+        }
+        table, attn = cached(
+            "fusion",
+            inputs,
+            lambda sf=sf, labels=labels: run_fusion(
+                sf.train,
+                sf.labels("train"),
+                sf.test,
+                sf.labels("test"),
+                depth=backbone.depth,
+                grid=grid,
+                sites=tuple(token_sites),
+                seed=seed,
+                variants=variants,
+                max_steps=max_steps or "auto",
+                labels=labels,
+                max_cycles=max_cycles,
+                Cs=Cs,
+                val_fraction=val_fraction,
+                linear_solver=linear_solver,
+            ),
+        )
         tables.append(table)
         attention.append(attn)
     results = pd.concat(tables, ignore_index=True)
@@ -110,7 +144,9 @@ def method_times(results: pd.DataFrame) -> pd.DataFrame:
 def not_converged_note(results: pd.DataFrame) -> str:
     """A markdown note for the report: the fits that stopped before converging, or that all converged."""
     note = convergence_note(results)
-    return note or f"All {len(results)} fits converged (linear: solver gradient test; attentive: training loss)."
+    return (
+        note or f"All {len(results)} fits converged (linear: solver gradient test; attentive: training loss)."
+    )
 
 
 def depth_profile(attention: pd.DataFrame, method: str = "alf_attentive") -> pd.DataFrame:

@@ -55,11 +55,14 @@ BLOCK_OUTPUT = "resid_post"  # paper 1's "layer": the block output (RC2)
 PROTOCOLS = {"validated": None, "paper1": {"Cs": (1.0,), "val_fraction": 0.0}}
 PAPER1_MODEL = "vit_base_patch16_224.orig_in21k"
 PAPER1_DATASETS = {"cifar10", "cifar100", "pets", "flowers102", "domainnet:clipart", "domainnet:sketch"} | {
-    f"cifar10c:{c}@5" for c in ("contrast", "gaussian_noise", "motion_blur", "snow", "speckle_noise")}
+    f"cifar10c:{c}@5" for c in ("contrast", "gaussian_noise", "motion_blur", "snow", "speckle_noise")
+}
 CONSTANT_RTOL = 1e-3  # a key whose spread over images is within float16 rounding of its size is constant
 
 
-def protocol_settings(protocol: str, Cs: Sequence[float], val_fraction: float) -> tuple[tuple[float, ...], float]:
+def protocol_settings(
+    protocol: str, Cs: Sequence[float], val_fraction: float
+) -> tuple[tuple[float, ...], float]:
     """The (Cs, val_fraction) a protocol trains with; errors list the protocols."""
     if protocol not in PROTOCOLS:
         raise ValueError(f"unknown protocol {protocol!r}; choose from {list(PROTOCOLS)}")
@@ -96,7 +99,9 @@ class RowSubset(Mapping):
         return len(self.store)
 
 
-def constant_keys(features: Mapping[str, np.ndarray], keys: Sequence[str], rtol: float = CONSTANT_RTOL) -> list[str]:
+def constant_keys(
+    features: Mapping[str, np.ndarray], keys: Sequence[str], rtol: float = CONSTANT_RTOL
+) -> list[str]:
     """Keys whose features are the same for every image (up to float16 rounding): nothing to learn from.
 
     A key is constant when, in every dimension, the spread over images is at most ``rtol`` times
@@ -114,8 +119,15 @@ def constant_keys(features: Mapping[str, np.ndarray], keys: Sequence[str], rtol:
     return out
 
 
-def paper1_deviations(model: str, image_size: int | None, datasets: Sequence[str], images_per_class: int, *,
-                      pool: str = "mean", seed: int = 42) -> list[str]:  # fmt: skip
+def paper1_deviations(
+    model: str,
+    image_size: int | None,
+    datasets: Sequence[str],
+    images_per_class: int,
+    *,
+    pool: str = "mean",
+    seed: int = 42,
+) -> list[str]:
     """What a ``protocol="paper1"`` run still does differently from paper 1, one sentence each (for run info).
 
     ``model`` and ``image_size`` as the notebook's parameters give them (0 or None: the default size);
@@ -126,7 +138,9 @@ def paper1_deviations(model: str, image_size: int | None, datasets: Sequence[str
 
     out = []
     if model != PAPER1_MODEL:
-        out.append(f"model: {model} (paper 1 probes ViT-B/16 pretrained on ImageNet-21k, timm {PAPER1_MODEL})")
+        out.append(
+            f"model: {model} (paper 1 probes ViT-B/16 pretrained on ImageNet-21k, timm {PAPER1_MODEL})"
+        )
     else:
         out.append("model: timm's LayerNorm eps is 1e-6, paper 1's own ViT uses 1e-12")
     size = image_size or default_image_size(model)
@@ -136,28 +150,42 @@ def paper1_deviations(model: str, image_size: int | None, datasets: Sequence[str
         out.append(f"resolution: {size} px crops (paper 1: 224 px)")
     others = [d for d in datasets if d not in PAPER1_DATASETS]
     if others:
-        out.append(f"datasets: {', '.join(others)} are not paper 1's (CIFAR-10/100, Pets, Flowers102, CIFAR-10-C "
-                   "severity 5, DomainNet clipart/sketch)")  # fmt: skip
+        out.append(
+            f"datasets: {', '.join(others)} are not paper 1's (CIFAR-10/100, Pets, Flowers102, CIFAR-10-C "
+            "severity 5, DomainNet clipart/sketch)"
+        )
     if any("+" in d for d in datasets):
-        out.append("corruptions: +<family>@<severity> ids are made by probekit's own implementation of the "
-                   "CIFAR-10-C / ImageNet-C recipes, not read from the released files (cifar10c:<family>@5)")  # fmt: skip
-    out.append("splits: the probe trains on a seeded, stratified 80 % of the training part (paper 1: torch's "
-               "random_split with seed 42, so other images), and datasets without an official or paper-1 split "
-               "use probekit's stratified 60/20/20")  # fmt: skip
+        out.append(
+            "corruptions: +<family>@<severity> ids are made by probekit's own implementation of the "
+            "CIFAR-10-C / ImageNet-C recipes, not read from the released files (cifar10c:<family>@5)"
+        )
+    out.append(
+        "splits: the probe trains on a seeded, stratified 80 % of the training part (paper 1: torch's "
+        "random_split with seed 42, so other images), and datasets without an official or paper-1 split "
+        "use probekit's stratified 60/20/20"
+    )
     if pool != "mean":
         out.append(f"pooling: {pool} (paper 1: the mean of all tokens, CLS included)")
     if seed != 42:
         out.append(f"seed: {seed} for splits and crops (paper 1: 42)")
     if images_per_class:
-        out.append(f"images: at most {images_per_class} per class and split (paper 1 uses every image; "
-                   "set images_per_class = 0)")  # fmt: skip
-    out.append(f"drop_last: the paper's shuffled {TRAIN_BATCH}-image training loader drops the last partial batch; "
-               f"here a seeded random n mod {TRAIN_BATCH} training images are left out, and nothing when there "
-               f"are fewer than {TRAIN_BATCH} (the paper's loader would then yield no batch)")  # fmt: skip
-    out.append("solver: the batched L-BFGS solver of the same objective (C = 1, multinomial, StandardScaler after "
-               "per-sample L2), not scikit-learn's lbfgs with max_iter=5000; they agree to the solver tolerance")  # fmt: skip
-    out.append("random crops: drawn with numpy per image (seed, sample key), not torch's global generator, so "
-               "the crops are not the paper's own draws (seed 42)")  # fmt: skip
+        out.append(
+            f"images: at most {images_per_class} per class and split (paper 1 uses every image; "
+            "set images_per_class = 0)"
+        )
+    out.append(
+        f"drop_last: the paper's shuffled {TRAIN_BATCH}-image training loader drops the last partial batch; "
+        f"here a seeded random n mod {TRAIN_BATCH} training images are left out, and nothing when there "
+        f"are fewer than {TRAIN_BATCH} (the paper's loader would then yield no batch)"
+    )
+    out.append(
+        "solver: the batched L-BFGS solver of the same objective (C = 1, multinomial, StandardScaler after "
+        "per-sample L2), not scikit-learn's lbfgs with max_iter=5000; they agree to the solver tolerance"
+    )
+    out.append(
+        "random crops: drawn with numpy per image (seed, sample key), not torch's global generator, so "
+        "the crops are not the paper's own draws (seed 42)"
+    )
     return out
 
 
@@ -206,8 +234,16 @@ def probe_study(
     view = "paper1" if protocol == "paper1" else "eval"
     tables, y_test, preds = [], {}, {}
     for dataset in datasets:
-        sf = split_features(backbone, dataset, max_per_class=per_class_cap(images_per_class), seed=seed, sites=sites,
-                            pools=pools, view=view, progress=progress)  # fmt: skip
+        sf = split_features(
+            backbone,
+            dataset,
+            max_per_class=per_class_cap(images_per_class),
+            seed=seed,
+            sites=sites,
+            pools=pools,
+            view=view,
+            progress=progress,
+        )
         wanted = resolve_sites(backbone.model, sites=probe_sites or sites, pools=probe_pools or pools)
         keys = [k for k in wanted if not k.endswith("/tokens")]
         labels = {"model": backbone.name, "dataset": dataset}
@@ -217,17 +253,35 @@ def probe_study(
             preds: dict[str, np.ndarray] = {}
             train = sf.train if rows is None else RowSubset(sf.train, rows)
             y_train = sf.labels("train") if rows is None else sf.labels("train")[rows]
-            table = fit_linear_probes(train, y_train, sf.test, sf.labels("test"), depth=backbone.depth,
-                                      keys=keys, Cs=Cs, val_fraction=val_fraction, seed=seed, labels=labels,
-                                      predictions=preds, progress=progress)  # fmt: skip
+            table = fit_linear_probes(
+                train,
+                y_train,
+                sf.test,
+                sf.labels("test"),
+                depth=backbone.depth,
+                keys=keys,
+                Cs=Cs,
+                val_fraction=val_fraction,
+                seed=seed,
+                labels=labels,
+                predictions=preds,
+                progress=progress,
+            )
             table["constant"] = table["key"].isin(constant_keys(train, keys))
             table["n_train"] = len(y_train)
             table["n_test"] = len(sf.labels("test"))
             return table, preds
 
-        inputs = {"train": sf.train.path.name, "test": sf.test.path.name, "keys": keys, "Cs": list(Cs),
-                  "val_fraction": val_fraction, "seed": seed, "labels": labels,
-                  "train_rows": None if rows is None else f"drop_last {len(rows)}"}  # fmt: skip
+        inputs = {
+            "train": sf.train.path.name,
+            "test": sf.test.path.name,
+            "keys": keys,
+            "Cs": list(Cs),
+            "val_fraction": val_fraction,
+            "seed": seed,
+            "labels": labels,
+            "train_rows": None if rows is None else f"drop_last {len(rows)}",
+        }
         table, preds[dataset] = cached("linear_probes", inputs, fit)
         tables.append(table)
         y_test[dataset] = sf.labels("test")
@@ -248,7 +302,9 @@ def _choose(study: ProbeStudy, grp: pd.DataFrame, metric: str, prefer: str) -> p
         grp = grp[~grp["constant"].astype(bool)]
     if study.protocol == "validated":
         t = study.table
-        val = t[(t["split"] == "val") & (t["metric"] == "accuracy") & (t["dataset"] == grp["dataset"].iloc[0])]
+        val = t[
+            (t["split"] == "val") & (t["metric"] == "accuracy") & (t["dataset"] == grp["dataset"].iloc[0])
+        ]
         chosen = grp[["key", "regularisation"]].merge(val, on=["key", "regularisation"], how="left")
         score = pd.Series(chosen["value"].to_numpy(), index=grp.index)
     else:
@@ -259,12 +315,16 @@ def _choose(study: ProbeStudy, grp: pd.DataFrame, metric: str, prefer: str) -> p
     return top.sort_values("layer").iloc[-1]
 
 
-def _paired(study: ProbeStudy, dataset: str, key_a: str, key_b: str, metric: str, seed: int) -> tuple[float, float, float]:
+def _paired(
+    study: ProbeStudy, dataset: str, key_a: str, key_b: str, metric: str, seed: int
+) -> tuple[float, float, float]:
     p = study.predictions[dataset]
     return paired_bootstrap_diff(study.y_test[dataset], p[key_a], p[key_b], metric, seed=seed)
 
 
-def best_vs_last(study: ProbeStudy, *, pool: str = "mean", metric: str = "accuracy", seed: int = 0) -> pd.DataFrame:
+def best_vs_last(
+    study: ProbeStudy, *, pool: str = "mean", metric: str = "accuracy", seed: int = 0
+) -> pd.DataFrame:
     """Per dataset: the best block output against the last block output (paper 1's "layer"), with the gap.
 
     The best layer is chosen as :func:`_choose` says (validation accuracy, or the test maximum
@@ -283,17 +343,31 @@ def best_vs_last(study: ProbeStudy, *, pool: str = "mean", metric: str = "accura
         best = _choose(study, grp, "accuracy", last_key)
         last = grp[grp["key"] == last_key].iloc[0]
         gap, lo, hi = _paired(study, dataset, best["key"], last_key, metric, seed)
-        out.append({
-            "model": best["model"], "dataset": dataset, "site": best["site"], "layer": int(best["layer"]),
-            "pool": pool, "metric": f"{metric}_gap_best_minus_last", "value": gap, "ci_low": lo, "ci_high": hi,
-            "best_key": best["key"], "best_value": best["value"], "last_value": last["value"],
-            "relative_depth": int(best["layer"]) / study.depth, "norm_value": norm.get(dataset, np.nan),
-            "protocol": study.protocol,
-        })  # fmt: skip
+        out.append(
+            {
+                "model": best["model"],
+                "dataset": dataset,
+                "site": best["site"],
+                "layer": int(best["layer"]),
+                "pool": pool,
+                "metric": f"{metric}_gap_best_minus_last",
+                "value": gap,
+                "ci_low": lo,
+                "ci_high": hi,
+                "best_key": best["key"],
+                "best_value": best["value"],
+                "last_value": last["value"],
+                "relative_depth": int(best["layer"]) / study.depth,
+                "norm_value": norm.get(dataset, np.nan),
+                "protocol": study.protocol,
+            }
+        )
     return pd.DataFrame(out)
 
 
-def best_sites(study: ProbeStudy, *, pool: str = "mean", metric: str = "accuracy", seed: int = 0) -> pd.DataFrame:
+def best_sites(
+    study: ProbeStudy, *, pool: str = "mean", metric: str = "accuracy", seed: int = 0
+) -> pd.DataFrame:
     """Per dataset: the best (site, layer) inside the blocks against the best block output, with the paired gain.
 
     Both are chosen as :func:`_choose` says (ties go to the block output, so a tie is a zero gain).
@@ -307,12 +381,24 @@ def best_sites(study: ProbeStudy, *, pool: str = "mean", metric: str = "accuracy
         ref = _choose(study, blocks, "accuracy", last_key)
         best = _choose(study, grp, "accuracy", ref["key"])
         gain, lo, hi = _paired(study, dataset, best["key"], ref["key"], metric, seed)
-        out.append({
-            "model": best["model"], "dataset": dataset, "site": best["site"], "layer": int(best["layer"]),
-            "pool": pool, "metric": f"{metric}_gain_over_block_output", "value": gain, "ci_low": lo,
-            "ci_high": hi, "best_key": best["key"], "best_value": best["value"], "block_output_key": ref["key"],
-            "block_output_value": ref["value"], "protocol": study.protocol,
-        })  # fmt: skip
+        out.append(
+            {
+                "model": best["model"],
+                "dataset": dataset,
+                "site": best["site"],
+                "layer": int(best["layer"]),
+                "pool": pool,
+                "metric": f"{metric}_gain_over_block_output",
+                "value": gain,
+                "ci_low": lo,
+                "ci_high": hi,
+                "best_key": best["key"],
+                "best_value": best["value"],
+                "block_output_key": ref["key"],
+                "block_output_value": ref["value"],
+                "protocol": study.protocol,
+            }
+        )
     return pd.DataFrame(out)
 
 
@@ -324,7 +410,9 @@ def site_summary(study: ProbeStudy, *, pool: str = "mean", metric: str = "accura
     rows = study.test_rows(metric)
     rows = rows[(rows["pool"] == pool) & rows["site"].isin(BLOCK_SITES)]
     last = {site: make_key(site, study.depth - 1, pool) for site in BLOCK_SITES}
-    picked = [_choose(study, grp, "accuracy", last[site]) for (_, site), grp in rows.groupby(["dataset", "site"])]
+    picked = [
+        _choose(study, grp, "accuracy", last[site]) for (_, site), grp in rows.groupby(["dataset", "site"])
+    ]
     cols = ["model", "dataset", "site", "layer", "pool", "metric", "value", "ci_low", "ci_high"]
     return pd.DataFrame(picked)[cols].reset_index(drop=True)
 
@@ -332,7 +420,9 @@ def site_summary(study: ProbeStudy, *, pool: str = "mean", metric: str = "accura
 SHIFT_MEASURE = "mmd_rbf"  # unbiased, so comparable across datasets of different sizes
 
 
-def shift_scores(results_dir: str | Path, *, measure: str = SHIFT_MEASURE, model: str | None = None) -> pd.DataFrame:
+def shift_scores(
+    results_dir: str | Path, *, measure: str = SHIFT_MEASURE, model: str | None = None
+) -> pd.DataFrame:
     """Per dataset, the last-layer shift from notebook 01's table (:data:`~probekit.studies.shift.SHIFT_TABLE`).
 
     ``model`` keeps only that model's rows (a results folder may hold several models' runs). A
@@ -346,16 +436,21 @@ def shift_scores(results_dir: str | Path, *, measure: str = SHIFT_MEASURE, model
         t = t[t["model"] == model]
     t = t[(t["measure"] == measure) & (t["site"] == SCORE_SITE) & (t["pool"] == SCORE_POOL)]
     return t.rename(columns={"value": "shift", "ci_low": "shift_low", "ci_high": "shift_high"})[
-        ["dataset", "shift", "shift_low", "shift_high"]]  # fmt: skip
+        ["dataset", "shift", "shift_low", "shift_high"]
+    ]
 
 
-def against_shift(per_dataset: pd.DataFrame, shifts: pd.DataFrame, column: str, *, seed: int = 0) -> tuple[pd.DataFrame, tuple[float, float, float]]:
+def against_shift(
+    per_dataset: pd.DataFrame, shifts: pd.DataFrame, column: str, *, seed: int = 0
+) -> tuple[pd.DataFrame, tuple[float, float, float]]:
     """Join a per-dataset result with the shift scores; Spearman's rho of ``column`` with shift."""
     joined = per_dataset.merge(shifts, on="dataset", how="inner")
     unmatched = sorted(set(per_dataset["dataset"]) - set(joined["dataset"]))
     if unmatched and not shifts.empty:
-        warnings.warn(f"no shift measured for {unmatched}: left out of the correlation (run notebook 01 on them)",
-                      stacklevel=2)
+        warnings.warn(
+            f"no shift measured for {unmatched}: left out of the correlation (run notebook 01 on them)",
+            stacklevel=2,
+        )
     if joined.empty:
         return joined, (float("nan"),) * 3
     return joined, spearman_ci(joined["shift"], joined[column], seed=seed)
@@ -368,9 +463,12 @@ def weak_vs_strong(summary: pd.DataFrame, shifts: pd.DataFrame) -> pd.DataFrame:
         return pd.DataFrame(columns=["shift group", "site", "value", "datasets"])
     median = joined.drop_duplicates("dataset")["shift"].median()
     joined["shift group"] = np.where(joined["shift"] > median, "strong shift", "weak shift")
-    out = (joined.groupby(["shift group", "site"])
-           .agg(value=("value", "mean"), datasets=("dataset", "nunique")).reset_index()
-           .sort_values(["shift group", "value"], ascending=[True, False]))  # fmt: skip
+    out = (
+        joined.groupby(["shift group", "site"])
+        .agg(value=("value", "mean"), datasets=("dataset", "nunique"))
+        .reset_index()
+        .sort_values(["shift group", "value"], ascending=[True, False])
+    )
     return out
 
 
@@ -384,15 +482,21 @@ def winners_text(groups: pd.DataFrame) -> str:
         tied = grp[grp["value"] >= top["value"] - 1e-9]["site"].tolist()
         n = int(top["datasets"])
         if len(tied) > 1:
-            parts.append(f"under {group} ({n} datasets) no site wins: {', '.join(tied)} tie at a mean best-layer "
-                         f"accuracy of {top['value']:.3f}")  # fmt: skip
+            parts.append(
+                f"under {group} ({n} datasets) no site wins: {', '.join(tied)} tie at a mean best-layer "
+                f"accuracy of {top['value']:.3f}"
+            )
             continue
         runner = grp.iloc[1] if len(grp) > 1 else None
         lead = f", ahead of {runner['site']} ({runner['value']:.3f})" if runner is not None else ""
-        parts.append(f"under {group} ({n} datasets) {top['site']} is best with a mean best-layer accuracy of "
-                     f"{top['value']:.3f}{lead}")  # fmt: skip
+        parts.append(
+            f"under {group} ({n} datasets) {top['site']} is best with a mean best-layer accuracy of "
+            f"{top['value']:.3f}{lead}"
+        )
     text = "; ".join(parts)
-    return text[0].upper() + text[1:] + ". Differences of a point or two are within the per-dataset intervals."
+    return (
+        text[0].upper() + text[1:] + ". Differences of a point or two are within the per-dataset intervals."
+    )
 
 
 def record_rho(name: str, label: str, joined: pd.DataFrame, stats: tuple[float, float, float]) -> float:
@@ -402,18 +506,29 @@ def record_rho(name: str, label: str, joined: pd.DataFrame, stats: tuple[float, 
 
     rho, lo, hi = stats
     why = None if np.isfinite(rho) else spearman_why(len(joined))
-    return report.headline(name, rho, label=label, fmt="+.2f", ci=(lo, hi), n=f"{len(joined)} datasets", why=why)
+    return report.headline(
+        name, rho, label=label, fmt="+.2f", ci=(lo, hi), n=f"{len(joined)} datasets", why=why
+    )
 
 
-def record_median(name: str, label: str, per_dataset: pd.DataFrame, *, fmt: str = "+.3f", seed: int = 0) -> float:
+def record_median(
+    name: str, label: str, per_dataset: pd.DataFrame, *, fmt: str = "+.3f", seed: int = 0
+) -> float:
     """The median of ``per_dataset["value"]`` over datasets as a headline, with a bootstrap interval over datasets."""
     from .. import report
     from ..headlines import median_ci
 
     values = per_dataset["value"].dropna()
     median, lo, hi = median_ci(values, seed=seed)
-    return report.headline(name, median, label=label, fmt=fmt, ci=(lo, hi), n=f"{len(values)} datasets",
-                           why="no dataset has a value")  # fmt: skip
+    return report.headline(
+        name,
+        median,
+        label=label,
+        fmt=fmt,
+        ci=(lo, hi),
+        n=f"{len(values)} datasets",
+        why="no dataset has a value",
+    )
 
 
 def constant_text(study: ProbeStudy) -> str:
@@ -422,12 +537,22 @@ def constant_text(study: ProbeStudy) -> str:
     if "constant" not in t or not t["constant"].any():
         return "No probed feature key is constant over the images."
     keys = sorted(set(t.loc[t["constant"].astype(bool), "key"]))
-    return (f"{len(keys)} feature key(s) are the same for every image and are left out of every best-layer and "
-            f"best-site choice (their probe can only predict the majority class): {', '.join(keys)}.")
+    return (
+        f"{len(keys)} feature key(s) are the same for every image and are left out of every best-layer and "
+        f"best-site choice (their probe can only predict the majority class): {', '.join(keys)}."
+    )
 
 
-def protocol_deviations(protocol: str, model: str, image_size: int | None, datasets: Sequence[str],
-                        images_per_class: int, *, pool: str = "mean", seed: int = 0) -> list[str]:  # fmt: skip
+def protocol_deviations(
+    protocol: str,
+    model: str,
+    image_size: int | None,
+    datasets: Sequence[str],
+    images_per_class: int,
+    *,
+    pool: str = "mean",
+    seed: int = 0,
+) -> list[str]:
     """:func:`paper1_deviations` under ``protocol="paper1"``; an empty list under any other protocol."""
     protocol_settings(protocol, DEFAULT_CS, 0.2)  # an unknown protocol fails here, listing the known ones
     if protocol != "paper1":
@@ -440,4 +565,5 @@ def deviations_text(deviations: Sequence[str]) -> str:
     if not deviations:
         return ""
     return "**Deviations from paper 1 in this run** (everything else follows it):\n\n" + "\n".join(
-        f"- {d}" for d in deviations)
+        f"- {d}" for d in deviations
+    )

@@ -90,15 +90,30 @@ def measure_shift(
     target_list = [_as_dataset(t) for t in (targets if many else [targets])]
     reference = _as_dataset(reference)
     ref_store = dataset_features(backbone, reference, sites=sites, pools=pools, layers=layers, **kw)
-    keys = [k for k in resolve_sites(backbone.model, sites=sites, pools=pools, layers=layers)
-            if not k.endswith("/tokens")]
+    keys = [
+        k
+        for k in resolve_sites(backbone.model, sites=sites, pools=pools, layers=layers)
+        if not k.endswith("/tokens")
+    ]
     tables = []
     for target in target_list:
         tgt_store = dataset_features(backbone, target, sites=sites, pools=pools, layers=layers, **kw)
         labels = {"model": str(backbone.name), "dataset": _name(target), "reference": _name(reference)}
-        tables.append(shift_table(ref_store, tgt_store, keys=keys, depth=int(backbone.depth), labels=labels,
-                                  measures=measures, n=n, n_boot=n_boot, seed=seed, device=measure_device,
-                                  progress=progress))
+        tables.append(
+            shift_table(
+                ref_store,
+                tgt_store,
+                keys=keys,
+                depth=int(backbone.depth),
+                labels=labels,
+                measures=measures,
+                n=n,
+                n_boot=n_boot,
+                seed=seed,
+                device=measure_device,
+                progress=progress,
+            )
+        )
     return pd.concat(tables, ignore_index=True)
 
 
@@ -106,9 +121,15 @@ def _per_target(backbone: Backbone, reference, targets: list, kw: dict) -> pd.Da
     """``measure_shift`` one target at a time, each result cached by what determines it."""
     tables = []
     for target in targets:
-        inputs = dict(model=backbone.identity(), reference=reference.identity(), target=target.identity(),
-                      **{k: list(v) if isinstance(v, tuple) else v for k, v in kw.items()})
-        tables.append(cached("shift", inputs, lambda target=target: measure_shift(backbone, reference, [target], **kw)))
+        inputs = dict(
+            model=backbone.identity(),
+            reference=reference.identity(),
+            target=target.identity(),
+            **{k: list(v) if isinstance(v, tuple) else v for k, v in kw.items()},
+        )
+        tables.append(
+            cached("shift", inputs, lambda target=target: measure_shift(backbone, reference, [target], **kw))
+        )
     return pd.concat(tables, ignore_index=True)
 
 
@@ -121,12 +142,20 @@ def _measure_quietly(run: Callable[[], pd.DataFrame]) -> pd.DataFrame:
     for w in caught:
         if w not in small:
             warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
-    fd = table[(table["measure"] == "fd") & (table["n"] < table["dim"])] if "fd" in set(table["measure"]) else table[:0]
+    fd = (
+        table[(table["measure"] == "fd") & (table["n"] < table["dim"])]
+        if "fd" in set(table["measure"])
+        else table[:0]
+    )
     if len(fd):  # from the table, so a cached result warns too
-        warnings.warn(SmallSampleWarning(
-            f"Fréchet distance measured with fewer images than dimensions for {fd['dataset'].nunique()} dataset(s) "
-            f"(n = {int(fd['n'].min())} to {int(fd['n'].max())} per side, d up to {int(fd['dim'].max())}): FD is "
-            "biased upwards there, so compare FD only at equal n, or read MMD², which is unbiased."), stacklevel=3)
+        warnings.warn(
+            SmallSampleWarning(
+                f"Fréchet distance measured with fewer images than dimensions for {fd['dataset'].nunique()} dataset(s) "
+                f"(n = {int(fd['n'].min())} to {int(fd['n'].max())} per side, d up to {int(fd['dim'].max())}): FD is "
+                "biased upwards there, so compare FD only at equal n, or read MMD², which is unbiased."
+            ),
+            stacklevel=3,
+        )
     return table
 
 
@@ -161,8 +190,14 @@ def shift_study(
     """
     reference = reference_set(n=reference_images, seed=seed, folder=reference_folder)
     targets = load_all(datasets, split="train", max_per_class=images_per_class, seed=seed)
-    table = _measure_quietly(lambda: _per_target(backbone, reference, targets, {
-        "sites": sites, "pools": pools, "measures": measures, "n": n, "n_boot": n_boot, "seed": seed}))
+    table = _measure_quietly(
+        lambda: _per_target(
+            backbone,
+            reference,
+            targets,
+            {"sites": sites, "pools": pools, "measures": measures, "n": n, "n_boot": n_boot, "seed": seed},
+        )
+    )
     return _tidy(table)
 
 
@@ -190,26 +225,41 @@ def corruption_dial(
     ids = corrupted_ids(base, families or CORRUPTIONS, severities)
     clean = load_all([base], split="train", max_per_class=images_per_class, seed=seed)[0]
     targets = load_all(ids, split="train", max_per_class=images_per_class, seed=seed)
-    table = _measure_quietly(lambda: _per_target(backbone, clean, targets, {
-        "sites": sites, "pools": pools, "measures": measures, "n_boot": n_boot, "seed": seed}))
+    table = _measure_quietly(
+        lambda: _per_target(
+            backbone,
+            clean,
+            targets,
+            {"sites": sites, "pools": pools, "measures": measures, "n_boot": n_boot, "seed": seed},
+        )
+    )
     return _tidy(table)
 
 
-def last_layer(table: pd.DataFrame, measure: str = "mmd_rbf", site: str = SCORE_SITE, pool: str = SCORE_POOL) -> pd.DataFrame:
+def last_layer(
+    table: pd.DataFrame, measure: str = "mmd_rbf", site: str = SCORE_SITE, pool: str = SCORE_POOL
+) -> pd.DataFrame:
     """One row per dataset: the shift at the final layer, ranked from nearest to farthest."""
     rows = table[(table["measure"] == measure) & (table["site"] == site) & (table["pool"] == pool)]
     return rows.sort_values("value").reset_index(drop=True)
 
 
-def dial_is_monotone(dial: pd.DataFrame, measure: str = "mmd_rbf", site: str = SCORE_SITE, pool: str = SCORE_POOL) -> pd.DataFrame:
+def dial_is_monotone(
+    dial: pd.DataFrame, measure: str = "mmd_rbf", site: str = SCORE_SITE, pool: str = SCORE_POOL
+) -> pd.DataFrame:
     """Per corruption family: the shift at each severity and whether it rises with severity."""
     rows = dial[(dial["measure"] == measure) & (dial["site"] == site) & (dial["pool"] == pool)]
     out = []
     for family, grp in rows.groupby("corruption"):
         grp = grp.sort_values("severity")
         values = grp["value"].to_numpy()
-        out.append({"corruption": family, **{f"severity {s}": v for s, v in zip(grp["severity"], values)},
-                    "rises": bool((values[1:] > values[:-1]).all())})  # fmt: skip
+        out.append(
+            {
+                "corruption": family,
+                **{f"severity {s}": v for s, v in zip(grp["severity"], values)},
+                "rises": bool((values[1:] > values[:-1]).all()),
+            }
+        )
     return pd.DataFrame(out)
 
 
@@ -218,9 +268,11 @@ def reading(ranked: pd.DataFrame, dial_check: pd.DataFrame | None = None, measur
     if ranked.empty:
         return "No shift measured."
     near, far = ranked.iloc[0], ranked.iloc[-1]
-    text = (f"At the last layer ({SCORE_SITE}/{SCORE_POOL}, {measure}, {int(near['n'])}+ images per side), {near['dataset']} is nearest to the "
-            f"reference ({near['value']:.3g} [{near['ci_low']:.3g}, {near['ci_high']:.3g}]) and "
-            f"{far['dataset']} farthest ({far['value']:.3g} [{far['ci_low']:.3g}, {far['ci_high']:.3g}]).")  # fmt: skip
+    text = (
+        f"At the last layer ({SCORE_SITE}/{SCORE_POOL}, {measure}, {int(near['n'])}+ images per side), {near['dataset']} is nearest to the "
+        f"reference ({near['value']:.3g} [{near['ci_low']:.3g}, {near['ci_high']:.3g}]) and "
+        f"{far['dataset']} farthest ({far['value']:.3g} [{far['ci_low']:.3g}, {far['ci_high']:.3g}])."
+    )
     if dial_check is not None and not dial_check.empty:
         rising = int(dial_check["rises"].sum())
         text += f" The corruption dial rises with severity for {rising} of {len(dial_check)} families."

@@ -35,12 +35,27 @@ SUMMARY_TABLE = "summary"  # the correlations
 
 # outcome -> (table, notebook that writes it, method filter, label, direction the papers predict)
 OUTCOMES = {
-    "relative_depth": (probing.LAYERWISE_BEST_TABLE, probing.LAYERWISE_NOTEBOOK, None,
-                       "the best layer's relative depth", "lower"),
-    "best_site_gain": (probing.MODULEWISE_BEST_TABLE, probing.MODULEWISE_NOTEBOOK, None,
-                       "the best site's gain over the block output", "higher"),
-    "alf_gain": (fusion.GAINS_TABLE, fusion.NOTEBOOK, "alf_attentive",
-                 "the attentive-fusion gain over CLS-last", "higher"),
+    "relative_depth": (
+        probing.LAYERWISE_BEST_TABLE,
+        probing.LAYERWISE_NOTEBOOK,
+        None,
+        "the best layer's relative depth",
+        "lower",
+    ),
+    "best_site_gain": (
+        probing.MODULEWISE_BEST_TABLE,
+        probing.MODULEWISE_NOTEBOOK,
+        None,
+        "the best site's gain over the block output",
+        "higher",
+    ),
+    "alf_gain": (
+        fusion.GAINS_TABLE,
+        fusion.NOTEBOOK,
+        "alf_attentive",
+        "the attentive-fusion gain over CLS-last",
+        "higher",
+    ),
 }
 OPTIONAL = {"alf_gain"}  # paper 2's outcome: a paper-1-only run skips notebook 04
 
@@ -58,7 +73,9 @@ def _outcome(results_dir: Path, name: str, model: str | None) -> pd.DataFrame:
     return t[["dataset", column]].rename(columns={column: name}).groupby("dataset", as_index=False).mean()
 
 
-def outcomes_by_dataset(results_dir: str | Path, *, measure: str = SHIFT_MEASURE, model: str | None = None) -> pd.DataFrame:
+def outcomes_by_dataset(
+    results_dir: str | Path, *, measure: str = SHIFT_MEASURE, model: str | None = None
+) -> pd.DataFrame:
     """One row per dataset: its last-layer shift and the three outcomes (NaN where not measured).
 
     Raises :class:`~probekit.errors.MissingTableError` naming the notebook to run when a table
@@ -77,10 +94,22 @@ def correlations(per_dataset: pd.DataFrame, *, seed: int = 0, model: str = "") -
     for name, (_, _, _, label, _) in OUTCOMES.items():
         ok = per_dataset[["shift", name]].dropna()
         rho, lo, hi = spearman_ci(ok["shift"], ok[name], seed=seed)
-        rows.append({"model": model, "dataset": "all", "site": "", "layer": np.nan, "pool": "",
-                     "metric": f"spearman(shift, {name})", "value": rho, "ci_low": lo, "ci_high": hi,
-                     "p_value": spearman_permutation_p(ok["shift"], ok[name], seed=seed),
-                     "outcome": label, "n_datasets": len(ok)})  # fmt: skip
+        rows.append(
+            {
+                "model": model,
+                "dataset": "all",
+                "site": "",
+                "layer": np.nan,
+                "pool": "",
+                "metric": f"spearman(shift, {name})",
+                "value": rho,
+                "ci_low": lo,
+                "ci_high": hi,
+                "p_value": spearman_permutation_p(ok["shift"], ok[name], seed=seed),
+                "outcome": label,
+                "n_datasets": len(ok),
+            }
+        )
     return pd.DataFrame(rows)
 
 
@@ -91,16 +120,23 @@ def findings(corr: pd.DataFrame) -> list[str]:
         if row.n_datasets < 3 or not np.isfinite(row.value):
             out.append(f"Shift against {label}: not computed: {spearman_why(row.n_datasets)}.")
             continue
-        head = (f"Shift against {label}: Spearman ρ = {row.value:+.2f} [{row.ci_low:+.2f}, {row.ci_high:+.2f}], "
-                f"permutation p = {row.p_value:.3f}, over {row.n_datasets} datasets")
+        head = (
+            f"Shift against {label}: Spearman ρ = {row.value:+.2f} [{row.ci_low:+.2f}, {row.ci_high:+.2f}], "
+            f"permutation p = {row.p_value:.3f}, over {row.n_datasets} datasets"
+        )
         if row.value == 0:
             out.append(f"{head}; no monotone relation.")
             continue
         direction = "higher" if row.value > 0 else "lower"
         conclusive = row.p_value < 0.05 and (row.ci_low > 0 or row.ci_high < 0)
-        agrees = "the direction the papers predict" if direction == expected else "against the papers' prediction"
-        verdict = ("significant at the 5% level" if conclusive
-                   else "not significant: with this many datasets the direction is only suggestive")
+        agrees = (
+            "the direction the papers predict" if direction == expected else "against the papers' prediction"
+        )
+        verdict = (
+            "significant at the 5% level"
+            if conclusive
+            else "not significant: with this many datasets the direction is only suggestive"
+        )
         out.append(f"{head}; more shifted datasets have {direction} values ({agrees}); {verdict}.")
     return out
 
@@ -111,8 +147,15 @@ def record_headlines(corr: pd.DataFrame) -> None:
 
     for name, row in zip(OUTCOMES, corr.itertuples()):
         why = None if np.isfinite(row.value) else spearman_why(row.n_datasets)
-        report.headline(f"rho_shift_{name}", row.value, label=f"Spearman ρ(shift, {name})", fmt="+.2f",
-                        ci=(row.ci_low, row.ci_high), n=f"{row.n_datasets} datasets", why=why)
+        report.headline(
+            f"rho_shift_{name}",
+            row.value,
+            label=f"Spearman ρ(shift, {name})",
+            fmt="+.2f",
+            ci=(row.ci_low, row.ci_high),
+            n=f"{row.n_datasets} datasets",
+            why=why,
+        )
 
 
 CONSISTENCY_TOLERANCE = 0.02  # balanced accuracy: the same probe on the same feature in two notebooks
@@ -120,8 +163,9 @@ FUSION_BASELINE = "cls_last_linear"  # notebook 04: linear probe on the last lay
 LAYERWISE_KEY = "norm/cls"  # notebook 02: the same feature (final norm, CLS token)
 
 
-def cls_last_consistency(results_dir: str | Path, *, model: str | None = None,
-                         tolerance: float = CONSISTENCY_TOLERANCE) -> pd.DataFrame:  # fmt: skip
+def cls_last_consistency(
+    results_dir: str | Path, *, model: str | None = None, tolerance: float = CONSISTENCY_TOLERANCE
+) -> pd.DataFrame:
     """Per dataset: notebook 04's ``cls_last_linear`` beside notebook 02's ``norm/cls`` test balanced accuracy.
 
     Columns ``dataset``, ``fusion_cls_last`` (04), ``layerwise_norm_cls`` (02), ``gap`` (04 − 02)
@@ -138,8 +182,11 @@ def cls_last_consistency(results_dir: str | Path, *, model: str | None = None,
     if model is not None:
         fusion_t, probes = fusion_t[fusion_t["model"] == model], probes[probes["model"] == model]
     fusion_t = fusion_t[(fusion_t["method"] == FUSION_BASELINE) & (fusion_t["metric"] == "balanced_accuracy")]
-    probes = probes[(probes["key"] == LAYERWISE_KEY) & (probes["split"] == "test")
-                    & (probes["metric"] == "balanced_accuracy")]  # fmt: skip
+    probes = probes[
+        (probes["key"] == LAYERWISE_KEY)
+        & (probes["split"] == "test")
+        & (probes["metric"] == "balanced_accuracy")
+    ]
     a = fusion_t.groupby("dataset", sort=False)["value"].mean().rename("fusion_cls_last")
     b = probes.groupby("dataset", sort=False)["value"].mean().rename("layerwise_norm_cls")
     table = pd.concat([a, b], axis=1, join="inner").rename_axis("dataset").reset_index()
@@ -150,21 +197,32 @@ def cls_last_consistency(results_dir: str | Path, *, model: str | None = None,
 
 def _absent(results_dir: Path) -> bool:
     """Whether a table of the CLS-last check is missing from ``results_dir``."""
-    return not all((results_dir / f"{name}.csv").is_file() for name in (fusion.FUSION_TABLE, probing.PROBES_TABLE))
+    return not all(
+        (results_dir / f"{name}.csv").is_file() for name in (fusion.FUSION_TABLE, probing.PROBES_TABLE)
+    )
 
 
 def consistency_text(table: pd.DataFrame, tolerance: float = CONSISTENCY_TOLERANCE) -> str:
     """One paragraph: do notebooks 02 and 04 give the same number for the CLS-last linear probe?"""
     if table.empty:
-        return (f"The CLS-last check needs notebook 04's `{fusion.FUSION_TABLE}.csv` and notebook 02's "
-                f"`{probing.PROBES_TABLE}.csv` in the same results folder; one of them is missing, so it was not run.")
+        return (
+            f"The CLS-last check needs notebook 04's `{fusion.FUSION_TABLE}.csv` and notebook 02's "
+            f"`{probing.PROBES_TABLE}.csv` in the same results folder; one of them is missing, so it was not run."
+        )
     bad = table[~table["agrees"]]
-    head = (f"Notebook 04's linear probe on the last layer's CLS token (`cls_last_linear`) against notebook 02's "
-            f"probe on the same feature (`norm/cls`), test balanced accuracy, on {len(table)} dataset(s): ")
+    head = (
+        f"Notebook 04's linear probe on the last layer's CLS token (`cls_last_linear`) against notebook 02's "
+        f"probe on the same feature (`norm/cls`), test balanced accuracy, on {len(table)} dataset(s): "
+    )
     if bad.empty:
         return head + f"every gap is within {tolerance:.2f} (largest {table['gap'].abs().max():.3f})."
-    listed = "; ".join(f"{r.dataset}: 04 {r.fusion_cls_last:.3f} vs 02 {r.layerwise_norm_cls:.3f} (gap {r.gap:+.3f})"
-                       for r in bad.itertuples())  # fmt: skip
-    return (head + f"**{len(bad)} differ by more than {tolerance:.2f}**: {listed}. The same model class on the same "
-            "features should give the same number; a gap means one of the two probes is not at its optimum "
-            "(see notebook 04's convergence columns) or they were trained on different images.")
+    listed = "; ".join(
+        f"{r.dataset}: 04 {r.fusion_cls_last:.3f} vs 02 {r.layerwise_norm_cls:.3f} (gap {r.gap:+.3f})"
+        for r in bad.itertuples()
+    )
+    return (
+        head
+        + f"**{len(bad)} differ by more than {tolerance:.2f}**: {listed}. The same model class on the same "
+        "features should give the same number; a gap means one of the two probes is not at its optimum "
+        "(see notebook 04's convergence columns) or they were trained on different images."
+    )
