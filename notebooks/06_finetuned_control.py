@@ -117,8 +117,8 @@ finetune.recipe_tables(study)
 
 # %%
 history = study.history()
-report.save_table(history, "finetune_history", results_dir or None)
-report.save_table(study.grid(), "finetune_grid", results_dir or None)
+report.save_table(history, finetune.HISTORY_TABLE, results_dir or None)
+report.save_table(study.grid(), finetune.GRID_TABLE, results_dir or None)
 val = finetune.validation_headline(study)
 report.headline(
     "finetuned_val_accuracy",
@@ -154,7 +154,7 @@ charts.depth_curve(
 # models, with 95% bootstrap bands.
 
 # %%
-report.save_table(study.table, "finetune_probes", results_dir or None)
+report.save_table(study.table, finetune.PROBES_TABLE, results_dir or None)
 layers = study.test_rows()
 charts.depth_curve(
     layers[layers["site"] == "resid_post"],
@@ -188,8 +188,8 @@ charts.depth_curve(
 # %%
 depths = finetune.best_depths(study, pool=pools[0], n_boot=n_boot, seed=seed)
 claims = finetune.claim_test(depths)
-report.save_table(depths, "finetune_depth", results_dir or None)
-report.save_table(claims, "finetune_claim", results_dir or None)
+report.save_table(depths, finetune.DEPTH_TABLE, results_dir or None)
+report.save_table(claims, finetune.CLAIM_TABLE, results_dir or None)
 finetune.record_depth("pretrained_best_depth", "Pretrained: best relative depth", study, depths, "pretrained")
 finetune.record_depth("finetuned_best_depth", "Fine-tuned: best relative depth", study, depths, "fine-tuned")
 report.headline(

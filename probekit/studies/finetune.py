@@ -26,6 +26,13 @@ from . import probing
 
 ARMS = ("pretrained", "fine-tuned")
 
+NOTEBOOK = "06_finetuned_control"
+HISTORY_TABLE = "finetune_history"  # loss and validation accuracy per step of every run
+GRID_TABLE = "finetune_grid"  # one row per (lr, seed) run
+PROBES_TABLE = "finetune_probes"  # every probe of both arms
+DEPTH_TABLE = "finetune_depth"  # each arm's best relative depth
+CLAIM_TABLE = "finetune_claim"  # paper 1's in-distribution claim per dataset and arm
+
 
 @dataclass
 class FinetuneStudy:
