@@ -22,6 +22,7 @@ from .. import finetune as ft
 from ..keys import make_key
 from ..models import Backbone
 from ..probes.linear import DEFAULT_CS
+from ..report import TABLE_COLUMNS
 from . import probing
 
 ARMS = ("pretrained", "fine-tuned")
@@ -253,15 +254,7 @@ def claim_test(depths: pd.DataFrame) -> pd.DataFrame:
     )
     return t[
         [
-            "model",
-            "dataset",
-            "site",
-            "layer",
-            "pool",
-            "metric",
-            "value",
-            "ci_low",
-            "ci_high",
+            *TABLE_COLUMNS,
             "arm",
             "validated_best_key",
             "best_value",
