@@ -167,7 +167,7 @@ def main() -> None:
     )
     p.add_argument("--sizes", default="200,2000,10000", help="with --scaling: which of the sizes to run")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--tol", type=float, default=1e-5, help="batched trainer's ||grad|| tolerance")
+    p.add_argument("--tol", type=float, default=1e-4, help="batched trainer's ||grad|| tolerance")
     p.add_argument(
         "--rtol",
         type=float,

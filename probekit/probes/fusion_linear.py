@@ -99,7 +99,7 @@ def fit_exact_linear(
     device: torch.device | str | None = None,
     n_boot: int = 1000,
     max_iter: int = 1000,
-    tol: float = 1e-5,
+    tol: float = 1e-4,
     rtol: float | None = 0.03,
 ) -> ExactLinearFit:
     """One linear probe on ``(N, D)`` features (already L2-normalised per key and concatenated),

@@ -22,7 +22,7 @@ Public API::
     DEFAULT_CS                      # 8 values, 10**-4 ... 10**3, one per decade (C=1 included)
     fit_linear_probes(train, y_train, test, y_test, *, depth, keys=None, Cs=DEFAULT_CS,
                       val_fraction=0.2, seed=0, device=None, labels=None, metrics=..., n_boot=1000,
-                      max_iter=1000, tol=1e-5, rtol=0.03, dtype=torch.float32, memory_budget=None,
+                      max_iter=1000, tol=1e-4, rtol=0.03, dtype=torch.float32, memory_budget=None,
                       progress=True, predictions=None, class_weight=None) -> pandas.DataFrame
 
 The result is the tidy table of :mod:`probekit.probes.table` with ``trainer="batched"``:
@@ -224,7 +224,7 @@ def fit_linear_probes(
     metrics: Sequence[str] = DEFAULT_METRICS,
     n_boot: int = 1000,
     max_iter: int = 1000,
-    tol: float = 1e-5,
+    tol: float = 1e-4,
     rtol: float | None = 0.03,
     dtype: torch.dtype = torch.float32,
     memory_budget: float | None = None,
