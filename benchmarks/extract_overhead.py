@@ -23,7 +23,7 @@ import torch
 
 from probekit.extract import extract
 from probekit.models import load_model
-from probekit.sites import resolve_sites
+from probekit.sites import capture, resolve_sites
 
 
 class TensorSet:
@@ -91,19 +91,34 @@ def main() -> None:
                 checkpoint_s=5.0,
             )
 
+    def hooks_only(derive: bool) -> None:
+        autocast = torch.autocast(args.device, dtype=dtype, enabled=dtype != torch.float32)
+        with torch.no_grad(), capture(model, keys, derive=derive) as cap, autocast:
+            for xb in batches:
+                model.forward_features(xb.to(args.device))
+                cap.take()
+
     plain()  # warm-up: allocator, kernels, lazy imports
     hooked()
     cpu_p, wall_p, cpu_h, wall_h = [], [], [], []
+    cpu_hooks = {True: [], False: []}
     for r in range(args.rounds):
         c, w = timed(plain)
         cpu_p.append(c), wall_p.append(w)
         c, w = timed(hooked)
         cpu_h.append(c), wall_h.append(w)
+        for derive in (False, True):
+            cpu_hooks[derive].append(timed(lambda: hooks_only(derive))[0])  # noqa: B023
         print(
             f"round {r}: plain {cpu_p[-1]:.2f} cpu-s / {wall_p[-1]:.2f} s, "
-            f"extract {cpu_h[-1]:.2f} cpu-s / {wall_h[-1]:.2f} s"
+            f"extract {cpu_h[-1]:.2f} cpu-s / {wall_h[-1]:.2f} s; hooks alone: fc1/fc2 hooked "
+            f"{cpu_hooks[False][-1]:.2f} cpu-s, derived {cpu_hooks[True][-1]:.2f} cpu-s"
         )
     n = args.images
+    print(
+        f"hooks alone over the plain forward (no store): fc1/fc2 hooked {min(cpu_hooks[False]) / min(cpu_p):.3f}, "
+        f"derived from the pooled ln2/act (the default) {min(cpu_hooks[True]) / min(cpu_p):.3f}"
+    )
     print(f"plain:   {n / min(cpu_p):.2f} img/cpu-s, {n / min(wall_p):.2f} img/s (best round)")
     print(f"extract: {n / min(cpu_h):.2f} img/cpu-s, {n / min(wall_h):.2f} img/s (best round)")
     print(

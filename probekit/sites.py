@@ -36,6 +36,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 
 import torch
+from timm.layers import mlp as timm_mlp
 from torch import nn
 
 from .errors import NotAViTError, ProbekitError
@@ -300,15 +301,20 @@ def _version(x: torch.Tensor) -> int:
 class Capture:
     """What :func:`capture` yields: pooled features of the most recent forward pass."""
 
-    def __init__(self, keys: Sequence[str]) -> None:
+    def __init__(self, keys: Sequence[str], derived: dict[str, tuple[str, nn.Linear]] | None = None) -> None:
         self.keys = list(keys)
         self.features: dict[str, torch.Tensor] = {}
+        # key -> (key of its pooled input, the linear layer): pooled fc1/fc2 computed from their inputs
+        self.derived = dict(derived or {})
         # id(tensor) -> (weakref, version, pools computed): a tensor that reaches two hooks (an
         # Identity module hands its input on unchanged) is pooled once, its results shared
         self._seen: dict[int, tuple[weakref.ref, int, dict[str, torch.Tensor]]] = {}
 
     def take(self) -> dict[str, torch.Tensor]:
         """The features of the last forward, in key order; clears them for the next forward."""
+        for key, (pooled_in, linear) in self.derived.items():
+            if pooled_in in self.features:
+                self.features[key] = _linear_fp32(self.features.pop(pooled_in), linear)
         missing = [k for k in self.keys if k not in self.features]
         if missing:
             raise ProbekitError(
@@ -334,30 +340,79 @@ class Capture:
         pooler(x, self.features, seen[2])
 
 
+# timm MLPs whose forward ends ``fc2 -> drop2``, with ``fc1`` (where present) reading the MLP's input
+_LINEAR_TAIL_MLPS: tuple[type, ...] = tuple(
+    c for c in (getattr(timm_mlp, n, None) for n in ("Mlp", "GluMlp", "SwiGLU")) if isinstance(c, type)
+)
+
+
+def derived_input(model: nn.Module, key: str) -> tuple[Point, nn.Linear] | None:
+    """The point whose pooled value, through a linear layer, gives the pooled ``key``; ``None`` if none.
+
+    A pool (token 0, a mean of tokens) commutes with an affine map, so the pooled ``fc1`` of a
+    block is ``mlp.fc1`` applied to the pooled input of ``mlp.fc1`` (the ``ln2`` tensor itself in
+    every supported family) and the pooled ``fc2`` (the MLP's output) is ``mlp.fc2`` applied to
+    the pooled input of ``mlp.fc2`` (the ``act`` tensor when the MLP has no sub-norm). Reading the
+    narrow input instead of the 4x wide ``fc1`` tokens, and sharing the pool already computed for
+    ``ln2``/``act``, removes the widest hook reads (``benchmarks/README.md``). Only for timm's
+    ``Mlp``, ``GluMlp`` and ``SwiGLU`` in eval mode (``drop2`` then passes ``fc2``'s output on
+    unchanged) and pooled keys; the ``tokens`` pool and any other MLP are hooked as they are.
+    """
+    fk = parse_key(key)
+    if fk.site not in ("fc1", "fc2") or fk.pool == "tokens" or fk.block is None:
+        return None
+    mlp = getattr(_blocks(model)[fk.block], "mlp", None)
+    if not isinstance(mlp, _LINEAR_TAIL_MLPS) or mlp.training:
+        return None
+    linear = getattr(mlp, fk.site, None)
+    if type(linear) is not nn.Linear:
+        return None
+    return Point(f"blocks.{fk.block}.mlp.{fk.site}", "in"), linear
+
+
+def _linear_fp32(x: torch.Tensor, linear: nn.Linear) -> torch.Tensor:
+    """``linear(x)`` in float32 whatever autocast is active (the hooks pool in float32 too)."""
+    with torch.autocast(x.device.type, enabled=False):
+        bias = None if linear.bias is None else linear.bias.detach().float()
+        return torch.nn.functional.linear(x.float(), linear.weight.detach().float(), bias)
+
+
 @contextmanager
-def capture(model: nn.Module, keys: Sequence[str]) -> Iterator[Capture]:
+def capture(model: nn.Module, keys: Sequence[str], *, derive: bool = True) -> Iterator[Capture]:
     """Hook ``model`` so every forward inside the block records the pooled features ``keys``.
 
     One hook per distinct point (sites sharing a module and hook kind share a hook; ``ln2`` and
     ``resid_mid`` both live on ``norm2`` but one is its output, the other its input). Pooling runs
     inside the hook, in float32, on the tensor's device. Hooks are removed on exit, exceptions
-    included. Register hooks before any ``torch.compile`` of the model.
+    included. Register hooks before any ``torch.compile`` of the model. ``derive``: compute pooled
+    ``fc1``/``fc2`` from their layers' pooled inputs where that is exact (:func:`derived_input`);
+    ``False`` hooks their outputs.
     """
     modules = dict(model.named_modules())
     num_prefix = int(getattr(model, "num_prefix_tokens", 1))
     grouped: dict[Point, dict[str, str]] = {}
+    inputs: dict[Point, dict[str, str]] = {}  # the derived keys' input points, hooked apart
+    derived: dict[str, tuple[str, nn.Linear]] = {}
     for key in keys:
         fk = parse_key(key)
         if fk.pool == "cls" and not has_class_token(model):
             raise SiteError(f"key {key!r}: {type(model).__name__} has no class token; use 'ap' or 'mean'")
+        found = derived_input(model, key) if derive else None
+        if found is not None:
+            point, linear = found
+            inputs.setdefault(point, {})[fk.pool] = f"{key}<in"
+            derived[key] = (f"{key}<in", linear)
+            continue
         point = site_point(fk.site, fk.block, model)
         if point.module not in modules:
             raise SiteError(f"key {key!r}: model has no module {point.module!r}")
         grouped.setdefault(point, {})[fk.pool] = key
-    cap = Capture(keys)
+    cap = Capture(keys, derived)
     handles = []
     try:
-        for point, by_pool in grouped.items():
+        # the same tensor reaching two hooks is pooled once (Capture._seen): an input hooked for a
+        # derived key shares the pools of the site it equals (ln2, act)
+        for point, by_pool in [*grouped.items(), *inputs.items()]:
             pooler = _Pooler(by_pool, num_prefix)
             mod = modules[point.module]
             if point.where == "out":

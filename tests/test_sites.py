@@ -12,7 +12,7 @@ from torch import nn
 
 from probekit.errors import NotAViTError
 from probekit.keys import BLOCK_SITES, parse_key
-from probekit.sites import SiteError, capture, forward_key_dims, key_dims, resolve_sites
+from probekit.sites import SiteError, capture, derived_input, forward_key_dims, key_dims, resolve_sites
 
 torch.set_num_threads(1)
 
@@ -248,3 +248,23 @@ def test_bfloat16_autocast_pools_in_float32() -> None:
     for key in keys:
         assert got[key].dtype == torch.float32
         torch.testing.assert_close(got[key], want[key], rtol=0.1, atol=0.1, msg=key)
+
+
+def test_pooled_fc1_and_fc2_derived_from_their_inputs_equal_the_hooked_outputs() -> None:
+    model = make(LAYERSCALE)
+    keys = resolve_sites(model, token_sites=["blocks.1.fc1"])
+    assert derived_input(model, "blocks.0.fc1/cls") is not None
+    assert derived_input(model, "blocks.1.fc2/mean") is not None
+    assert derived_input(model, "blocks.1.fc1/tokens") is None  # tokens are always hooked
+    assert derived_input(model, "blocks.1.act/mean") is None
+    x = images(28)
+    got = {}
+    for derive in (True, False):
+        with torch.no_grad(), capture(model, keys, derive=derive) as cap:
+            model.forward_features(x)
+            got[derive] = cap.take()
+    assert list(got[True]) == keys
+    for key in keys:
+        torch.testing.assert_close(got[True][key], got[False][key], rtol=1e-5, atol=1e-6, msg=key)
+    model.train()  # dropout after fc2 may be live: hooked, not derived
+    assert derived_input(model, "blocks.0.fc2/cls") is None
