@@ -230,3 +230,22 @@ def test_balanced_class_weight_is_sklearns(digits, n_classes: int) -> None:
     assert np.abs(plain.coef - fit.coef).max() > 0.01 * scale  # the weights matter here
     with pytest.raises(ValueError, match="class_weight"):
         fit_softmax(xs, torch.tensor(yk), torch.tensor([1.0]), n_classes, class_weight="inverse")
+
+
+def test_batches_side_by_side_on_cpu_threads_give_the_serial_fit(digits) -> None:
+    # with 2 torch threads the batches run on 2 threads, one torch thread each (probekit.parallel);
+    # each batch then computes exactly what it computes alone on one thread
+    x, y = digits
+    xs = torch.stack(
+        [prepare(torch.tensor(x[:300] ** p, dtype=torch.float32)[None])[0][0] for p in (1, 2, 3)]
+    )
+    threads = torch.get_num_threads()
+    try:
+        fits = {}
+        for n_threads in (2, 1):
+            torch.set_num_threads(n_threads)
+            fits[n_threads] = fit_softmax(xs, torch.tensor(y[:300]), torch.tensor([0.1, 10.0]), 10, batch=1)
+            assert torch.get_num_threads() == n_threads  # restored after the side-by-side solve
+    finally:
+        torch.set_num_threads(threads)
+    assert torch.equal(fits[2].coef, fits[1].coef) and torch.equal(fits[2].n_iter, fits[1].n_iter)

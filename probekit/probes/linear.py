@@ -42,6 +42,7 @@ import torch
 from probekit.device import resolve_device
 from probekit.errors import NonFiniteFeaturesError
 from probekit.keys import parse_key
+from probekit.parallel import cpu_workers, side_by_side
 from probekit.probes.softmax import SoftmaxFit, fit_softmax
 from probekit.probes.standardize import prepare
 from probekit.probes.table import COLUMNS, base_row, probe_rows
@@ -141,13 +142,17 @@ def _rotated(
     dev: torch.device,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Preprocessed (:func:`prepare`) and rotated (:func:`row_space`) features of ``chunk``, fitted on ``a``."""
-    outs_a, outs_b = [], []
+    parts = []  # keys of one width, cut into one part per worker (each key is prepared on its own)
     for d in sorted({_shape(a, k)[1] for k in chunk}):
         sub = [k for k in chunk if _shape(a, k)[1] == d]
-        xa, xb = row_space(*prepare(_stack(a, sub, rows_a, dev), _stack(b, sub, rows_b, dev)))
-        outs_a.append(xa)
-        outs_b.append(xb)
-    return torch.cat(outs_a), torch.cat(outs_b)
+        step = -(-len(sub) // cpu_workers(dev, len(sub)))
+        parts += [sub[i : i + step] for i in range(0, len(sub), step)]
+
+    def rotate(part: list[str]) -> list[torch.Tensor]:
+        return row_space(*prepare(_stack(a, part, rows_a, dev), _stack(b, part, rows_b, dev)))
+
+    done = side_by_side(rotate, parts, cpu_workers(dev, len(parts)))
+    return torch.cat([xa for xa, _ in done]), torch.cat([xb for _, xb in done])
 
 
 def row_space(train: torch.Tensor, *others: torch.Tensor) -> list[torch.Tensor]:

@@ -65,6 +65,8 @@ from dataclasses import dataclass
 
 import torch
 
+from probekit.parallel import cpu_workers, side_by_side
+
 FLOAT32_RESOLUTION = 1e-6  # the smallest ||grad|| a float32 solve is asked to reach (module docstring)
 
 
@@ -352,7 +354,7 @@ def fit_softmax(
     if n_classes == 2:  # scikit-learn's binomial parametrisation (docstring)
         Cs = Cs / 2
     weights = row_weights(y, n_classes, class_weight)
-    workers = _workers(x.device, len(x))
+    workers = cpu_workers(x.device, len(x))
     batch = batch or (min(16, -(-len(x) // workers)) if x.device.type == "cpu" else len(x))
     kw = {
         "max_iter": max_iter,
@@ -386,39 +388,12 @@ def fit_softmax(
             fit.converged[short] = again.converged
         return fit
 
-    starts = range(0, len(x), batch)
-    if workers > 1 and len(starts) > 1:
-        fits = _in_parallel(solve_part, starts, workers)
-    else:
-        fits = [solve_part(i) for i in starts]
+    fits = side_by_side(solve_part, range(0, len(x), batch), workers)  # CPU: batches on separate threads
     if len(fits) == 1:
         return fits[0]
     return SoftmaxFit(
         *(torch.cat([getattr(f, a) for f in fits]) for a in ("coef", "intercept", "n_iter", "converged"))
     )
-
-
-def _workers(device: torch.device, n_sets: int) -> int:
-    """Batches solved at once on a CPU: one per torch thread (each batch then runs single-threaded).
-
-    A batch's products are small (``(C K) x D`` weights by ``D x n`` rows), so torch's intra-op
-    threads split them with much overhead: on 2 cores two batches side by side, one thread each,
-    use ~25% fewer CPU seconds than one batch on two threads (``benchmarks/README.md``).
-    """
-    return 1 if device.type != "cpu" else max(1, min(torch.get_num_threads(), n_sets))
-
-
-def _in_parallel(solve_part, starts: range, workers: int) -> list[SoftmaxFit]:
-    """``solve_part`` over ``starts`` in ``workers`` threads, torch single-threaded meanwhile, in order."""
-    from concurrent.futures import ThreadPoolExecutor
-
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        with ThreadPoolExecutor(workers, thread_name_prefix="softmax") as pool:
-            return list(pool.map(solve_part, starts))
-    finally:
-        torch.set_num_threads(threads)
 
 
 def _solve(
