@@ -5,7 +5,9 @@ A config (YAML) lists runs and shared defaults::
     out: reports                 # optional; --out wins
     timeout: 1800                # optional; seconds per cell
     env: {PROBEKIT_DATA: ...}    # optional; environment for every kernel
+    executor: {kind: local, jobs: 2}  # optional; inline (default), local or slurm (probekit.suite_jobs)
     defaults: {seed: 0}          # given to every notebook that declares the parameter
+                                 # (models: [a, b] instead of model: a makes a sweep, probekit.suite_sweep)
     runs:
       - name: model_check
         notebook: notebooks/00_model_check.py
@@ -21,7 +23,11 @@ failed run is marked failed and still rendered, and runs after it are skipped. E
 notebook becomes ``<out>/<name>.html`` (inputs hidden, charts drawn offline) and the suite writes
 ``<out>/index.html`` and ``<out>/runs.json``. Pages, index and runs.json are written through a
 temporary file and a rename; a full disk stops the suite with the space needed and free, and every
-run finished before it stays rendered and listed. ``--check`` writes nothing.
+run finished before it stays rendered and listed. ``--check`` writes nothing. A run that finished ok
+in an earlier run of the same output folder with the same fingerprint (notebook source, parameters,
+kernel environment, probekit code) is kept, not run again, unless ``--rerun``. One run is executed by
+:mod:`probekit.suite_execute`; with ``--executor local|slurm`` the runs go to submitit
+(:mod:`probekit.suite_jobs`).
 """
 
 from __future__ import annotations

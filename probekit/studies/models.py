@@ -238,7 +238,7 @@ def findings(
         mine = correlations[correlations["model"] == model] if not correlations.empty else correlations
         for metric, what in ((DEPTH, "the best layer's relative depth"), (SITE_GAIN, "the best site's gain")):
             row = mine[mine["metric"] == metric]
-            if row.empty:
+            if row.empty or row.iloc[0]["n_datasets"] == 0:  # its table is missing: said below
                 continue
             r = row.iloc[0]
             if np.isfinite(r["value"]) and np.isfinite(r["ci_low"]):
