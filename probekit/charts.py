@@ -415,9 +415,10 @@ def explore_widget(
 
     The static chart (``static``, else a site × layer heatmap of the first pool) is always
     displayed, so the HTML report never depends on the widget. The widget (dropdowns for dataset,
-    site, pool and a layer slider) is displayed only outside report runs.
+    site, pool and a layer slider) is made and displayed only outside report runs: a report run never
+    shows it, and its comm messages only load the batch run (an intermittent papermill hang at this
+    cell was seen when the widgets were created in report runs on a busy machine).
     """
-    import ipywidgets as widgets
     from IPython.display import Markdown, display
 
     _require(df, ["dataset", "site", "pool", "layer", "value"], "explore_widget")
@@ -427,6 +428,10 @@ def explore_widget(
         facet = "dataset" if first_pool["dataset"].nunique() > 1 else None
         static = site_layer_heatmap(first_pool, facet=facet, metric=metric)
     display(static)
+    if report_mode():
+        display(Markdown("*Open this notebook in JupyterLab for the interactive explorer.*"))
+        return
+    import ipywidgets as widgets
 
     def options(col: str) -> list[Any]:
         return _order(data, col)
@@ -460,7 +465,4 @@ def explore_widget(
         w.observe(redraw, names="value")
     ui = widgets.VBox([widgets.HBox([dataset, site, pool]), layer, out])
     redraw()
-    if report_mode():
-        display(Markdown("*Open this notebook in JupyterLab for the interactive explorer.*"))
-    else:
-        display(ui)
+    display(ui)

@@ -48,3 +48,16 @@ def reports_dir() -> Path:
     root = Path(env) if env else (_checkout_dir("reports") or Path.cwd() / "reports")
     root.mkdir(parents=True, exist_ok=True)
     return root
+
+
+def model_folder(model: str) -> str:
+    """The folder a sweep keeps one model's reports and tables in (``<out>/<model folder>/results``):
+    the model's name with every character other than letters, digits, ``.``, ``_`` and ``-`` made a
+    ``-`` (``random:dinov2_vits14`` -> ``random-dinov2_vits14``), so it is one safe path part and a
+    relative link a browser does not read as a URL scheme."""
+    import re
+
+    folder = re.sub(r"[^A-Za-z0-9._-]+", "-", str(model)).strip("-.")
+    if not folder:
+        raise ValueError(f"model name {model!r} has no letters or digits to name its folder")
+    return folder

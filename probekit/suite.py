@@ -5,7 +5,9 @@ A config (YAML) lists runs and shared defaults::
     out: reports                 # optional; --out wins
     timeout: 1800                # optional; seconds per cell
     env: {PROBEKIT_DATA: ...}    # optional; environment for every kernel
+    executor: {kind: local, jobs: 2}  # optional; inline (default), local or slurm (probekit.suite_jobs)
     defaults: {seed: 0}          # given to every notebook that declares the parameter
+                                 # (models: [a, b] instead of model: a makes a sweep, probekit.suite_sweep)
     runs:
       - name: model_check
         notebook: notebooks/00_model_check.py
@@ -21,7 +23,11 @@ failed run is marked failed and still rendered, and runs after it are skipped. E
 notebook becomes ``<out>/<name>.html`` (inputs hidden, charts drawn offline) and the suite writes
 ``<out>/index.html`` and ``<out>/runs.json``. Pages, index and runs.json are written through a
 temporary file and a rename; a full disk stops the suite with the space needed and free, and every
-run finished before it stays rendered and listed. ``--check`` writes nothing.
+run finished before it stays rendered and listed. ``--check`` writes nothing. A run that finished ok
+in an earlier run of the same output folder with the same fingerprint (notebook source, parameters,
+kernel environment, probekit code) is kept, not run again, unless ``--rerun``. One run is executed by
+:mod:`probekit.suite_execute`; with ``--executor local|slurm`` the runs go to submitit
+(:mod:`probekit.suite_jobs`).
 """
 
 from __future__ import annotations
@@ -30,30 +36,18 @@ import json
 import math
 import os
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
-from datetime import datetime, timezone
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import nbformat
 import yaml
 
-from .atomic import DiskFullError, is_disk_full, write_text_atomic
+from .atomic import DiskFullError, is_disk_full
 from .errors import ProbekitError
-from .report import RECORD_MIME
-from .suite_runs import RunResult, RunSpec, SuiteConfig
-
-KERNEL = "python3"
-# The kernel's own log (not cell output) says "WARNING | Kernel is running over TCP without encryption"
-# (local loopback only) and "ERROR | KeyboardInterrupt caught in kernel" at shutdown: noise, not failures.
-KERNEL_ARGS = ["--IPKernelApp.log_level=CRITICAL"]
-RUN_ENV = {"PROBEKIT_REPORT": "html"}
-RUN_ENV_DEFAULTS = {"TQDM_DISABLE": "1", "MPLBACKEND": "Agg"}
-
-
-class SuiteConfigError(ProbekitError, ValueError):
-    """A suite config that cannot run: unknown parameters, notebooks, dependencies."""
+from .suite_execute import execute_run, new_result, prepare_input
+from .suite_jobs import ExecutorOptions, executor_options
+from .suite_runs import RunResult, RunSpec, SuiteConfig, SuiteConfigError
+from .suite_sweep import MODELS, expand_runs, select, sweep_models
 
 
 class SuiteOutputError(ProbekitError, OSError):
@@ -90,12 +84,12 @@ def load_config(path: str | Path) -> SuiteConfig:
     if not isinstance(raw, dict):
         raise SuiteConfigError(
             f"{path}: a suite config is a mapping with 'runs:' (and optionally out, timeout, "
-            f"env, defaults); this file holds a {type(raw).__name__}"
+            f"env, defaults, executor); this file holds a {type(raw).__name__}"
         )
-    unknown = set(raw) - {"out", "timeout", "env", "defaults", "runs"}
+    unknown = set(raw) - {"out", "timeout", "env", "defaults", "runs", "executor"}
     if unknown:
         raise SuiteConfigError(
-            f"{path}: unknown top-level keys {sorted(unknown)}; valid: out, timeout, env, defaults, runs"
+            f"{path}: unknown top-level keys {sorted(unknown)}; valid: out, timeout, env, defaults, runs, executor"
         )
     if not raw.get("runs"):
         raise SuiteConfigError(
@@ -112,6 +106,10 @@ def load_config(path: str | Path) -> SuiteConfig:
                 "valid: name, notebook, parameters, after"
             )
         name = str(item.get("name") or Path(item["notebook"]).stem)
+        if "/" in name:
+            raise SuiteConfigError(
+                f"{path}: run name {name!r} holds a '/'; a sweep names its runs <model>/<run> itself"
+            )
         if name in seen:
             raise SuiteConfigError(f"{path}: run name {name!r} appears twice; names must be unique")
         seen.add(name)
@@ -125,13 +123,20 @@ def load_config(path: str | Path) -> SuiteConfig:
             )
         )
     out = raw.get("out")
+    defaults = raw.get("defaults") or {}
+    if not isinstance(defaults, dict):
+        raise SuiteConfigError(f"{path}: 'defaults' is a mapping of parameter: value; it holds {defaults!r}")
+    executor = raw.get("executor") or {}
+    executor_options(executor, where=f"{path}: executor")  # checked here: a typo fails before anything runs
     return SuiteConfig(
         path=path.resolve(),
         runs=runs,
-        defaults=dict(raw.get("defaults") or {}),
+        defaults=dict(defaults),
         env={str(k): str(v) for k, v in (raw.get("env") or {}).items()},
         out=Path(out) if out else None,
         timeout=int(raw["timeout"]) if raw.get("timeout") else None,
+        models=sweep_models(defaults, str(path)),
+        executor=dict(executor) if isinstance(executor, dict) else {},
     )
 
 
@@ -185,20 +190,6 @@ def order_runs(runs: list[RunSpec]) -> list[RunSpec]:
 # ----------------------------------------------------------------------------- notebooks
 
 
-def load_notebook(path: Path) -> nbformat.NotebookNode:
-    """A notebook from a jupytext ``.py`` source or an ``.ipynb``, with the ``python3`` kernel set."""
-    if path.suffix == ".py":
-        import jupytext
-
-        nb = jupytext.read(path)
-    else:
-        nb = nbformat.read(str(path), as_version=4)
-    nb.metadata["kernelspec"] = {"display_name": "Python 3 (ipykernel)", "language": "python", "name": KERNEL}
-    nb.metadata.setdefault("language_info", {"name": "python"})
-    nb.metadata.pop("jupytext", None)
-    return nb
-
-
 def notebook_parameters(nb_path: Path, work_dir: Path) -> dict[str, dict[str, Any]]:
     """The declared parameters of a notebook (``papermill.inspect_notebook``), by name."""
     import papermill as pm
@@ -207,27 +198,47 @@ def notebook_parameters(nb_path: Path, work_dir: Path) -> dict[str, dict[str, An
     return pm.inspect_notebook(str(ipynb))
 
 
-def prepare_input(nb_path: Path, work_dir: Path) -> Path:
-    """The notebook as an ``.ipynb`` papermill can run, written under ``work_dir``."""
-    nb = load_notebook(nb_path)
-    work_dir.mkdir(parents=True, exist_ok=True)
-    target = work_dir / f"{nb_path.stem}.ipynb"
-    nbformat.write(nb, str(target))
-    return target
+def declared_parameters(runs: list[RunSpec], work: Path) -> dict[Path, dict[str, dict[str, Any]]]:
+    """Each notebook's declared parameters, by notebook path (each notebook read once)."""
+    declared: dict[Path, dict[str, dict[str, Any]]] = {}
+    for r in runs:
+        if r.notebook not in declared:
+            declared[r.notebook] = notebook_parameters(r.notebook, work)
+    return declared
+
+
+def plan_runs(
+    config: SuiteConfig, out: Path, work: Path | None = None
+) -> tuple[list[RunSpec], dict[str, dict[str, Any]]]:
+    """The runs to execute, in dependency order (a sweep's expanded per model), and their final
+    parameters; every problem of the config raised at once (:func:`resolve_parameters`)."""
+    work = out / ".inputs" if work is None else work
+    declared = declared_parameters(config.runs, work)
+    cross_model = {r.name for r in config.runs if MODELS in declared[r.notebook]} if config.models else set()
+    runs = order_runs(expand_runs(config.runs, config.models, cross_model))
+    return runs, resolve_parameters(config, runs, out, work, declared=declared)
 
 
 def resolve_parameters(
-    config: SuiteConfig, runs: list[RunSpec], out: Path, work: Path | None = None
+    config: SuiteConfig,
+    runs: list[RunSpec],
+    out: Path,
+    work: Path | None = None,
+    declared: dict[Path, dict[str, dict[str, Any]]] | None = None,
 ) -> dict[str, dict[str, Any]]:
     """Final parameters per run; raises one :class:`SuiteConfigError` listing every problem (unknown
     names, values of the wrong type or out of range). Notebooks are converted into ``work``
-    (default ``<out>/.inputs``)."""
+    (default ``<out>/.inputs``).
+
+    A run's ``results_dir`` is ``<out>/results``, or ``<out>/<model folder>/results`` for a sweep's
+    per-model run, which also gets its ``model``; ``defaults.models`` goes to the notebooks that
+    declare ``models`` (the cross-model ones)."""
     work = out / ".inputs" if work is None else work
-    declared = {r.name: notebook_parameters(r.notebook, work) for r in runs}
+    declared = declared or declared_parameters(runs, work)
     problems: list[str] = []
     resolved: dict[str, dict[str, Any]] = {}
     for r in runs:
-        valid = declared[r.name]
+        valid = declared[r.notebook]
         unknown = [k for k in r.parameters if k not in valid]
         if unknown:
             problems.append(
@@ -235,12 +246,17 @@ def resolve_parameters(
                 f"valid: {', '.join(_describe(p) for p in valid.values()) or 'none'}"
             )
         params = {k: v for k, v in config.defaults.items() if k in valid}
+        if r.model is not None:
+            params.pop(MODELS, None)
+            if "model" in valid:
+                params["model"] = r.model
         if "results_dir" in valid:
-            params["results_dir"] = str((out / "results").resolve())
+            params["results_dir"] = str((out / r.folder / "results").resolve())
         params.update(r.parameters)
         resolved[r.name] = params
         source = {
             **dict.fromkeys(config.defaults, "defaults"),
+            "model": "defaults.models" if r.model is not None else "defaults",
             **dict.fromkeys(r.parameters, f"run {r.name!r}"),
         }
         for key, value in params.items():
@@ -251,7 +267,9 @@ def resolve_parameters(
                         f"{source.get(key, 'run ' + repr(r.name))}: {key} = {value!r} {why} "
                         f"({r.notebook.name} declares {_describe(valid[key])})"
                     )
-    used = {k for p in declared.values() for k in p}
+    used = {k for r in runs for k in declared[r.notebook]}
+    if config.models and used & {"model", MODELS}:
+        used.add(MODELS)
     unused = [k for k in config.defaults if k not in used]
     if unused:
         problems.append(f"defaults {unused} are declared by none of the notebooks run")
@@ -299,138 +317,6 @@ def _describe(p: dict[str, Any]) -> str:
 # ----------------------------------------------------------------------------- running
 
 
-@contextmanager
-def _environment(extra: dict[str, str]) -> Iterator[None]:
-    """Set environment variables for the kernels started inside, restore afterwards."""
-    saved = {k: os.environ.get(k) for k in extra}
-    os.environ.update(extra)
-    try:
-        yield
-    finally:
-        for k, v in saved.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
-
-
-def read_records(nb: nbformat.NotebookNode) -> list[dict[str, Any]]:
-    """The probekit records (run info, tables, headlines, timings) in an executed notebook."""
-    records = []
-    for cell in nb.cells:
-        for output in cell.get("outputs", []):
-            rec = output.get("data", {}).get(RECORD_MIME)
-            if isinstance(rec, dict):
-                records.append(rec)
-    return records
-
-
-def _fill_from_records(result: RunResult, records: list[dict[str, Any]]) -> None:
-    params = dict(result.parameters)
-    for rec in records:
-        kind = rec.get("kind")
-        if kind == "run_info":
-            params.update(rec.get("params") or {})
-            result.env = rec.get("env") or {}
-        elif kind == "headline":
-            result.headlines.append(
-                {
-                    k: rec.get(k)
-                    for k in ("name", "label", "value", "display", "note", "ci_low", "ci_high", "n")
-                }
-            )
-        elif kind == "table":
-            result.tables.append({k: rec.get(k) for k in ("name", "path", "rows")})
-        elif kind == "timing":
-            result.timings.append({"step": rec.get("step"), "seconds": rec.get("seconds")})
-    result.model = str(params["model"]) if params.get("model") is not None else None
-    ds = params.get("datasets", params.get("dataset"))
-    result.datasets = [str(d) for d in ds] if isinstance(ds, (list, tuple)) else ([str(ds)] if ds else [])
-
-
-def _failed_placeholder(input_ipynb: Path, message: str) -> nbformat.NotebookNode:
-    nb = nbformat.read(str(input_ipynb), as_version=4)
-    banner = nbformat.v4.new_markdown_cell(
-        f'<div style="color:#b00020;font-weight:bold">This notebook did not run: {message}</div>'
-    )
-    nb.cells.insert(0, banner)
-    return nb
-
-
-def execute_run(spec: RunSpec, params: dict[str, Any], out: Path, config: SuiteConfig) -> RunResult:
-    """Execute one run with papermill and render it to HTML, whatever the outcome."""
-    import papermill as pm
-
-    result = RunResult(
-        name=spec.name,
-        notebook=str(spec.notebook),
-        status="ok",
-        parameters=params,
-        started=datetime.now(timezone.utc).astimezone().isoformat(timespec="seconds"),
-    )
-    input_ipynb = prepare_input(spec.notebook, out / ".inputs")
-    executed = out / "executed" / f"{spec.name}.ipynb"
-    executed.parent.mkdir(parents=True, exist_ok=True)
-    executed.unlink(missing_ok=True)
-    env = {
-        **{k: v for k, v in RUN_ENV_DEFAULTS.items() if k not in os.environ},
-        **config.env,
-        **RUN_ENV,
-        "PROBEKIT_RESULTS_DIR": str((out / "results").resolve()),
-    }
-    t0 = time.perf_counter()
-    try:
-        with _environment(env):
-            pm.execute_notebook(
-                str(input_ipynb),
-                str(executed),
-                parameters=params,
-                kernel_name=KERNEL,
-                language="python",
-                cwd=str(spec.notebook.parent),
-                progress_bar=False,
-                log_output=False,
-                execution_timeout=config.timeout,
-                extra_arguments=KERNEL_ARGS,
-            )
-    except pm.PapermillExecutionError as exc:
-        if "No space left on device" in str(exc.evalue) or "Errno 28" in str(exc.evalue):
-            raise DiskFullError(
-                out / "results", None, f"the notebook {spec.notebook.name}: {exc.evalue}"
-            ) from None
-        result.status, result.error = "failed", f"{exc.ename}: {exc.evalue} (cell {exc.exec_count})"
-    except Exception as exc:  # noqa: BLE001  (kernel death, timeouts, missing kernels: recorded)
-        if is_disk_full(exc):
-            raise DiskFullError(executed, None, f"saving the executed notebook: {exc}") from None
-        result.status, result.error = "failed", f"{type(exc).__name__}: {exc}"
-    result.seconds = time.perf_counter() - t0
-    nb = (
-        nbformat.read(str(executed), as_version=4)
-        if executed.is_file()
-        else _failed_placeholder(input_ipynb, result.error or "unknown error")
-    )
-    _fill_from_records(result, read_records(nb))
-    if executed.is_file():
-        result.ipynb = str(executed.relative_to(out))
-    t1 = time.perf_counter()
-    html = _render_atomic(nb, out / f"{spec.name}.html", spec.name)
-    result.render_seconds = time.perf_counter() - t1
-    result.html = str(html.relative_to(out))
-    return result
-
-
-def _render_atomic(nb: nbformat.NotebookNode, page: Path, title: str) -> Path:
-    """Render into a scratch folder, then write the page into place atomically (a full disk leaves
-    the previous page, and says how large the new one is)."""
-    import tempfile
-
-    from .render import render_html
-
-    with tempfile.TemporaryDirectory(prefix="probekit-page-") as scratch:
-        body = render_html(nb, Path(scratch) / page.name, title=title).read_text(encoding="utf-8")
-    return write_text_atomic(page, body)
-
-
 def check_writable(out: Path) -> None:
     """Make ``out`` and check a file can be written there; a clear error otherwise."""
     try:
@@ -459,57 +345,120 @@ def run_suite(
     out: str | Path,
     only: list[str] | None = None,
     log: Callable[[str], None] = print,
+    executor: ExecutorOptions | None = None,
+    rerun: bool = False,
 ) -> list[RunResult]:
     """Validate, then execute and render every run (or only ``only``); write the index.
 
-    With ``only``, the named runs execute and runs they come ``after`` are assumed done.
+    With ``only``, the named runs execute and runs they come ``after`` are assumed done. ``executor``
+    (default: the config's ``executor:`` section, else inline) runs them in this process or as submitit
+    jobs (:mod:`probekit.suite_jobs`). A run that finished ok in an earlier run of the same output folder,
+    with the same notebook, parameters and probekit code, is kept as it is unless ``rerun``.
     """
     from .suite_index import write_index
 
     out = Path(out).resolve()
     check_writable(out)
-    ordered = order_runs(config.runs)
-    params = resolve_parameters(config, ordered, out)  # the whole config is checked, even with --only
+    options = executor or executor_options(config.executor, where=f"{config.path}: executor")
+    everything, params = plan_runs(config, out)  # the whole config is checked, even with --only
+    ordered = everything
     if only:
-        missing = [n for n in only if n not in {r.name for r in ordered}]
-        if missing:
-            raise SuiteConfigError(f"--only {missing}: no such runs; runs: {[r.name for r in ordered]}")
-        ordered = [r for r in ordered if r.name in only]
-    results: list[RunResult] = []
-    kept = _previous_results(out) if only else {}  # --only: the index still lists the other runs
-    everything = order_runs(config.runs)
-    bad: set[str] = set()
+        picked = set(select(everything, only))
+        ordered = [r for r in everything if r.name in picked]
+    previous = _previous_results(out)
+    kept = dict(previous) if only else {}  # --only: the index still lists the other runs
+    results: dict[str, RunResult] = {}
     t0 = time.perf_counter()
-    for i, spec in enumerate(ordered, 1):
+
+    def record(res: RunResult) -> None:
+        results[res.name] = res
+        done = len(results)
+        log(
+            f"[{done}/{len(ordered)}] {res.name}: {res.status} ({res.seconds:.1f} s)"
+            + (f": {res.error}" if res.error else "")
+        )
+        listed = [results.get(r.name) or kept.get(r.name) for r in everything]
+        write_index([r for r in listed if r is not None], out, config, time.perf_counter() - t0)
+
+    selected = {r.name for r in ordered}
+    finished = {r.name: "ok" for r in everything if r.name not in selected}  # outside --only: assumed done
+    to_run = []
+    for spec in ordered:
+        fingerprint = run_fingerprint(spec, params[spec.name], config)
+        before = previous.get(spec.name)
+        if not rerun and _still_good(before, fingerprint, out):
+            log(
+                f"{spec.name}: finished earlier with the same notebook, parameters and code: kept (--rerun runs it again)"
+            )
+            finished[spec.name] = "ok"
+            record(before)
+            continue
+        to_run.append((spec, fingerprint))
+    fingerprints = {spec.name: fingerprint for spec, fingerprint in to_run}
+    if options.kind != "inline":
+        from .suite_jobs import run_jobs
+
+        def record_job(res: RunResult) -> None:
+            res.fingerprint = fingerprints.get(res.name, "") if res.status == "ok" else ""
+            record(res)
+
+        run_jobs(
+            [s for s, _ in to_run],
+            params,
+            out,
+            config,
+            options,
+            finished=finished,
+            record=record_job,
+            log=log,
+        )
+        return [results[r.name] for r in ordered if r.name in results]
+    bad: set[str] = {name for name, status in finished.items() if status != "ok"}
+    for spec, fingerprint in to_run:
         blocked = [a for a in spec.after if a in bad]
         if blocked:
-            res = RunResult(
-                spec.name,
-                str(spec.notebook),
-                "skipped",
-                parameters=params[spec.name],
-                error=f"skipped: comes after failed run(s) {blocked}",
+            res = new_result(
+                spec, params[spec.name], "skipped", error=f"skipped: comes after failed run(s) {blocked}"
             )
         else:
-            log(f"[{i}/{len(ordered)}] {spec.name} ({spec.notebook.name}) ...")
+            log(f"[{len(results) + 1}/{len(ordered)}] {spec.name} ({spec.notebook.name}) ...")
             try:
                 res = execute_run(spec, params[spec.name], out, config)
             except OSError as exc:  # a full disk: stop here; the index already lists the finished runs
-                raise _stopped(exc, spec, results) from None
+                raise _stopped(exc, spec, list(results.values())) from None
+        res.job = "inline"
         if res.status != "ok":
             bad.add(spec.name)
-        log(
-            f"[{i}/{len(ordered)}] {spec.name}: {res.status} ({res.seconds:.1f} s)"
-            + (f": {res.error}" if res.error else "")
-        )
-        done = {r.name: r for r in [*results, res]}
-        listed = [done.get(r.name) or kept.get(r.name) for r in everything]
+        else:
+            res.fingerprint = fingerprint
         try:
-            write_index([r for r in listed if r is not None], out, config, time.perf_counter() - t0)
+            record(res)
         except OSError as exc:  # the previous index and runs.json stay, complete
-            raise _stopped(exc, spec, results) from None
-        results.append(res)
-    return results
+            raise _stopped(exc, spec, list(results.values())) from None
+    return [results[r.name] for r in ordered]
+
+
+def _still_good(before: RunResult | None, fingerprint: str, out: Path) -> bool:
+    """Whether an earlier run's record can stand: ok, the same fingerprint, and its page still there."""
+    return bool(
+        before
+        and before.status == "ok"
+        and before.fingerprint == fingerprint
+        and before.html
+        and (out / before.html).is_file()
+    )
+
+
+def run_fingerprint(spec: RunSpec, params: dict[str, Any], config: SuiteConfig) -> str:
+    """What a run's outcome depends on: the notebook's source, its parameters, the kernels' environment
+    and probekit's code. A finished run with the same fingerprint is not run again."""
+    import hashlib
+
+    from .cache import code_version
+
+    h = hashlib.sha256(spec.notebook.read_bytes())
+    h.update(json.dumps([params, config.env, code_version()], sort_keys=True, default=str).encode())
+    return h.hexdigest()[:16]
 
 
 def _stopped(exc: OSError, spec: RunSpec, finished: list[RunResult]) -> Exception:

@@ -1,7 +1,9 @@
 """The suite's landing page and machine-readable log: ``<out>/index.html`` and ``<out>/runs.json``.
 
 The index is one static HTML file with no scripts: a table of runs with status, duration, model,
-datasets, headline numbers, result tables and links to each report. Each headline shows its value
+datasets, headline numbers, result tables and links to each report (and to a submitit job's logs). A
+sweep's index (``defaults.models``) puts the cross-model runs and their headlines first ("Across
+models"), then one section per model with that model's runs. Each headline shows its value
 with its interval and sample size (``+0.12 [-0.30, +0.50], n = 7 datasets``), flagged "not resolved
 at this sample size" when the interval spans 0, or why it could not be computed
 (:mod:`probekit.headlines`).
@@ -17,12 +19,14 @@ from pathlib import Path
 from typing import Any
 
 from . import __version__
+from .paths import model_folder
 from .suite_runs import RunResult, SuiteConfig, results_as_dicts
 
 _CSS = """
 body { font: 14px/1.45 system-ui, -apple-system, 'Segoe UI', Helvetica, Arial, sans-serif;
        margin: 24px 32px; color: #222; }
 h1 { font-size: 20px; margin: 0 0 4px 0; }
+h2 { font-size: 16px; margin: 24px 0 6px 0; }
 .meta { color: #666; margin-bottom: 16px; }
 table { border-collapse: collapse; }
 th, td { text-align: left; vertical-align: top; padding: 6px 12px 6px 0; border-bottom: 1px solid #e4e4e4; }
@@ -58,9 +62,15 @@ def _row(r: RunResult, out: Path) -> str:
         for t in r.tables
     )
     error = f'<div class="error">{_e(r.error)}</div>' if r.error else ""
+    logs = " ".join(f'<a href="{_e(log)}">{_e(Path(log).suffix.lstrip(".") or "log")}</a>' for log in r.logs)
+    job = (
+        f"<div class=meta>{_e(r.job)}{' · log: ' + logs if logs else ''}</div>"
+        if r.job and r.job != "inline"
+        else ""
+    )
     return (
         "<tr>"
-        f"<td>{name}<div class=meta>{_e(Path(r.notebook).name)}</div></td>"
+        f"<td>{name}<div class=meta>{_e(Path(r.notebook).name)}</div>{job}</td>"
         f'<td><span class="status {_e(r.status)}">{_e(r.status)}</span>{error}</td>'
         f"<td class=num>{r.seconds:.1f} s</td>"
         f"<td>{_e(r.model)}</td>"
@@ -87,17 +97,38 @@ def index_html(results: list[RunResult], out: Path, config: SuiteConfig, seconds
         f"probekit {_e(env.get('probekit', __version__))} · git {_e(env.get('git_sha', '?'))} · "
         f"{_e(env.get('device', ''))} · {_e(when)}"
     )
-    rows = "\n".join(_row(r, out) for r in results)
+    if config.models:
+        sections = [("Across models", "cross", [r for r in results if not r.folder])]
+        sections += [
+            (f"Model {model}", f"model-{i}", [r for r in results if r.folder == model_folder(model)])
+            for i, model in enumerate(config.models, 1)
+        ]
+        body = "\n".join(_table(rows, out, ident, title) for title, ident, rows in sections if rows)
+        where = (
+            "tables under each model's <code>&lt;model&gt;/results/</code> and the cross-model ones under "
+        )
+        meta += f" · sweep over {len(config.models)} models"
+    else:
+        body, where = _table(results, out, "runs"), "tables under "
     return (
         "<!DOCTYPE html>\n<html lang=en><head><meta charset=utf-8>"
         "<meta name=viewport content='width=device-width, initial-scale=1'>"
         f"<title>probekit reports</title><style>{_CSS}</style></head><body>\n"
         f"<h1>probekit reports</h1><div class=meta>{meta}</div>\n"
-        "<table id=runs><thead><tr><th>run</th><th>status</th><th>time</th><th>model</th>"
-        "<th>datasets</th><th>headline numbers</th><th>tables</th></tr></thead><tbody>\n"
-        f"{rows}\n</tbody></table>\n"
-        '<p class=meta>Machine-readable: <a href="runs.json">runs.json</a>; tables under '
+        f"{body}\n"
+        f'<p class=meta>Machine-readable: <a href="runs.json">runs.json</a>; {where}'
         '<a href="results/">results/</a>.</p>\n</body></html>\n'
+    )
+
+
+def _table(results: list[RunResult], out: Path, ident: str, title: str = "") -> str:
+    """One table of runs, under a heading when it is one of a sweep's sections."""
+    rows = "\n".join(_row(r, out) for r in results)
+    heading = f"<h2>{_e(title)}</h2>\n" if title else ""
+    return (
+        f"{heading}<table id={ident}><thead><tr><th>run</th><th>status</th><th>time</th><th>model</th>"
+        "<th>datasets</th><th>headline numbers</th><th>tables</th></tr></thead><tbody>\n"
+        f"{rows}\n</tbody></table>"
     )
 
 

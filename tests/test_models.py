@@ -213,3 +213,25 @@ def test_unreadable_weights_files_name_the_file_and_the_formats(tmp_path):
     for name, what in cases.items():
         with pytest.raises(WeightsFileError, match=f"{name}.*{what}.*--weights takes a .safetensors file"):
             load_model("vit_tiny_patch16_224", weights=tmp_path / name, image_size=32, device="cpu")
+
+
+def test_random_control_of_the_embedded_architecture_is_fixed_and_apart(embedded_backbone):
+    """``random:dinov2_vits14`` is the embedded architecture and preprocessing under a fixed seed: the
+    same weights whatever the global RNG state (so every process of a sweep builds the same control),
+    a weights digest apart from the pretrained model's (so its features get their own store), and no
+    weights file."""
+    from probekit.errors import WeightsFileError
+
+    torch.manual_seed(123)
+    a = load_model("random:dinov2_vits14", image_size=56, device="cpu")
+    torch.manual_seed(7)
+    b = load_model("random:vit_small_patch14_dinov2", image_size=56, device="cpu")
+    assert a.weights_digest == b.weights_digest and a.name == "random:dinov2_vits14"
+    assert a.architecture == embedded.ARCH and "random init" in a.display_name
+    assert load_model("random:dinov2_vits14", device="cpu").image_size == embedded_backbone.image_size == 112
+    assert a.identity()["transform"]["mean"] == embedded_backbone.identity()["transform"]["mean"]
+    assert a.weights_digest != load_model("dinov2_vits14", image_size=56, device="cpu").weights_digest
+    with pytest.raises(WeightsFileError, match="random-initialised control"):
+        load_model("random:dinov2_vits14", weights="x.safetensors")
+    with pytest.raises(UnknownModelError, match="random:<architecture>"):
+        load_model("random:dinov2_vitz14")

@@ -49,7 +49,15 @@ def tiny_suite(tmp_path_factory) -> Path:
 @pytest.mark.slow
 def test_every_notebook_ran_and_wrote_its_tables(tiny_suite: Path):
     runs = json.loads((tiny_suite / "runs.json").read_text())["runs"]
-    assert [r["name"] for r in runs] == ["shift", "layerwise", "modulewise", "fusion", "summary", "finetune"]
+    assert [r["name"] for r in runs] == [
+        "shift",
+        "layerwise",
+        "modulewise",
+        "fusion",
+        "summary",
+        "models",
+        "finetune",
+    ]
     assert all(r["status"] == "ok" for r in runs)
     results = tiny_suite / "results"
     for name in (
@@ -68,6 +76,9 @@ def test_every_notebook_ran_and_wrote_its_tables(tiny_suite: Path):
         "finetune_probes",
         "finetune_depth",
         "finetune_claim",
+        "models_fusion",
+        "models_findings",
+        "models_sites_by_shift",
     ):
         table = pd.read_csv(results / f"{name}.csv")
         assert set(TABLE_COLUMNS) <= set(table.columns), name
@@ -83,7 +94,7 @@ def test_every_notebook_ran_and_wrote_its_tables(tiny_suite: Path):
 
 @pytest.mark.slow
 def test_reports_render_offline_with_charts_drawn(tiny_suite: Path):
-    for name in ("shift", "layerwise", "modulewise", "fusion", "summary", "finetune"):
+    for name in ("shift", "layerwise", "modulewise", "fusion", "summary", "models", "finetune"):
         html = (tiny_suite / f"{name}.html").read_text()
         assert "cdn.jsdelivr" not in html and "Run info" in html
     index = (tiny_suite / "index.html").read_text()

@@ -15,7 +15,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--only",
         action="append",
         metavar="NAME",
-        help="run only this run (repeatable); runs it comes after are assumed done",
+        help="run only this run (repeatable): a run's name in the config (for every model of a sweep) "
+        "or a sweep's MODEL/NAME; runs it comes after are assumed done",
     )
     parser.add_argument(
         "--out", type=Path, default=None, help="output folder (default: the config's 'out', else reports/)"
@@ -25,32 +26,71 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         action="store_true",
         help="validate the config and every parameter's name, type and range; run and write nothing",
     )
+    parser.add_argument(
+        "--rerun",
+        action="store_true",
+        help="run every run again, also those that finished ok with the same notebook, parameters and code",
+    )
+    jobs = parser.add_argument_group(
+        "executor", "where the runs execute (default: the config's 'executor:' section, else inline)"
+    )
+    jobs.add_argument(
+        "--executor",
+        choices=["inline", "local", "slurm"],
+        default=None,
+        help="inline: one after another in this process; local: parallel submitit processes on this "
+        "machine; slurm: one SLURM job per run (submitit)",
+    )
+    jobs.add_argument(
+        "--jobs", type=int, default=None, metavar="N", help="most jobs at once (local: default 2)"
+    )
+    jobs.add_argument("--partition", default=None, help="slurm: partition")
+    jobs.add_argument(
+        "--gpus", type=int, default=None, metavar="N", help="GPUs per job (slurm: --gpus-per-node)"
+    )
+    jobs.add_argument(
+        "--cpus", type=int, default=None, metavar="N", help="slurm: CPUs per job (--cpus-per-task)"
+    )
+    jobs.add_argument("--time", type=int, default=None, metavar="MIN", help="minutes per job (default 24 h)")
+
+
+def _executor(args: argparse.Namespace, config):
+    from ..suite_jobs import executor_options
+
+    overrides = {
+        "kind": args.executor,
+        "jobs": args.jobs,
+        "partition": args.partition,
+        "gpus": args.gpus,
+        "cpus": args.cpus,
+        "time": args.time,
+    }
+    return executor_options(
+        config.executor, overrides, where=f"{args.config}: executor (config and command line)"
+    )
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..suite import (
-        SuiteOutputError,
-        check_writable,
-        load_config,
-        order_runs,
-        resolve_parameters,
-        run_suite,
-        writable,
-    )
+    from ..suite import SuiteOutputError, check_writable, load_config, plan_runs, run_suite, writable
 
     config = load_config(args.config)
+    executor = _executor(args, config)
     if args.check:  # writes nothing: the notebooks are converted in a scratch folder
         import tempfile
 
         out = (args.out or config.out or Path("reports")).resolve()
         with tempfile.TemporaryDirectory(prefix="probekit-check-") as scratch:
-            resolve_parameters(config, order_runs(config.runs), out, work=Path(scratch))
+            runs, _ = plan_runs(config, out, work=Path(scratch))
         if (args.out or config.out) and not writable(out):
             raise SuiteOutputError(
                 f"{args.config}: parameters valid, but the output folder {out} is not writable; "
                 "give a writable folder with --out (or 'out:' in the config)"
             )
-        print(f"{args.config}: {len(config.runs)} runs; every parameter name, type and range valid")
+        sweep = f" ({len(config.models)} models x {len(config.runs)} notebooks)" if config.models else ""
+        print(
+            f"{args.config}: {len(runs)} runs{sweep}; every parameter name, type and range valid; "
+            f"executor {executor.describe()}"
+        )
         return 0
     if args.out or config.out:
         out = (args.out or config.out).resolve()
@@ -59,7 +99,7 @@ def run(args: argparse.Namespace) -> int:
         from ..paths import reports_dir
 
         out = reports_dir().resolve()
-    results = run_suite(config, out, only=args.only)
+    results = run_suite(config, out, only=args.only, executor=executor, rerun=args.rerun)
     failed = [r.name for r in results if r.status != "ok"]
     print(f"index: {out / 'index.html'}")
     if failed:

@@ -1,6 +1,14 @@
 """Load any timm ViT-family model as a frozen :class:`Backbone`: hub weights, a local weights
 file, random initialisation, or the embedded offline default.
 
+A name ``random:<architecture>`` is a random-initialised control that needs no network and no weights
+file: ``random:dinov2_vits14`` is the embedded DINOv2 ViT-S/14 architecture (timm
+``vit_small_patch14_dinov2``, its preprocessing and default image size) with timm's own initialisation
+under the fixed seed :data:`RANDOM_SEED`, so every process builds the same weights (its weights digest,
+part of every feature-store key, keeps its features apart from the pretrained model's).
+``random:<timm architecture>`` does the same for any timm ViT (``random:vit_small_patch14_dinov2`` is
+accepted as the embedded architecture's timm spelling).
+
 Preprocessing always comes from the model's own data config (``resolve_model_data_config``);
 the image size is a parameter, and position embeddings are resampled to it by timm.
 """
@@ -13,7 +21,7 @@ from pathlib import Path
 import torch
 
 from ..device import resolve_device
-from ..errors import ProbekitError, UnknownModelError, WeightsMismatchError
+from ..errors import ProbekitError, UnknownModelError, WeightsFileError, WeightsMismatchError
 from . import embedded
 from .backbone import Backbone
 from .build import create_local, frozen_backbone, timm_kwargs
@@ -23,9 +31,27 @@ class HubUnavailableError(ProbekitError, OSError):
     """Pretrained weights could not be fetched from the hub (offline, or a network error)."""
 
 
+RANDOM_PREFIX = "random:"
+RANDOM_SEED = 0  # the random controls' initialisation seed: fixed, so the control is the same everywhere
+
+
+def random_control_architecture(name: str) -> str | None:
+    """The architecture a ``random:<architecture>`` name initialises (the embedded model's name maps to
+    its timm architecture); None for any other name."""
+    if not name.startswith(RANDOM_PREFIX):
+        return None
+    arch = name[len(RANDOM_PREFIX) :].split(".", 1)[0]
+    return embedded.ARCH if arch == embedded.NAME else arch
+
+
+def _is_embedded_architecture(name: str) -> bool:
+    return name == embedded.NAME or random_control_architecture(name) == embedded.ARCH
+
+
 def default_image_size(name: str, device: torch.device | str | None = None) -> int | None:
-    """112 px on a CPU and 224 on a GPU for the embedded model; None (the model's own) otherwise."""
-    if name != embedded.NAME:
+    """112 px on a CPU and 224 on a GPU for the embedded model and its random control; None (the
+    model's own) otherwise."""
+    if not _is_embedded_architecture(name):
         return None
     return 224 if resolve_device(device).type == "cuda" else 112
 
@@ -39,6 +65,15 @@ def _known_names() -> list[str]:
 def _check_known(name: str) -> str:
     import timm
 
+    control = random_control_architecture(name)
+    if control is not None:
+        if not control or not timm.is_model(control):
+            raise UnknownModelError(
+                f"unknown model {name!r}: a random-initialised control is spelled "
+                f"{RANDOM_PREFIX}<architecture>, with {embedded.NAME!r} (the embedded architecture) or a timm "
+                f"architecture name such as vit_small_patch14_dinov2; {control!r} is neither."
+            )
+        return control
     arch = name.split(".", 1)[0]
     if name == embedded.NAME or timm.is_model(arch):
         return arch
@@ -113,7 +148,9 @@ def load_model(
 
     Args:
         name: ``"dinov2_vits14"`` (the embedded offline default), or any timm ViT-family name,
-            ideally with its pretrained tag (``"vit_base_patch16_224.augreg2_in21k_ft_in1k"``).
+            ideally with its pretrained tag (``"vit_base_patch16_224.augreg2_in21k_ft_in1k"``), or
+            ``"random:dinov2_vits14"`` (``random:<architecture>``): a random-initialised control under
+            the fixed seed :data:`RANDOM_SEED` (``pretrained`` and ``seed`` do not apply to it).
         image_size: input resolution; position embeddings are resampled to it. Default: 112 px
             on a CPU and 224 on a GPU for the embedded model, the model's own size otherwise.
         pretrained: load pretrained weights (hub, or ``weights``); False gives a random
@@ -129,7 +166,20 @@ def load_model(
     image_size = image_size or default_image_size(name, device)
     weights = Path(weights).expanduser() if weights else None  # "" (a notebook's default) means none
 
-    if name == embedded.NAME:
+    if random_control_architecture(name) is not None:
+        if weights is not None:
+            raise WeightsFileError(
+                f"{name} is a random-initialised control and loads no weights; drop weights={str(weights)!r} "
+                f"or name the architecture without {RANDOM_PREFIX!r}"
+            )
+        pretrained, seed = False, RANDOM_SEED
+        if arch == embedded.ARCH:
+            timm_name = f"{embedded.ARCH}.lvd142m"  # the embedded model's preprocessing (data config)
+            display = f"DINOv2 ViT-S/14 architecture, random init (seed {seed})"
+        else:
+            timm_name, display = arch, f"{arch} (random init, seed {seed})"
+        source = f"random initialisation (timm's, seed {seed}): a control with no pretraining"
+    elif name == embedded.NAME:
         if weights is None:
             weights = embedded.ensure_weights() if pretrained else None
         timm_name, display, source = f"{embedded.ARCH}.lvd142m", embedded.DISPLAY_NAME, embedded.SOURCE
@@ -147,7 +197,7 @@ def load_model(
     return frozen_backbone(
         model,
         name=name,
-        architecture=arch if name != embedded.NAME else embedded.ARCH,
+        architecture=embedded.ARCH if name == embedded.NAME else arch,
         display_name=display,
         source=source,
         image_size=image_size,

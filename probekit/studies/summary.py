@@ -60,9 +60,9 @@ OUTCOMES = {
 OPTIONAL = {"alf_gain"}  # paper 2's outcome: a paper-1-only run skips notebook 04
 
 
-def _outcome(results_dir: Path, name: str, model: str | None) -> pd.DataFrame:
+def _outcome(results_dir: Path, name: str, model: str | None, skip_missing: bool = False) -> pd.DataFrame:
     table, notebook, method, _, _ = OUTCOMES[name]
-    if name in OPTIONAL and not (results_dir / f"{table}.csv").is_file():
+    if (skip_missing or name in OPTIONAL) and not (results_dir / f"{table}.csv").is_file():
         return pd.DataFrame(columns=["dataset", name])
     t = read_table(table, results_dir, notebook=notebook)
     if model is not None:
@@ -74,18 +74,32 @@ def _outcome(results_dir: Path, name: str, model: str | None) -> pd.DataFrame:
 
 
 def outcomes_by_dataset(
-    results_dir: str | Path, *, measure: str = SHIFT_MEASURE, model: str | None = None
+    results_dir: str | Path,
+    *,
+    measure: str = SHIFT_MEASURE,
+    model: str | None = None,
+    skip_missing: bool = False,
 ) -> pd.DataFrame:
     """One row per dataset: its last-layer shift and the three outcomes (NaN where not measured).
 
     Raises :class:`~probekit.errors.MissingTableError` naming the notebook to run when a table
-    other than notebook 04's is missing.
+    other than notebook 04's is missing; with ``skip_missing`` only for the shift table, and an
+    outcome whose table is missing is NaN (:func:`missing_outcomes` names them).
     """
     results_dir = Path(results_dir)
     table = shift_scores(results_dir, measure=measure, model=model)
     for name in OUTCOMES:
-        table = table.merge(_outcome(results_dir, name, model), on="dataset", how="outer")
+        table = table.merge(_outcome(results_dir, name, model, skip_missing), on="dataset", how="outer")
     return table.sort_values("shift").reset_index(drop=True)
+
+
+def missing_outcomes(results_dir: str | Path) -> list[str]:
+    """The outcomes whose table is not in ``results_dir``, each as "<label>: run <notebook>"."""
+    return [
+        f"{label}: run notebook {notebook} ({table}.csv)"
+        for table, notebook, _, label, _ in OUTCOMES.values()
+        if not (Path(results_dir) / f"{table}.csv").is_file()
+    ]
 
 
 def correlations(per_dataset: pd.DataFrame, *, seed: int = 0, model: str = "") -> pd.DataFrame:
