@@ -267,6 +267,16 @@ def record_headlines(models: list[str], table: pd.DataFrame, correlations: pd.Da
     each with its interval and n, or why it could not be computed."""
     from .. import report
 
+    def record(name: str, row: pd.Series | None, n: int, **kw) -> None:
+        """One headline from one row of a table (value, interval), or its ``why`` when there is none."""
+        report.headline(
+            name,
+            float(row["value"]) if row is not None else float("nan"),
+            ci=(row["ci_low"], row["ci_high"]) if row is not None else None,
+            n=f"{n} datasets",
+            **kw,
+        )
+
     for model in models:
         alf = (
             table[(table["model"] == model) & (table["method"] == HEADLINE_METHOD)]
@@ -274,24 +284,22 @@ def record_headlines(models: list[str], table: pd.DataFrame, correlations: pd.Da
             else table
         )
         r = alf.iloc[0] if not alf.empty else None
-        report.headline(
+        record(
             f"mean_alf_gain.{model_folder(model)}",
-            float(r["value"]) if r is not None else float("nan"),
+            r,
+            r["n_datasets"] if r is not None else 0,
             label=f"{model}: mean ALF gain over CLS-last",
             fmt="+.3f",
-            ci=(r["ci_low"], r["ci_high"]) if r is not None else None,
-            n=f"{r['n_datasets'] if r is not None else 0} datasets",
             why="notebook 04 wrote no gains for this model",
         )
         rho = correlations[(correlations["model"] == model) & (correlations["metric"] == DEPTH)]
         c = rho.iloc[0] if not rho.empty else None
         n = int(c["n_datasets"]) if c is not None else 0
-        report.headline(
+        record(
             f"rho_shift_depth.{model_folder(model)}",
-            float(c["value"]) if c is not None else float("nan"),
+            c,
+            n,
             label=f"{model}: Spearman ρ(shift, relative depth)",
             fmt="+.2f",
-            ci=(c["ci_low"], c["ci_high"]) if c is not None else None,
-            n=f"{n} datasets",
             why=spearman_why(n),
         )
