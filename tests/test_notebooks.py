@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -93,21 +92,13 @@ def test_every_notebook_ran_and_wrote_its_tables(tiny_suite: Path):
 
 
 @pytest.mark.slow
-def test_reports_render_offline_with_charts_drawn(tiny_suite: Path):
+def test_reports_render_offline_with_charts_drawn(tiny_suite: Path, check_reports):
     for name in ("shift", "layerwise", "modulewise", "fusion", "summary", "models", "finetune"):
         html = (tiny_suite / f"{name}.html").read_text()
         assert "cdn.jsdelivr" not in html and "Run info" in html
     index = (tiny_suite / "index.html").read_text()
     assert all(f"{name}.html" in index for name in ("shift", "layerwise", "modulewise", "fusion", "summary"))
-    if shutil.which("chromium") is None:
-        pytest.fail("chromium is not installed: run `make system-deps` (Debian package chromium)")
-    check = subprocess.run(
-        [sys.executable, str(ROOT / "scripts" / "check_reports.py"), str(tiny_suite)],
-        capture_output=True,
-        text=True,
-        timeout=600,
-        check=False,
-    )
+    check = check_reports(tiny_suite)
     assert check.returncode == 0, check.stdout + check.stderr
     assert "reports ok" in check.stdout
 

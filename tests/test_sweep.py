@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -101,20 +100,12 @@ def test_each_model_gets_its_folder_and_the_index_groups_them(sweeps):
 
 
 @pytest.mark.slow
-def test_cross_model_report_draws_in_headless_chromium(sweeps):
+def test_cross_model_report_draws_in_headless_chromium(sweeps, check_reports):
     """The sweep's index, each model's reports and notebook 07's page, checked as `make check-reports`
     checks the demo: links resolve (also into the model folders), charts draw, nothing overprints."""
-    if shutil.which("chromium") is None:
-        pytest.fail("chromium is not installed: run `make system-deps` (Debian package chromium)")
     html = (sweeps["inline"] / "models.html").read_text()
     assert "Only one model" not in html and "2 models: dinov2_vits14, random:dinov2_vits14" in html
-    check = subprocess.run(
-        [sys.executable, str(ROOT / "scripts" / "check_reports.py"), str(sweeps["inline"])],
-        capture_output=True,
-        text=True,
-        timeout=600,
-        check=False,
-    )
+    check = check_reports(sweeps["inline"])
     assert check.returncode == 0, check.stdout + check.stderr
     assert "models.html: " in check.stdout
 
