@@ -103,7 +103,8 @@ def spearman_ci(
 ) -> tuple[float, float, float]:
     """Spearman's rho of ``x`` and ``y`` with a percentile bootstrap interval over points.
 
-    Returns ``(rho, ci_low, ci_high)``; NaN where it is undefined (fewer than 3 points or a
+    The interval does not depend on the order the points are given in. Returns ``(rho, ci_low,
+    ci_high)``; NaN where it is undefined (fewer than 3 points or a
     constant variable). A resample that draws a constant variable counts as rho = 0 (dropping
     it would condition the interval on the informative resamples).
     """
@@ -112,6 +113,10 @@ def spearman_ci(
     xs, ys = xs[keep], ys[keep]
     if len(xs) < 3:
         return float("nan"), float("nan"), float("nan")
+    # resample the points in one canonical order, so that callers listing the same points in another
+    # order (notebook 02 per dataset, notebook 05 per table row) get the same interval
+    order = np.lexsort((ys, xs))
+    xs, ys = xs[order], ys[order]
     rho = _spearman(xs[None], ys[None])[0]
     rng = np.random.default_rng(seed)
     idx = rng.integers(0, len(xs), size=(n_boot, len(xs)))

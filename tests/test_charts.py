@@ -193,3 +193,10 @@ def test_scatter_names_points_by_legend_not_overprinting_text():
     spec = charts.scatter_with_fit(wide, "shift", "gain").to_dict()
     assert not any(_mark(s) == "text" for s in _layers(spec))
     assert any(s.get("encoding", {}).get("color", {}).get("field") == "dataset" for s in _layers(spec))
+
+
+def test_spearman_interval_does_not_depend_on_the_order_of_the_points():
+    x = np.arange(12.0)
+    y = x + np.random.default_rng(1).normal(0, 3, size=12)
+    perm = np.random.default_rng(2).permutation(12)
+    assert charts.spearman_ci(x, y) == charts.spearman_ci(x[perm], y[perm])
