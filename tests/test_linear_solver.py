@@ -10,7 +10,7 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.preprocessing import StandardScaler
 
 from probekit.probes.linear import row_space
-from probekit.probes.softmax import SoftmaxFit, fit_softmax
+from probekit.probes.softmax import SoftmaxFit, _loss_residual, fit_softmax
 from probekit.probes.standardize import l2_rows, prepare
 from probekit.probes.table import bootstrap_balanced_accuracy
 
@@ -249,3 +249,23 @@ def test_batches_side_by_side_on_cpu_threads_give_the_serial_fit(digits) -> None
     finally:
         torch.set_num_threads(threads)
     assert torch.equal(fits[2].coef, fits[1].coef) and torch.equal(fits[2].n_iter, fits[1].n_iter)
+
+
+def test_loss_and_residual_keep_their_precision_at_large_margins() -> None:
+    # rows classified with margins up to 60: the textbook -log p_y and p_y - 1 round to 0 in float32
+    # beyond a margin of ~17, which was the floor of a float32 solve at large C
+    gen = torch.Generator().manual_seed(0)
+    margin = torch.linspace(0.0, 60.0, 200, dtype=torch.float64)
+    z = torch.randn(1, 1, 10, 200, generator=gen, dtype=torch.float64)
+    y = torch.randint(0, 10, (200,), generator=gen).view(1, 1, 1, 200)
+    z = z.scatter_add(2, y, margin.view(1, 1, 1, 200) + z.amax(2, keepdim=True) - z.gather(2, y))
+    e = (z - z.gather(2, y)).exp()  # the other classes, relative to the true one (exact in float64)
+    other = e.scatter(2, y, 0.0).sum(2, keepdim=True)
+    want_loss = torch.log1p(other)
+    want_res = (e / (1 + other)).scatter(2, y, -other / (1 + other))
+    loss, res = _loss_residual(z.float(), y)
+    assert float((loss.double() / want_loss - 1).abs().max()) < 1e-5
+    nonzero = want_res.abs() > 1e-30  # float32's range ends near 1e-38
+    assert float((res.double()[nonzero] / want_res[nonzero] - 1).abs().max()) < 1e-4
+    old = -torch.log_softmax(z.float(), 2).gather(2, y)
+    assert float(old[..., -1]) == 0.0 < float(loss[..., -1])  # what the textbook form loses
