@@ -1,4 +1,5 @@
-"""Shared fixtures: the embedded model (converted once per session), small real images, the report checker."""
+"""Shared fixtures: the embedded model (converted once per session), the suite run as a user runs it,
+the report checker."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from pathlib import Path
 import pytest
 
 os.environ.setdefault("TQDM_DISABLE", "1")
+ROOT = Path(__file__).resolve().parent.parent
 
 
 @pytest.fixture(scope="session")
@@ -29,12 +31,32 @@ def check_reports():
     def run(folder: Path) -> subprocess.CompletedProcess:
         if shutil.which("chromium") is None:
             pytest.fail("chromium is not installed: run `make system-deps` (Debian package chromium)")
-        script = Path(__file__).resolve().parent.parent / "scripts" / "check_reports.py"
+        script = ROOT / "scripts" / "check_reports.py"
         return subprocess.run(
             [sys.executable, str(script), str(folder)],
             capture_output=True,
             text=True,
             timeout=600,
+            check=False,
+        )
+
+    return run
+
+
+@pytest.fixture(scope="session")
+def run_suite():
+    """Runs ``probekit suite <config> --out <out> [extra...]`` from the checkout in a subprocess, every
+    analysis computed (``PROBEKIT_NO_RESULT_CACHE=1``; stored features are reused), and returns the
+    finished process."""
+
+    def run(config: Path, out: Path, *extra: str, timeout: int = 1500) -> subprocess.CompletedProcess:
+        return subprocess.run(
+            [sys.executable, "-m", "probekit.cli", "suite", str(config), "--out", str(out), *extra],
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            cwd=ROOT,
+            env={**os.environ, "PROBEKIT_NO_RESULT_CACHE": "1"},
             check=False,
         )
 

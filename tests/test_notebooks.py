@@ -7,9 +7,6 @@ each tidy table, each HTML report, the index, and that the charts draw in headle
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -21,26 +18,9 @@ TABLE_COLUMNS = ["model", "dataset", "site", "layer", "pool", "metric", "value",
 
 
 @pytest.fixture(scope="module")
-def tiny_suite(tmp_path_factory) -> Path:
+def tiny_suite(tmp_path_factory, run_suite) -> Path:
     out = tmp_path_factory.mktemp("suite")
-    env = {**os.environ, "PROBEKIT_NO_RESULT_CACHE": "1"}  # compute every analysis, reuse only features
-    proc = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "probekit.cli",
-            "suite",
-            str(ROOT / "configs" / "tiny.yaml"),
-            "--out",
-            str(out),
-        ],
-        capture_output=True,
-        text=True,
-        timeout=1500,
-        cwd=ROOT,
-        env=env,
-        check=False,
-    )
+    proc = run_suite(ROOT / "configs" / "tiny.yaml", out)  # every analysis computed, features reused
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     return out
 

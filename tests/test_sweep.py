@@ -9,9 +9,6 @@ analysis computed (``PROBEKIT_NO_RESULT_CACHE=1``; the features are shared): inl
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pandas as pd
@@ -26,25 +23,12 @@ MODELS = {"dinov2_vits14": "dinov2_vits14", "random:dinov2_vits14": "random-dino
 TIMING_COLUMNS = ("seconds", "seconds_per_dataset")  # wall times differ from run to run
 
 
-def _suite(out: Path, *extra: str) -> subprocess.CompletedProcess:
-    env = {**os.environ, "PROBEKIT_NO_RESULT_CACHE": "1"}
-    return subprocess.run(
-        [sys.executable, "-m", "probekit.cli", "suite", str(SWEEP), "--out", str(out), *extra],
-        capture_output=True,
-        text=True,
-        timeout=1200,
-        cwd=ROOT,
-        env=env,
-        check=False,
-    )
-
-
 @pytest.fixture(scope="module")
-def sweeps(tmp_path_factory) -> dict[str, Path]:
+def sweeps(tmp_path_factory, run_suite) -> dict[str, Path]:
     outs = {}
     for name, extra in (("inline", ()), ("local", ("--executor", "local", "--jobs", "2"))):
         out = tmp_path_factory.mktemp(name)
-        proc = _suite(out, *extra)
+        proc = run_suite(SWEEP, out, *extra, timeout=1200)
         assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
         outs[name] = out
     return outs
@@ -111,8 +95,8 @@ def test_cross_model_report_draws_in_headless_chromium(sweeps, check_reports):
 
 
 @pytest.mark.slow
-def test_a_rerun_keeps_the_finished_runs(sweeps):
-    proc = _suite(sweeps["local"], "--executor", "local", "--jobs", "2")
+def test_a_rerun_keeps_the_finished_runs(sweeps, run_suite):
+    proc = run_suite(SWEEP, sweeps["local"], "--executor", "local", "--jobs", "2", timeout=1200)
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert proc.stdout.count("finished earlier with the same notebook, parameters and code: kept") == 5
     assert "submitted" not in proc.stdout
