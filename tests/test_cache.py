@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pandas as pd
 
-from probekit.cache import cached, result_key
+from probekit.cache import cached, code_version, import_closure, result_key
 
 
 def test_cached_returns_the_stored_result_and_keys_on_every_input(tmp_path, monkeypatch):
@@ -34,3 +34,44 @@ def test_cache_can_be_switched_off_and_survives_a_corrupt_entry(tmp_path, monkey
     assert cached("k", {"a": 1}, lambda: 2) == 2  # unreadable entry: computed again
     monkeypatch.setenv("PROBEKIT_NO_RESULT_CACHE", "1")
     assert cached("k", {"a": 1}, lambda: 3) == 3
+
+
+def _write_package(root, files: dict[str, str]):
+    root.mkdir(exist_ok=True)
+    for name, text in files.items():
+        (root / name).write_text(text)
+
+
+def test_a_result_is_keyed_on_the_code_it_runs_and_not_on_the_rest(tmp_path):
+    # a package of five modules: a imports b (relative), b imports c inside a function, d is unrelated
+    pkg = tmp_path / "pkg"
+    _write_package(
+        pkg,
+        {
+            "__init__.py": "",
+            "a.py": "from . import b\n",
+            "b.py": "def f():\n    import pkg.c\n    return pkg.c.X\n",
+            "c.py": "X = 1\n",
+            "d.py": "from .a import b\nY = 2\n",
+        },
+    )
+    assert import_closure("pkg.a", pkg) == {"pkg", "pkg.a", "pkg.b", "pkg.c"}
+    assert import_closure("pkg.d", pkg) == {"pkg", "pkg.a", "pkg.b", "pkg.c", "pkg.d"}
+    before = code_version("pkg.a", pkg), code_version("pkg.d", pkg), code_version(None, pkg)
+    (pkg / "d.py").write_text("from .a import b\nY = 3\n")  # outside a's code
+    code_version.cache_clear()
+    after_d = code_version("pkg.a", pkg), code_version("pkg.d", pkg), code_version(None, pkg)
+    assert after_d[0] == before[0] and after_d[1] != before[1] and after_d[2] != before[2]
+    (pkg / "c.py").write_text("X = 2\n")  # inside a's code, two imports away
+    code_version.cache_clear()
+    assert code_version("pkg.a", pkg) != before[0]
+    code_version.cache_clear()
+
+
+def test_probekit_results_survive_edits_to_code_that_cannot_change_them():
+    shift, probing = import_closure("probekit.studies.shift"), import_closure("probekit.studies.probing")
+    # shift scores do not depend on the probes; no result depends on charts, reports or the suite runner
+    assert "probekit.shift.mmd" in shift and "probekit.probes.softmax" not in shift
+    assert {"probekit.probes.softmax", "probekit.probes.linear", "probekit.shift.mmd"} <= probing
+    for unrelated in ("probekit.charts", "probekit.render", "probekit.suite", "probekit.cli"):
+        assert unrelated not in shift | probing | import_closure("probekit.studies.fusion")
