@@ -24,6 +24,17 @@ def balanced_accuracy(y_true: np.ndarray, y_pred: np.ndarray) -> float:
 
 METRICS: dict[str, Metric] = {"accuracy": accuracy, "balanced_accuracy": balanced_accuracy}
 
+# Two validation scores closer than this are a tie. Balanced accuracy sums per-class recalls in
+# floating point, so scores that are equal as fractions can differ in the last bit, and an
+# ``argmax`` would then break the tie by rounding instead of by the stated rule.
+SCORE_TIE = 1e-9
+
+
+def first_best(scores: Sequence[float]) -> int:
+    """Index of the first score within :data:`SCORE_TIE` of the best (the first of tied maxima)."""
+    s = np.asarray(scores, dtype=np.float64)
+    return int(np.argmax(s >= np.nanmax(s) - SCORE_TIE))
+
 
 def resampled(fn: Metric, y_true: np.ndarray, y_pred: np.ndarray, idx: np.ndarray) -> np.ndarray:
     """``fn`` on every bootstrap resample ``idx`` (``(n_boot, n)`` row indices), vectorised for ours.

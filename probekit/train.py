@@ -58,7 +58,7 @@ from torch import nn
 
 from probekit.device import resolve_device
 from probekit.errors import ProbekitError
-from probekit.metrics import balanced_accuracy, bootstrap_ci
+from probekit.metrics import SCORE_TIE, balanced_accuracy, bootstrap_ci
 from probekit.validation_split import stratified_split
 
 
@@ -374,7 +374,7 @@ def select_and_fit(
                 seconds=log.seconds,
             )
         )
-        if not score <= best_score:  # first strictly best wins, as regularization_tuner.find_peak
+        if not score <= best_score + SCORE_TIE:  # first strictly best wins (regularization_tuner.find_peak)
             best, best_score = params, score
 
     cfg = replace(config, lr=best["lr"], weight_decay=best["weight_decay"])

@@ -42,7 +42,7 @@ import pandas as pd
 import torch
 
 from probekit.device import resolve_device
-from probekit.metrics import balanced_accuracy, bootstrap_ci
+from probekit.metrics import balanced_accuracy, bootstrap_ci, first_best
 from probekit.probes.linear import DEFAULT_CS, check_grid, encode_labels, row_space
 from probekit.probes.softmax import SoftmaxFit, fit_softmax
 from probekit.probes.standardize import prepare
@@ -132,7 +132,7 @@ def fit_exact_linear(
             }
             for j, (c, s) in enumerate(zip(cs, scores))
         ]
-        j = int(np.argmax(scores))  # first maximum: the smallest C among ties, as notebook 02
+        j = first_best(scores)  # the smallest C among ties (to rounding), as notebook 02
         best_c, val_score = cs[j], float(scores[j])
     xtr, xte = row_space(*prepare(xt, xs))
     y_t = torch.from_numpy(ytr)
