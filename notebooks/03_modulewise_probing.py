@@ -154,6 +154,15 @@ Markdown(probing.winners_text(groups))
 # %%
 groups
 
+# %% [markdown]
+# Paper 1's module finding (the FFN activation `act` under strong shift, its input `ln2` under weak
+# shift), as a paired gap per dataset averaged over each group, with a bootstrap interval over datasets.
+
+# %%
+gaps = probing.site_gap_by_shift(summary, shifts, "act", "ln2", seed=seed)
+probing.record_site_gaps(gaps)
+gaps.round(3)
+
 # %%
 charts.explore_widget(rows, metric="accuracy")
 

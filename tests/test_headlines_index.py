@@ -94,3 +94,34 @@ def test_cls_last_check_flags_gaps_over_two_points(tmp_path: Path) -> None:
     text = summary.consistency_text(table)
     assert "1 differ by more than 0.02" in text and "faces: 04 0.700 vs 02 0.750" in text
     assert "not run" in summary.consistency_text(summary.cls_last_consistency(tmp_path / "missing"))
+
+
+def test_act_minus_ln2_by_shift_group_is_paired_with_an_interval() -> None:
+    """Paper 1's module finding as notebook 03 states it: per shift group (split at the median shift),
+    the mean over datasets of act's best-layer accuracy minus ln2's, with a bootstrap interval and n;
+    checked by hand."""
+    from probekit.headlines import mean_ci
+    from probekit.studies import probing
+
+    datasets = [f"d{i}" for i in range(6)]
+    shifts = pd.DataFrame({"dataset": datasets, "shift": [0.1, 0.2, 0.3, 0.4, 0.5, 0.6]})
+    act = [0.90, 0.80, 0.70, 0.60, 0.55, 0.50]
+    ln2 = [0.85, 0.78, 0.69, 0.62, 0.58, 0.49]
+    sites = pd.DataFrame(
+        {
+            "dataset": datasets * 3,
+            "site": ["act"] * 6 + ["ln2"] * 6 + ["fc2"] * 6,
+            "value": act + ln2 + [0.5] * 6,
+        }
+    )
+    gaps = probing.site_gap_by_shift(sites, shifts, "act", "ln2", seed=0).set_index("shift group")
+    weak = np.subtract(act[:3], ln2[:3])  # shifts 0.1-0.3 are at or below the median 0.35
+    strong = np.subtract(act[3:], ln2[3:])
+    assert gaps.loc["weak shift", "datasets"] == 3 and gaps.loc["strong shift", "datasets"] == 3
+    np.testing.assert_allclose(gaps.loc["weak shift", ["value", "ci_low", "ci_high"]], mean_ci(weak, seed=0))
+    np.testing.assert_allclose(
+        gaps.loc["strong shift", ["value", "ci_low", "ci_high"]], mean_ci(strong, seed=0)
+    )
+    assert gaps.loc["weak shift", "value"] > 0 > gaps.loc["strong shift", "value"]
+    # a site that was not probed gives no rows rather than a made-up gap
+    assert probing.site_gap_by_shift(sites, shifts, "act", "attn").empty

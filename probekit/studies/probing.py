@@ -472,6 +472,47 @@ def weak_vs_strong(summary: pd.DataFrame, shifts: pd.DataFrame) -> pd.DataFrame:
     return out
 
 
+def site_gap_by_shift(
+    summary: pd.DataFrame, shifts: pd.DataFrame, site: str = "act", versus: str = "ln2", *, seed: int = 0
+) -> pd.DataFrame:
+    """Paper 1's module finding with its uncertainty: per shift group (split at the median shift as in
+    :func:`weak_vs_strong`), the mean over datasets of ``site``'s best-layer accuracy minus ``versus``'s
+    (paired by dataset), with a percentile bootstrap interval over the datasets of the group."""
+    columns = ["shift group", "site", "versus", "value", "ci_low", "ci_high", "datasets"]
+    joined = summary.merge(shifts, on="dataset", how="inner")
+    wide = joined.pivot_table(index="dataset", columns="site", values="value")
+    if joined.empty or site not in wide or versus not in wide:
+        return pd.DataFrame(columns=columns)
+    from ..headlines import mean_ci
+
+    median = joined.drop_duplicates("dataset")["shift"].median()
+    shift = joined.drop_duplicates("dataset").set_index("dataset")["shift"].reindex(wide.index)
+    gap = (wide[site] - wide[versus]).dropna()
+    rows = []
+    for group, members in (("weak shift", shift <= median), ("strong shift", shift > median)):
+        values = gap[gap.index.isin(members[members].index)]
+        mean, low, high = mean_ci(values.to_numpy(), seed=seed)
+        rows.append([group, site, versus, mean, low, high, len(values)])
+    return pd.DataFrame(rows, columns=columns)
+
+
+def record_site_gaps(gaps: pd.DataFrame) -> None:
+    """Each row of :func:`site_gap_by_shift` as a headline: value, interval, n, or why there is none."""
+    from .. import report
+
+    for row in gaps.itertuples(index=False):
+        group = row[0]
+        report.headline(
+            f"{row.site}_minus_{row.versus}_{group.split()[0]}_shift",
+            row.value,
+            label=f"{row.site} − {row.versus} best-layer accuracy, {group}",
+            fmt="+.3f",
+            ci=(row.ci_low, row.ci_high),
+            n=f"{row.datasets} datasets",
+            why="no dataset in this group has both sites",
+        )
+
+
 def winners_text(groups: pd.DataFrame) -> str:
     """Which site wins under weak and under strong shift, stated from the numbers."""
     if groups.empty:
