@@ -456,13 +456,18 @@ def against_shift(
     return joined, spearman_ci(joined["shift"], joined[column], seed=seed)
 
 
+def shift_groups(joined: pd.DataFrame) -> np.ndarray:
+    """Each row's shift group: "strong shift" above the median shift over datasets, else "weak shift"."""
+    median = joined.drop_duplicates("dataset")["shift"].median()
+    return np.where(joined["shift"] > median, "strong shift", "weak shift")
+
+
 def weak_vs_strong(summary: pd.DataFrame, shifts: pd.DataFrame) -> pd.DataFrame:
     """Datasets split at the median shift; per group, each site's mean best-layer accuracy, best first."""
     joined = summary.merge(shifts, on="dataset", how="inner")
     if joined.empty:
         return pd.DataFrame(columns=["shift group", "site", "value", "datasets"])
-    median = joined.drop_duplicates("dataset")["shift"].median()
-    joined["shift group"] = np.where(joined["shift"] > median, "strong shift", "weak shift")
+    joined["shift group"] = shift_groups(joined)
     out = (
         joined.groupby(["shift group", "site"])
         .agg(value=("value", "mean"), datasets=("dataset", "nunique"))
@@ -485,12 +490,12 @@ def site_gap_by_shift(
         return pd.DataFrame(columns=columns)
     from ..headlines import mean_ci
 
-    median = joined.drop_duplicates("dataset")["shift"].median()
-    shift = joined.drop_duplicates("dataset").set_index("dataset")["shift"].reindex(wide.index)
+    per_dataset = joined.drop_duplicates("dataset")
+    group_of = pd.Series(shift_groups(per_dataset), index=per_dataset["dataset"])
     gap = (wide[site] - wide[versus]).dropna()
     rows = []
-    for group, members in (("weak shift", shift <= median), ("strong shift", shift > median)):
-        values = gap[gap.index.isin(members[members].index)]
+    for group in ("weak shift", "strong shift"):
+        values = gap[group_of.reindex(gap.index) == group]
         mean, low, high = mean_ci(values.to_numpy(), seed=seed)
         rows.append([group, site, versus, mean, low, high, len(values)])
     return pd.DataFrame(rows, columns=columns)
