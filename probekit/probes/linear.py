@@ -43,7 +43,7 @@ from probekit.device import resolve_device
 from probekit.errors import NonFiniteFeaturesError
 from probekit.keys import parse_key
 from probekit.parallel import cpu_workers, side_by_side
-from probekit.probes.softmax import SoftmaxFit, fit_softmax
+from probekit.probes.softmax import SoftmaxFit, block_columns, fit_softmax
 from probekit.probes.standardize import prepare
 from probekit.probes.table import COLUMNS, base_row, probe_rows
 from probekit.store import FeatureStore
@@ -120,8 +120,10 @@ def _chunks(
         groups.setdefault(min(dims[key], n), []).append(key)
     for w, group in groups.items():
         # float32: raw and rotated stacks, then the solver's state for every C (its L-BFGS memory
-        # of 2 x 5 pairs and ~12 parameter-sized buffers) and ~6 logit-sized buffers
-        per = [4 * ((n + m) * (dims[key] + w) + n_cs * k * (22 * (w + 1) + 6 * n)) for key in group]
+        # of 2 x 5 pairs and ~12 parameter-sized buffers, the preconditioner's t x t blocks) and
+        # ~6 logit-sized buffers
+        t = block_columns(n, w)
+        per = [4 * ((n + m) * (dims[key] + w) + n_cs * k * (22 * (w + 1) + t * t + 6 * n)) for key in group]
         chunk, used = [], 0.0
         for key, size in zip(group, per):
             if chunk and used + size > budget:
