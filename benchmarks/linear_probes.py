@@ -42,14 +42,66 @@ from probekit.probes.linear import DEFAULT_CS, fit_linear_probes
 from probekit.probes.reference import reference_probes as reference_probes_
 
 SITES = ("ln1", "attn", "resid_mid", "ln2", "fc1", "act", "fc2", "resid_post")
-# --scaling: (dataset, images per class in train, in test, scikit-learn probes sampled; 0: every probe,
-# measured rather than extrapolated: at n = 200 the whole grid takes scikit-learn about a minute, where
-# a 48-probe sample took 1.1-1.4 s from run to run, so its extrapolation moved the ratio by 20%)
+# --scaling: (n, dataset, images per class in train, in test, scikit-learn probes sampled
+# (stratified_sample); 0: every probe, measured: at n = 200 the whole grid takes scikit-learn about
+# a minute, where a 48-probe sample took 1.1-1.4 s from run to run)
 SCALING = (
     (200, "digits", 20, 20, 0),
-    (2000, "fashion_mnist", 200, 200, 16),
+    (2000, "fashion_mnist", 200, 200, 64),
     (10000, "fashion_mnist", 1000, 200, 8),
 )
+
+
+def stratified_sample(
+    keys: list[str], width: dict[str, int], n: int, rng: np.random.Generator
+) -> list[tuple[str, float]]:
+    """About ``n`` (key, C) probes for scikit-learn, stratified by C and by width: at every C, random
+    keys of each width in proportion to their number, at least one of each.
+
+    A probe's time grows with C and with its width (the MLP's 4x-wide keys cost scikit-learn several
+    times more), so a purely random sample's estimate hung on its mix: at n = 2000 a 16-probe random
+    sample extrapolated to 1884 s and a C-stratified one to 864 s.
+    """
+    per_c = max(1, n // len(DEFAULT_CS))
+    groups = [[k for k in keys if width[k] == w] for w in sorted(set(width.values()))]
+    out = []
+    for c in DEFAULT_CS:
+        for g in groups:
+            take = min(len(g), max(1, round(per_c * len(g) / len(keys))))
+            out += [(g[i], c) for i in rng.choice(len(g), take, replace=False)]
+    return out
+
+
+def timed(fit, probes: list[tuple[str, float]]) -> tuple[list, list[float]]:
+    """``fit(key, C)`` for each probe, and the seconds each took."""
+    results, seconds = [], []
+    for k, c in probes:
+        t0 = time.perf_counter()
+        results.append(fit(k, c))
+        seconds.append(time.perf_counter() - t0)
+    return results, seconds
+
+
+def extrapolate(
+    seconds: list[float],
+    probes: list[tuple[str, float]],
+    keys: list[str],
+    width: dict[str, int],
+    rng: np.random.Generator | None = None,
+) -> float | np.ndarray:
+    """The whole grid's time from a stratified sample's: each (C, width) stratum's mean time x its keys.
+
+    With ``rng``: 2000 bootstrap replicates instead (each stratum's times resampled with replacement),
+    for an interval. scikit-learn's time per probe is heavy-tailed (a few probes run to its
+    ``max_iter``), so a sample's estimate is uncertain and the interval says how much.
+    """
+    strata: dict[tuple[float, int], list[float]] = {}
+    for (k, c), t in zip(probes, seconds):
+        strata.setdefault((c, width[k]), []).append(t)
+    count = {w: sum(width[k] == w for k in keys) for w in set(width.values())}
+    if rng is None:
+        return sum(float(np.mean(t)) * count[w] for (_, w), t in strata.items())
+    return sum(rng.choice(np.asarray(t), (2000, len(t))).mean(1) * count[w] for (_, w), t in strata.items())
 
 
 def run_size(
@@ -99,35 +151,31 @@ def run_size(
 
     rng = np.random.default_rng(a.seed)
     grid = [(k, c) for k in keys for c in DEFAULT_CS]
-    # the sample is stratified by C: the same number of random keys at every C (a probe's time grows
-    # with C, so a purely random sample's estimate hung on its mix of Cs)
-    per_c = max(1, reference_probes // len(DEFAULT_CS))
-    pick = (
-        grid
-        if reference_probes <= 0
-        else [(keys[i], c) for c in DEFAULT_CS for i in rng.choice(len(keys), per_c, replace=False)]
-    )
+    width = {k: int(train.shape(k)[1]) for k in keys}
+    pick = grid if reference_probes <= 0 else stratified_sample(keys, width, reference_probes, rng)
     blas1 = threadpool_limits(limits=1, user_api="blas")
-    t0 = time.perf_counter()
-    ref = [
-        reference_probes_(train, train.labels, test, test.labels, keys=[k], pool=None, C=c, **common)
-        for k, c in pick
-    ]
-    t_ref_sample = time.perf_counter() - t0
-    t_ref = t_ref_sample * len(grid) / len(pick)
-    how = (
-        "measured"
-        if len(pick) == len(grid)
-        else f"extrapolated from {len(pick)} random probes, {per_c} at each C ({t_ref_sample:.1f} s)"
+    ref, t_each = timed(
+        lambda k, c: reference_probes_(
+            train, train.labels, test, test.labels, keys=[k], pool=None, C=c, **common
+        ),
+        pick,
     )
-    t0 = time.perf_counter()
-    tight = [
-        reference_probes_(
-            train, train.labels, test, test.labels, keys=[k], pool=None, C=c, tol=1e-8, **common
+    t_ref = extrapolate(t_each, pick, keys, width)
+    t_ref_ci = (t_ref, t_ref)
+    how = "measured"
+    if len(pick) < len(grid):
+        t_ref_ci = tuple(np.percentile(extrapolate(t_each, pick, keys, width, rng), [2.5, 97.5]))
+        how = (
+            f"extrapolated from {len(pick)} random probes stratified by C and width ({sum(t_each):.1f} s), "
+            f"95% bootstrap interval {t_ref_ci[0]:.0f}-{t_ref_ci[1]:.0f} s"
         )
-        for k, c in pick
-    ]
-    t_tight = time.perf_counter() - t0
+    tight, t_tight_each = timed(
+        lambda k, c: reference_probes_(
+            train, train.labels, test, test.labels, keys=[k], pool=None, C=c, tol=1e-8, **common
+        ),
+        pick,
+    )
+    t_tight = sum(t_tight_each)
     blas1.restore_original_limits()
 
     print(
@@ -144,7 +192,7 @@ def run_size(
             f"sklearn {m.value_s.mean():.4f}, mean |gap| {gap.mean() * 100:.2f} points, "
             f"max |gap| {gap.max() * 100:.2f} points; max |gap| per C [{per_c}]"
         )
-    ratio_opt = t_tight * len(grid) / len(pick) / t_batched
+    ratio_opt = extrapolate(t_tight_each, pick, keys, width) / t_batched
     print(f"time ratio against sklearn run to the optimum (tol=1e-8): {ratio_opt:.2f}")
     return {
         "n": len(train.labels),
@@ -153,6 +201,7 @@ def run_size(
         "batched": t_batched,
         "sklearn": t_ref,
         "ratio": t_ref / t_batched,
+        "ratio_ci": (t_ref_ci[0] / t_batched, t_ref_ci[1] / t_batched),
         "ratio_opt": ratio_opt,
         "gap_opt": gaps["sklearn tol=1e-8"],
     }
@@ -204,7 +253,8 @@ def main() -> None:
             results.append(run_size(a, bb, dataset, per_train, per_test, n_ref))
     print(f"--- scaling (whole run {time.perf_counter() - t_start:.0f} s) ---")
     print(
-        "train / test | batched s | x per x n | sklearn tol=1e-4 s (extrap.) | ratio | ratio at optimum | max gap to optimum"
+        "train / test | batched s | x per x n | sklearn tol=1e-4 s (extrap.) | ratio [95% interval] | ratio at optimum "
+        "| max gap to optimum"
     )
     prev = None
     for r in results:
@@ -213,7 +263,8 @@ def main() -> None:
         )
         print(
             f"{r['n']} / {r['m']} ({r['dataset']}) | {r['batched']:.1f} | {growth} | {r['sklearn']:.0f} | "
-            f"{r['ratio']:.2f} | {r['ratio_opt']:.2f} | {r['gap_opt'] * 100:.2f} points"
+            f"{r['ratio']:.2f} [{r['ratio_ci'][0]:.2f}, {r['ratio_ci'][1]:.2f}] | {r['ratio_opt']:.2f} | "
+            f"{r['gap_opt'] * 100:.2f} points"
         )
         prev = r
     by_n = {r["n"]: r for r in results}
