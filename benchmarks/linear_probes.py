@@ -82,26 +82,30 @@ def timed(fit, probes: list[tuple[str, float]]) -> tuple[list, list[float]]:
     return results, seconds
 
 
-def extrapolate(
-    seconds: list[float],
-    probes: list[tuple[str, float]],
-    keys: list[str],
-    width: dict[str, int],
-    rng: np.random.Generator | None = None,
-) -> float | np.ndarray:
-    """The whole grid's time from a stratified sample's: each (C, width) stratum's mean time x its keys.
-
-    With ``rng``: 2000 bootstrap replicates instead (each stratum's times resampled with replacement),
-    for an interval. scikit-learn's time per probe is heavy-tailed (a few probes run to its
-    ``max_iter``), so a sample's estimate is uncertain and the interval says how much.
-    """
-    strata: dict[tuple[float, int], list[float]] = {}
+def strata(
+    seconds: list[float], probes: list[tuple[str, float]], keys: list[str], width: dict[str, int]
+) -> list[tuple[np.ndarray, int]]:
+    """A stratified sample's times per (C, width) stratum, each with the number of keys it stands for."""
+    times: dict[tuple[float, int], list[float]] = {}
     for (k, c), t in zip(probes, seconds):
-        strata.setdefault((c, width[k]), []).append(t)
+        times.setdefault((c, width[k]), []).append(t)
     count = {w: sum(width[k] == w for k in keys) for w in set(width.values())}
-    if rng is None:
-        return sum(float(np.mean(t)) * count[w] for (_, w), t in strata.items())
-    return sum(rng.choice(np.asarray(t), (2000, len(t))).mean(1) * count[w] for (_, w), t in strata.items())
+    return [(np.asarray(t), count[w]) for (_, w), t in times.items()]
+
+
+def extrapolate(sample: list[tuple[np.ndarray, int]]) -> float:
+    """The whole grid's time: each stratum's mean time x its keys."""
+    return sum(float(t.mean()) * n for t, n in sample)
+
+
+def bootstrap_interval(sample: list[tuple[np.ndarray, int]], rng: np.random.Generator) -> tuple[float, float]:
+    """95% interval of :func:`extrapolate` over 2000 replicates, each stratum resampled with replacement.
+
+    scikit-learn's time per probe is heavy-tailed (a few probes run to its ``max_iter``), so a
+    sample's estimate is uncertain and the interval says how much.
+    """
+    reps = sum(rng.choice(t, (2000, len(t))).mean(1) * n for t, n in sample)
+    return tuple(np.percentile(reps, [2.5, 97.5]))
 
 
 def run_size(
@@ -154,27 +158,24 @@ def run_size(
     width = {k: int(train.shape(k)[1]) for k in keys}
     pick = grid if reference_probes <= 0 else stratified_sample(keys, width, reference_probes, rng)
     blas1 = threadpool_limits(limits=1, user_api="blas")
-    ref, t_each = timed(
-        lambda k, c: reference_probes_(
-            train, train.labels, test, test.labels, keys=[k], pool=None, C=c, **common
-        ),
-        pick,
-    )
-    t_ref = extrapolate(t_each, pick, keys, width)
+
+    def sklearn(key: str, c: float, tol: float = 1e-4) -> pd.DataFrame:
+        return reference_probes_(
+            train, train.labels, test, test.labels, keys=[key], pool=None, C=c, tol=tol, **common
+        )
+
+    ref, t_each = timed(sklearn, pick)
+    sample = strata(t_each, pick, keys, width)
+    t_ref = extrapolate(sample)
     t_ref_ci = (t_ref, t_ref)
     how = "measured"
     if len(pick) < len(grid):
-        t_ref_ci = tuple(np.percentile(extrapolate(t_each, pick, keys, width, rng), [2.5, 97.5]))
+        t_ref_ci = bootstrap_interval(sample, rng)
         how = (
             f"extrapolated from {len(pick)} random probes stratified by C and width ({sum(t_each):.1f} s), "
             f"95% bootstrap interval {t_ref_ci[0]:.0f}-{t_ref_ci[1]:.0f} s"
         )
-    tight, t_tight_each = timed(
-        lambda k, c: reference_probes_(
-            train, train.labels, test, test.labels, keys=[k], pool=None, C=c, tol=1e-8, **common
-        ),
-        pick,
-    )
+    tight, t_tight_each = timed(lambda key, c: sklearn(key, c, tol=1e-8), pick)
     t_tight = sum(t_tight_each)
     blas1.restore_original_limits()
 
@@ -192,7 +193,7 @@ def run_size(
             f"sklearn {m.value_s.mean():.4f}, mean |gap| {gap.mean() * 100:.2f} points, "
             f"max |gap| {gap.max() * 100:.2f} points; max |gap| per C [{per_c}]"
         )
-    ratio_opt = extrapolate(t_tight_each, pick, keys, width) / t_batched
+    ratio_opt = extrapolate(strata(t_tight_each, pick, keys, width)) / t_batched
     print(f"time ratio against sklearn run to the optimum (tol=1e-8): {ratio_opt:.2f}")
     return {
         "n": len(train.labels),
