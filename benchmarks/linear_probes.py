@@ -56,7 +56,8 @@ def stratified_sample(
     keys: list[str], width: dict[str, int], n: int, rng: np.random.Generator
 ) -> list[tuple[str, float]]:
     """About ``n`` (key, C) probes for scikit-learn, stratified by C and by width: at every C, random
-    keys of each width in proportion to their number, at least one of each.
+    keys of each width in proportion to their number, at least two of each (a stratum of one probe
+    has no spread, and the bootstrap interval would claim a certainty it does not have).
 
     A probe's time grows with C and with its width (the MLP's 4x-wide keys cost scikit-learn several
     times more), so a purely random sample's estimate hung on its mix: at n = 2000 a 16-probe random
@@ -67,7 +68,7 @@ def stratified_sample(
     out = []
     for c in DEFAULT_CS:
         for g in groups:
-            take = min(len(g), max(1, round(per_c * len(g) / len(keys))))
+            take = min(len(g), max(2, round(per_c * len(g) / len(keys))))
             out += [(g[i], c) for i in rng.choice(len(g), take, replace=False)]
     return out
 
