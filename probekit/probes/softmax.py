@@ -93,6 +93,8 @@ BLOCK_ROWS = 512  # the rows of largest curvature the preconditioner's dense blo
 BLOCK_FROM = 20  # the iteration the blocks start at (most small-C probes have stopped by then)
 BLOCK_REFIT = 20  # iterations between re-fits of the blocks (and, from BLOCK_FROM on, of the diagonal)
 SHORT_HISTORY_ROWS = 1000  # fewer training rows than this: a shorter L-BFGS memory (lbfgs_history)
+CPU_BATCH = 16  # most feature sets in one batch on a CPU (cpu_batch)
+BATCHES_PER_WORKER = 4  # batches each CPU worker gets at least, given feature sets enough (cpu_batch)
 
 
 @dataclass
@@ -419,6 +421,19 @@ def block_columns(n: int, d: int) -> int:
     return int(min(128, max(32, (d * n / min(BLOCK_ROWS, n)) ** 0.5)))
 
 
+def cpu_batch(n_sets: int, workers: int) -> int:
+    """Feature sets per batch on a CPU for ``n_sets`` sets and ``workers`` threads: at most ``CPU_BATCH``
+    (at 200 rows a batch's working set then stays in cache, and larger batches were slower), and
+    few enough that each worker gets ``BATCHES_PER_WORKER`` batches.
+
+    A batch runs until its slowest probe stops, and the workers take batches in turn, so with one
+    batch per worker a worker whose batch stops early idles until the other's does: 55 narrow keys
+    of fashion_mnist at n = 2000 in four batches (16, 16, 16, 7) kept the two cores 80% busy and
+    took 14.2 s; in eight batches of 7, 11.9 s (``benchmarks/README.md``).
+    """
+    return max(1, min(CPU_BATCH, -(-n_sets // (BATCHES_PER_WORKER * workers))))
+
+
 def lbfgs_history(n: int) -> int:
     """L-BFGS pairs kept for ``n`` training rows: 4 below ``SHORT_HISTORY_ROWS``, else 5.
 
@@ -497,7 +512,7 @@ def fit_softmax(
     resolve). ``history``: L-BFGS pairs kept (default :func:`lbfgs_history`). ``refit``: iterations
     between re-fits of the preconditioner.
     ``init``: a fit of the same shapes to start from. ``batch``: feature sets solved together
-    (default: 16 on a CPU, where a batch's working set then stays in cache; all on a GPU).
+    (default: :func:`cpu_batch` on a CPU; all on a GPU).
     ``class_weight``: ``None``, ``"balanced"`` or ``n_classes`` weights, as in scikit-learn
     (:func:`row_weights`). ``block``: columns per class in the preconditioner's dense blocks from
     iteration ``BLOCK_FROM`` on (0: the diagonal alone; default :func:`block_columns`). The
@@ -522,7 +537,7 @@ def fit_softmax(
         Cs = Cs / 2
     weights = row_weights(y, n_classes, class_weight)
     workers = cpu_workers(x.device, len(x))
-    batch = batch or (min(16, -(-len(x) // workers)) if x.device.type == "cpu" else len(x))
+    batch = batch or (cpu_batch(len(x), workers) if x.device.type == "cpu" else len(x))
     if block is None:
         block = block_columns(x.shape[1], x.shape[2])
     kw = {
@@ -558,7 +573,8 @@ def fit_softmax(
             fit.converged[short] = again.converged
         return fit
 
-    fits = side_by_side(solve_part, range(0, len(x), batch), workers)  # CPU: batches on separate threads
+    # CPU: batches side by side, in forked processes (probekit.parallel)
+    fits = side_by_side(solve_part, range(0, len(x), batch), workers, processes=True)
     if len(fits) == 1:
         return fits[0]
     return SoftmaxFit(
