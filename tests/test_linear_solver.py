@@ -233,10 +233,9 @@ def test_balanced_class_weight_is_sklearns(digits, n_classes: int) -> None:
         fit_softmax(xs, torch.tensor(yk), torch.tensor([1.0]), n_classes, class_weight="inverse")
 
 
-def test_batches_side_by_side_on_cpu_give_the_serial_fit(digits) -> None:
-    # with 2 torch threads the batches run in 2 forked processes (threads where the platform does not
-    # fork), one torch thread each (probekit.parallel); each batch computes exactly what it computes
-    # alone on one thread
+def test_batches_side_by_side_on_cpu_threads_give_the_serial_fit(digits) -> None:
+    # with 2 torch threads the batches run on 2 threads, one torch thread each (probekit.parallel);
+    # each batch then computes exactly what it computes alone on one thread
     x, y = digits
     xs = torch.stack(
         [prepare(torch.tensor(x[:300] ** p, dtype=torch.float32)[None])[0][0] for p in (1, 2, 3)]

@@ -573,8 +573,7 @@ def fit_softmax(
             fit.converged[short] = again.converged
         return fit
 
-    # CPU: batches side by side, in forked processes (probekit.parallel)
-    fits = side_by_side(solve_part, range(0, len(x), batch), workers, processes=True)
+    fits = side_by_side(solve_part, range(0, len(x), batch), workers)  # CPU: batches on separate threads
     if len(fits) == 1:
         return fits[0]
     return SoftmaxFit(
