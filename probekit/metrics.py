@@ -77,18 +77,21 @@ def resample_counts(n: int, n_boot: int, seed: int) -> np.ndarray:
     return counts
 
 
-def resample_stats(fn: Metric, y_true: np.ndarray, y_pred: np.ndarray, n_boot: int, seed: int) -> np.ndarray:
+def resample_stats(
+    fn: Metric, y_true: np.ndarray, y_pred: np.ndarray, n_boot: int, seed: int | None
+) -> np.ndarray:
     """``fn`` on the ``n_boot`` bootstrap resamples of seed ``seed`` (the draws of :func:`resample_counts`).
 
     Accuracy and balanced accuracy are sums over rows, so a resample's score is a product of its
     row counts with the per-row hits (and, for balanced accuracy, the per-class indicators): one
     matrix product for all resamples, ~25x faster than indexing every resample (``benchmarks/
     bootstrap.py``), with the same numbers: counts, hits and their sums are integers below 2^24,
-    exact in float32. Other metrics, and test sets too large for :data:`COUNT_CELLS`, index the
-    resamples (:func:`resampled`).
+    exact in float32. Other metrics, test sets too large for :data:`COUNT_CELLS` and ``seed=None``
+    (fresh draws each call, nothing to cache) index the resamples (:func:`resampled`).
     """
     n = len(y_true)
-    if fn not in (accuracy, balanced_accuracy) or n * n_boot > COUNT_CELLS or n >= 2**24:
+    counted = fn in (accuracy, balanced_accuracy) and n * n_boot <= COUNT_CELLS and n < 2**24
+    if not counted or seed is None:
         idx = np.random.default_rng(seed).integers(0, n, size=(n_boot, n))
         return resampled(fn, y_true, y_pred, idx)
     counts = resample_counts(n, n_boot, seed)

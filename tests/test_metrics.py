@@ -69,6 +69,13 @@ def test_large_test_sets_and_other_metrics_index_the_resamples(predictions, monk
     np.testing.assert_allclose(resample_stats(error_rate, y, pred, 100, 0), 1 - small, atol=1e-15)
 
 
+def test_no_seed_draws_afresh_each_call(predictions) -> None:
+    y, pred, _ = predictions
+    a, b = (resample_stats(accuracy, y, pred, 200, None) for _ in range(2))
+    assert not np.array_equal(a, b)  # nothing cached: two calls, two sets of draws
+    assert abs(a.mean() - accuracy(y, pred)) < 0.01
+
+
 def test_counts_are_shared_and_read_only() -> None:
     a = metrics.resample_counts(50, 20, 0)
     assert a is metrics.resample_counts(50, 20, 0)
