@@ -7,6 +7,7 @@ and every helper here is a no-op.
 
 from __future__ import annotations
 
+import atexit
 import os
 from dataclasses import dataclass
 
@@ -44,9 +45,18 @@ def setup(device: torch.device) -> DistInfo:
         if device.type == "cuda":
             torch.cuda.set_device(device)
         dist.init_process_group(backend=backend)
+        atexit.register(teardown)
     if dist.is_initialized():
         return DistInfo(dist.get_rank(), dist.get_world_size(), info.local_rank)
     return info
+
+
+def teardown() -> None:
+    """Leave the process group (at exit, registered by :func:`setup`): a group left to the
+    interpreter's shutdown once aborted a finished rank ("terminate called without an active
+    exception") while the other rank was still writing, which failed the whole torchrun job."""
+    if dist.is_initialized():
+        dist.destroy_process_group()
 
 
 def barrier() -> None:
