@@ -36,7 +36,11 @@ def side_by_side(fn: Callable[[T], R], items: Iterable[T], workers: int) -> list
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
-        with ThreadPoolExecutor(workers, thread_name_prefix="probekit") as pool:
+        # each worker sets its own OpenMP thread count too: a new thread starts at OpenMP's default
+        # (every core), which oneDNN's products (probekit.products) would use
+        with ThreadPoolExecutor(
+            workers, thread_name_prefix="probekit", initializer=torch.set_num_threads, initargs=(1,)
+        ) as pool:
             return list(pool.map(fn, items))
     finally:
         torch.set_num_threads(threads)

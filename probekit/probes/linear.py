@@ -46,6 +46,7 @@ from probekit.parallel import cpu_workers, side_by_side
 from probekit.probes.softmax import SoftmaxFit, block_columns, fit_softmax
 from probekit.probes.standardize import prepare
 from probekit.probes.table import COLUMNS, base_row, probe_rows
+from probekit.products import onednn_products
 from probekit.store import FeatureStore
 from probekit.validation_split import stratified_split
 
@@ -175,6 +176,12 @@ def row_space(train: torch.Tensor, *others: torch.Tensor) -> list[torch.Tensor]:
     features were stored as float16), the ``n x n`` eigendecomposition in float64 (its eigenvalues
     divide), the ``D x D`` one (``n >= D``) in float32; outputs are float32.
     """
+    with onednn_products():  # float32 products, faster on CPUs without AMX (probekit.products)
+        return _row_space(train, *others)
+
+
+def _row_space(train: torch.Tensor, *others: torch.Tensor) -> list[torch.Tensor]:
+    """:func:`row_space` itself."""
     n, d = train.shape[-2:]
     if n < d:
         lam, u = torch.linalg.eigh(torch.bmm(train, train.transpose(1, 2)).double())

@@ -86,6 +86,7 @@ from dataclasses import dataclass
 import torch
 
 from probekit.parallel import cpu_workers, side_by_side
+from probekit.products import onednn_products
 
 FLOAT32_RESOLUTION = 1e-7  # the smallest ||grad|| a float32 solve is asked to reach (module docstring)
 FLOAT32_STALL = 200  # float32 iterations without ||grad|| halving before float64 takes over
@@ -171,7 +172,8 @@ class _Objective:
         """``(B, C, K, n)`` logits of the probes ``theta`` on the rows of ``xt: (B, D, n)`` (column-major)."""
         B, C, K, D = theta.shape[0], theta.shape[1], self.K, self.D
         flat = theta.view(B, C * K, D + 1)
-        return torch.baddbmm(flat[:, :, D:], flat[:, :, :D], xt).view(B, C, K, xt.shape[2])
+        with onednn_products():
+            return torch.baddbmm(flat[:, :, D:], flat[:, :, :D], xt).view(B, C, K, xt.shape[2])
 
     def value_grad(
         self, theta: torch.Tensor, idx: torch.Tensor | None = None
@@ -187,7 +189,8 @@ class _Objective:
         loss = loss.sum((2, 3)).div_(n) if self.rw is None else (loss * self.rw).sum((2, 3))
         f = loss + 0.5 * mu * w.square().sum((2, 3))
         g = torch.empty_like(theta)
-        gw = torch.bmm(res.view(B, C * K, n), x_n).view(B, C, K, D)
+        with onednn_products():
+            gw = torch.bmm(res.view(B, C * K, n), x_n).view(B, C, K, D)
         torch.addcmul(gw, mu[:, :, None, None], w, out=g[..., :D])
         if self.rw is None:
             torch.sum(res, 3, out=g[..., D]).div_(n)
@@ -203,7 +206,8 @@ class _Objective:
         curv = prob * (1 - prob)  # (B, C, K, n)
         diag = torch.empty(B, C, K, D + 1, dtype=theta.dtype, device=theta.device)
         mu = self.mu.repeat_interleave(K, 1)[:, :, None]
-        diag[..., :D] = torch.baddbmm(mu, curv.view(B, C * K, n), self.x_n * self.x).view(B, C, K, D)
+        with onednn_products():
+            diag[..., :D] = torch.baddbmm(mu, curv.view(B, C * K, n), self.x_n * self.x).view(B, C, K, D)
         wcurv = curv / n if self.rw is None else curv * self.rw
         diag[..., D] = wcurv.sum(3).clamp_min(1e-12)
         return diag, wcurv
