@@ -24,15 +24,19 @@ def cpu_workers(device: torch.device, n_items: int) -> int:
     return 1 if device.type != "cpu" else max(1, min(torch.get_num_threads(), n_items))
 
 
-def side_by_side(fn: Callable[[T], R], items: Iterable[T], workers: int) -> list[R]:
+def side_by_side(
+    fn: Callable[[T], R], items: Iterable[T], workers: int, done: Callable[[R], object] | None = None
+) -> list[R]:
     """``[fn(item) for item in items]``, ``workers`` at a time with torch single-threaded meanwhile.
 
     torch's thread count is process-wide: it is 1 while the items run and restored afterwards,
-    exceptions included. Results come back in the order of ``items``.
+    exceptions included. Results come back in the order of ``items``; ``done`` (a progress bar's
+    step, say) is called on each in that order, in the calling thread, as it arrives.
     """
     items = list(items)
+    done = done or (lambda result: None)
     if workers <= 1 or len(items) <= 1:
-        return [fn(item) for item in items]
+        return [_then(fn(item), done) for item in items]
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
@@ -41,6 +45,12 @@ def side_by_side(fn: Callable[[T], R], items: Iterable[T], workers: int) -> list
         with ThreadPoolExecutor(
             workers, thread_name_prefix="probekit", initializer=torch.set_num_threads, initargs=(1,)
         ) as pool:
-            return list(pool.map(fn, items))
+            return [_then(result, done) for result in pool.map(fn, items)]
     finally:
         torch.set_num_threads(threads)
+
+
+def _then(result: R, done: Callable[[R], object]) -> R:
+    """``result``, after ``done(result)``."""
+    done(result)
+    return result

@@ -15,8 +15,11 @@ changes nothing. The results are float32 products either way, summed in another 
 MKL's, so they differ from MKL's in the last bits, not in precision.
 
 The setting is process-wide: it is on while any thread is inside :func:`onednn_products` and
-restored when the last one leaves, so products other threads run meanwhile may also go to
-oneDNN, exactly as well.
+restored when the last one leaves, so products other threads run meanwhile also go to oneDNN.
+A product's route decides its last bits, so callers enter it once around all of their parallel
+work (:func:`probekit.probes.softmax.fit_softmax`, :func:`probekit.probes.linear.fit_linear_probes`,
+:func:`probekit.probes.linear.row_space`), not around single products: a product whose route
+depended on what another thread was doing would make a probe's numbers vary from run to run.
 """
 
 from __future__ import annotations

@@ -5,11 +5,13 @@ from __future__ import annotations
 import threading
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 from sklearn.datasets import load_digits
 
 from probekit import products
+from probekit.probes.linear import fit_linear_probes
 from probekit.probes.softmax import fit_softmax
 from probekit.probes.standardize import prepare
 
@@ -92,3 +94,23 @@ def test_the_solve_is_the_same_probe_with_either_product(monkeypatch) -> None:
     np.testing.assert_allclose(a.coef.numpy(), b.coef.numpy(), atol=2e-3 * float(b.coef.abs().max()))
     # a test row on a class boundary may go either way: at most 2 of the 1197 per probe
     assert int((a.predict(xt) != b.predict(xt)).sum(-1).max()) <= 2
+
+
+def test_probe_tables_are_the_same_run_to_run_and_with_one_thread() -> None:
+    # every product of a table runs through one route whatever the other worker is doing, so two
+    # runs on two threads and one run on one thread give the same table to the bit
+    x, y = load_digits(return_X_y=True)
+    feats = {f"blocks.{p}.act/mean": (x ** (1 + p / 2)).astype(np.float32) for p in range(4)}
+    train = {k: v[:500] for k, v in feats.items()}
+    test = {k: v[500:800] for k, v in feats.items()}
+    kw = {"depth": 4, "Cs": (0.01, 1.0, 100.0), "val_fraction": 0.2, "n_boot": 50, "progress": False}
+    threads = torch.get_num_threads()
+    try:
+        tables = []
+        for n_threads in (2, 2, 1):
+            torch.set_num_threads(n_threads)
+            tables.append(fit_linear_probes(train, y[:500], test, y[500:800], **kw))
+    finally:
+        torch.set_num_threads(threads)
+    for other in tables[1:]:
+        pd.testing.assert_frame_equal(tables[0], other)

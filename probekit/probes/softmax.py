@@ -172,8 +172,7 @@ class _Objective:
         """``(B, C, K, n)`` logits of the probes ``theta`` on the rows of ``xt: (B, D, n)`` (column-major)."""
         B, C, K, D = theta.shape[0], theta.shape[1], self.K, self.D
         flat = theta.view(B, C * K, D + 1)
-        with onednn_products():
-            return torch.baddbmm(flat[:, :, D:], flat[:, :, :D], xt).view(B, C, K, xt.shape[2])
+        return torch.baddbmm(flat[:, :, D:], flat[:, :, :D], xt).view(B, C, K, xt.shape[2])
 
     def value_grad(
         self, theta: torch.Tensor, idx: torch.Tensor | None = None
@@ -189,8 +188,7 @@ class _Objective:
         loss = loss.sum((2, 3)).div_(n) if self.rw is None else (loss * self.rw).sum((2, 3))
         f = loss + 0.5 * mu * w.square().sum((2, 3))
         g = torch.empty_like(theta)
-        with onednn_products():
-            gw = torch.bmm(res.view(B, C * K, n), x_n).view(B, C, K, D)
+        gw = torch.bmm(res.view(B, C * K, n), x_n).view(B, C, K, D)
         torch.addcmul(gw, mu[:, :, None, None], w, out=g[..., :D])
         if self.rw is None:
             torch.sum(res, 3, out=g[..., D]).div_(n)
@@ -206,8 +204,7 @@ class _Objective:
         curv = prob * (1 - prob)  # (B, C, K, n)
         diag = torch.empty(B, C, K, D + 1, dtype=theta.dtype, device=theta.device)
         mu = self.mu.repeat_interleave(K, 1)[:, :, None]
-        with onednn_products():
-            diag[..., :D] = torch.baddbmm(mu, curv.view(B, C * K, n), self.x_n * self.x).view(B, C, K, D)
+        diag[..., :D] = torch.baddbmm(mu, curv.view(B, C * K, n), self.x_n * self.x).view(B, C, K, D)
         wcurv = curv / n if self.rw is None else curv * self.rw
         diag[..., D] = wcurv.sum(3).clamp_min(1e-12)
         return diag, wcurv
@@ -577,7 +574,10 @@ def fit_softmax(
             fit.converged[short] = again.converged
         return fit
 
-    fits = side_by_side(solve_part, range(0, len(x), batch), workers)  # CPU: batches on separate threads
+    # CPU: batches on separate threads; every product of the solve through oneDNN where exact (all of
+    # them, so that no product's route depends on what the other thread is doing)
+    with onednn_products():
+        fits = side_by_side(solve_part, range(0, len(x), batch), workers)
     if len(fits) == 1:
         return fits[0]
     return SoftmaxFit(
