@@ -332,6 +332,8 @@ def fit_linear_probes(
     for chunk_parts in parts:
         with onednn_products():  # on for every product of every worker (probekit.products)
             done = side_by_side(fit_part, chunk_parts, cpu_workers(dev, len(chunk_parts)), step)
+        # a chunk's validation rows, then its test rows, whatever the pieces (they depend on the cores)
+        test_rows: list[dict] = []
         for part, got in zip(chunk_parts, done):
             for converged, n_iter in got.stops:
                 _count_stops(converged, n_iter, max_iter, stopped)
@@ -348,7 +350,7 @@ def fit_linear_probes(
                 )
             for i, key in enumerate(part):
                 for j in range(got.c_fit.shape[1]):
-                    rows += probe_rows(
+                    test_rows += probe_rows(
                         key,
                         **common,
                         regularisation=got.c_fit[i, j],
@@ -357,6 +359,7 @@ def fit_linear_probes(
                         y_pred=pred[i, j],
                         metrics=metrics,
                     )
+        rows += test_rows
     if bar is not None:
         bar.close()
     if stopped["max_iter"]:
