@@ -78,10 +78,11 @@ def _products_stay_float32() -> bool:
 
 
 @contextmanager
-def onednn_products() -> Iterator[None]:
-    """Inside, float32 CPU products run through oneDNN where :func:`onednn_exact`; elsewhere nothing changes."""
+def onednn_products(worth_it: bool = True) -> Iterator[None]:
+    """Inside, float32 CPU products run through oneDNN where :func:`onednn_exact` and ``worth_it`` (the
+    caller's judgement that its products are large enough to gain); elsewhere nothing changes."""
     global _inside, _saved
-    if not onednn_exact():
+    if not worth_it or not onednn_exact():
         yield
         return
     matmul = _setting()

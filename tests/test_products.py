@@ -11,6 +11,7 @@ import torch
 from sklearn.datasets import load_digits
 
 from probekit import products
+from probekit.probes import linear, softmax
 from probekit.probes.linear import fit_linear_probes
 from probekit.probes.softmax import fit_softmax
 from probekit.probes.standardize import prepare
@@ -78,7 +79,14 @@ def test_switched_off_by_the_environment(monkeypatch) -> None:
         products.onednn_exact.cache_clear()
 
 
-def test_the_solve_is_the_same_probe_with_either_product(monkeypatch) -> None:
+@pytest.fixture
+def onednn_at_any_size(monkeypatch) -> None:
+    """oneDNN's products for these small tests too (by default only from ONEDNN_ROWS training rows)."""
+    monkeypatch.setattr(softmax, "ONEDNN_ROWS", 0)
+    monkeypatch.setattr(linear, "ONEDNN_ROWS", 0)
+
+
+def test_the_solve_is_the_same_probe_with_either_product(monkeypatch, onednn_at_any_size) -> None:
     # the same probes to float32's rounding: oneDNN sums the products in another order than MKL
     x, y = load_digits(return_X_y=True)
     xs, xt = prepare(
@@ -96,7 +104,7 @@ def test_the_solve_is_the_same_probe_with_either_product(monkeypatch) -> None:
     assert int((a.predict(xt) != b.predict(xt)).sum(-1).max()) <= 2
 
 
-def test_probe_tables_are_the_same_run_to_run_and_with_one_thread() -> None:
+def test_probe_tables_are_the_same_run_to_run_and_with_one_thread(onednn_at_any_size) -> None:
     # every product of a table runs through one route whatever the other worker is doing, so two
     # runs on two threads and one run on one thread give the same table to the bit, in the same row
     # order (12 keys: pieces of 2 keys on two threads, of 3 on one)

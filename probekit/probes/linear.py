@@ -44,7 +44,7 @@ from probekit.device import resolve_device
 from probekit.errors import NonFiniteFeaturesError
 from probekit.keys import parse_key
 from probekit.parallel import cpu_workers, side_by_side
-from probekit.probes.softmax import block_columns, cpu_batch, fit_softmax
+from probekit.probes.softmax import ONEDNN_ROWS, block_columns, cpu_batch, fit_softmax
 from probekit.probes.standardize import prepare
 from probekit.probes.table import COLUMNS, base_row, probe_rows
 from probekit.products import onednn_products
@@ -192,7 +192,7 @@ def row_space(train: torch.Tensor, *others: torch.Tensor) -> list[torch.Tensor]:
     features were stored as float16), the ``n x n`` eigendecomposition in float64 (its eigenvalues
     divide), the ``D x D`` one (``n >= D``) in float32; outputs are float32.
     """
-    with onednn_products():  # float32 products, faster on CPUs without AMX (probekit.products)
+    with onednn_products(train.shape[-2] >= ONEDNN_ROWS):  # faster without AMX (probekit.products)
         return _row_space(train, *others)
 
 
@@ -330,7 +330,8 @@ def fit_linear_probes(
     common = {"depth": depth, "labels": labels, "trainer": "batched", "n_boot": n_boot}
     step = bar.update if bar is not None else None
     for chunk_parts in parts:
-        with onednn_products():  # on for every product of every worker (probekit.products)
+        # on for every product of every worker, or for none (probekit.products)
+        with onednn_products(len(y_train) >= ONEDNN_ROWS):
             done = side_by_side(fit_part, chunk_parts, cpu_workers(dev, len(chunk_parts)), step)
         # a chunk's validation rows, then its test rows, whatever the pieces (they depend on the cores)
         test_rows: list[dict] = []

@@ -95,6 +95,10 @@ BLOCK_FROM = 20  # the iteration the blocks start at (most small-C probes have s
 BLOCK_REFIT = 20  # iterations between re-fits of the blocks (and, from BLOCK_FROM on, of the diagonal)
 SHORT_HISTORY_ROWS = 1000  # fewer training rows than this: a shorter L-BFGS memory (lbfgs_history)
 CPU_BATCH = 16  # most feature sets in one batch on a CPU (cpu_batch)
+# training rows from which the products go through oneDNN (probekit.products): at 2000 rows they
+# dominate a solve and run 2.2x faster there (a solve 25-30% faster); at 130-200 rows oneDNN's
+# per-product costs cancel that (n = 200: 6.27 against 6.16 s; the demo's notebooks 02-03 ~8% slower)
+ONEDNN_ROWS = 1000
 BATCHES_PER_WORKER = 4  # batches each CPU worker gets at least, given feature sets enough (cpu_batch)
 
 
@@ -576,7 +580,7 @@ def fit_softmax(
 
     # CPU: batches on separate threads; every product of the solve through oneDNN where exact (all of
     # them, so that no product's route depends on what the other thread is doing)
-    with onednn_products():
+    with onednn_products(x.shape[1] >= ONEDNN_ROWS):
         fits = side_by_side(solve_part, range(0, len(x), batch), workers)
     if len(fits) == 1:
         return fits[0]
