@@ -44,7 +44,7 @@ from probekit.device import resolve_device
 from probekit.errors import NonFiniteFeaturesError
 from probekit.keys import parse_key
 from probekit.parallel import cpu_workers, side_by_side
-from probekit.probes.softmax import ONEDNN_ROWS, block_columns, cpu_batch, fit_softmax
+from probekit.probes.softmax import ONEDNN_ROWS, SoftmaxFit, block_columns, cpu_batch, fit_softmax
 from probekit.probes.standardize import prepare
 from probekit.probes.table import COLUMNS, base_row, probe_rows
 from probekit.products import onednn_products
@@ -307,22 +307,21 @@ def fit_linear_probes(
     def fit_part(part: list[str]) -> _PartFit:
         """Choose each key's C on the validation rows (when selecting), refit, predict test: one piece."""
         one = {"batch": len(part)} if dev.type == "cpu" else {}  # the piece is the solver's batch
-        val_acc, fits = None, []
+        val_acc, stops = None, {"max_iter": 0, "precision": 0}
         if select:
             xf, xv = _rotated(train, fit_idx, train, val_idx, part, dev)
             fit = fit_softmax(xf, torch.from_numpy(ytr[fit_idx]), torch.tensor(Cs), n_cls, **solver, **one)
             val_acc = (fit.predict(xv).cpu().numpy() == ytr[val_idx]).mean(-1)  # (F, C)
             best = val_acc.argmax(1)  # first maximum: the smallest C among ties
-            fits.append(fit)
+            _count_stops(fit, max_iter, stops)
             del xf, xv
             c_fit = torch.tensor([[Cs[b]] for b in best], dtype=torch.float64)
         else:
             c_fit = torch.tensor(Cs, dtype=torch.float64)
         xtr, xte = _rotated(train, None, test, None, part, dev)
         fit = fit_softmax(xtr, torch.from_numpy(ytr), c_fit, n_cls, **solver, **one)
-        fits.append(fit)
+        _count_stops(fit, max_iter, stops)
         pred = classes[fit.predict(xte).cpu().numpy()]  # (F, C', m)
-        stops = [(f.converged.cpu(), f.n_iter.cpu()) for f in fits]
         return _PartFit(val_acc, c_fit.expand(len(part), -1).numpy(), pred, stops)
 
     rows: list[dict] = []
@@ -336,8 +335,8 @@ def fit_linear_probes(
         # a chunk's validation rows, then its test rows, whatever the pieces (they depend on the cores)
         test_rows: list[dict] = []
         for part, got in zip(chunk_parts, done):
-            for converged, n_iter in got.stops:
-                _count_stops(converged, n_iter, max_iter, stopped)
+            for reason, count in got.stops.items():
+                stopped[reason] += count
             if got.val_acc is not None:
                 rows += [
                     _val_row(key, c, got.val_acc[i, j], common)
@@ -382,21 +381,19 @@ def fit_linear_probes(
 class _PartFit:
     """What :func:`fit_linear_probes` keeps of one piece's fits: the validation accuracy of every
     (key, C) when selecting (else ``None``), the fitted C values ``(F, C')``, the test predictions
-    ``(F, C', m)`` in the original labels, and each fit's convergence and iterations."""
+    ``(F, C', m)`` in the original labels, and its unconverged probes by reason (:func:`_count_stops`)."""
 
     val_acc: np.ndarray | None
     c_fit: np.ndarray
     pred: np.ndarray
-    stops: list[tuple[torch.Tensor, torch.Tensor]]
+    stops: dict[str, int]
 
 
-def _count_stops(
-    converged: torch.Tensor, n_iter: torch.Tensor, max_iter: int, stopped: dict[str, int]
-) -> None:
-    """Add a fit's unconverged probes to ``stopped``: out of iterations, or at the solve's precision."""
-    out = ~converged
-    stopped["max_iter"] += int((out & (n_iter >= max_iter)).sum())
-    stopped["precision"] += int((out & (n_iter < max_iter)).sum())
+def _count_stops(fit: SoftmaxFit, max_iter: int, stopped: dict[str, int]) -> None:
+    """Add ``fit``'s unconverged probes to ``stopped``: out of iterations, or at the solve's precision."""
+    out = ~fit.converged
+    stopped["max_iter"] += int((out & (fit.n_iter >= max_iter)).sum())
+    stopped["precision"] += int((out & (fit.n_iter < max_iter)).sum())
 
 
 def _val_row(key: str, c: float, acc: float, common: dict) -> dict:
