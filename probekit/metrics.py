@@ -67,13 +67,19 @@ def resample_counts(n: int, n_boot: int, seed: int) -> np.ndarray:
     ``default_rng(seed).integers(0, n, size=(n_boot, n))``, counted per resample. Read-only and
     cached: every probe scored on the same test set shares them (the draws depend on ``n`` alone).
     """
-    idx = np.random.default_rng(seed).integers(0, n, size=(n_boot, n))
-    counts = np.empty((n_boot, n), dtype=np.float32)
-    for start in range(0, n_boot, 64):  # 64 resamples at a time: the flat cell index stays small
+    counts = row_counts(np.random.default_rng(seed).integers(0, n, size=(n_boot, n)), n, np.float32)
+    counts.flags.writeable = False
+    return counts
+
+
+def row_counts(idx: np.ndarray, n: int, dtype: type = np.float32) -> np.ndarray:
+    """``(len(idx), n)`` multiplicities: how often each of ``n`` rows is drawn in each row of ``idx``
+    (resample draws, ``(n_boot, k)`` indices in ``[0, n)``)."""
+    counts = np.empty((len(idx), n), dtype=dtype)
+    for start in range(0, len(idx), 64):  # 64 resamples at a time: the flat cell index stays small
         part = idx[start : start + 64]
         cell = (np.arange(len(part))[:, None] * n + part).ravel()
         counts[start : start + len(part)] = np.bincount(cell, minlength=len(part) * n).reshape(len(part), n)
-    counts.flags.writeable = False
     return counts
 
 

@@ -12,6 +12,7 @@ import numpy as np
 import torch
 
 from probekit.device import resolve_device
+from probekit.metrics import row_counts
 from probekit.shift.errors import ShiftInputError
 
 DEFAULT_DEVICE = "cpu"  # float64 measures: exact and the same on every machine (module docstring)
@@ -46,10 +47,7 @@ def check_pair(x: torch.Tensor, y: torch.Tensor, min_rows: int = 2) -> None:
 
 def bootstrap_counts(n: int, n_boot: int, rng: np.random.Generator) -> np.ndarray:
     """``(n_boot, n)`` multiplicities of a with-replacement resample of ``n`` rows (each row sums to n)."""
-    idx = rng.integers(0, n, size=(n_boot, n))
-    counts = np.zeros((n_boot, n), dtype=np.float64)
-    np.add.at(counts, (np.arange(n_boot)[:, None], idx), 1.0)
-    return counts
+    return row_counts(rng.integers(0, n, size=(n_boot, n)), n, np.float64)
 
 
 def percentile_ci(stats: np.ndarray, level: float = 0.95) -> tuple[float, float]:
