@@ -16,6 +16,7 @@ from probekit.metrics import (
     resample_stats,
     resampled,
 )
+from probekit.shift.backend import bootstrap_counts
 
 
 @pytest.fixture(scope="module")
@@ -81,3 +82,17 @@ def test_counts_are_shared_and_read_only() -> None:
     assert a is metrics.resample_counts(50, 20, 0)
     assert not a.flags.writeable
     assert (a.sum(1) == 50).all()
+
+
+@pytest.mark.parametrize("n, n_boot", [(7, 3), (50, 130), (300, 65)])
+def test_row_counts_count_every_draw(n: int, n_boot: int) -> None:
+    """The counts the probes' and the shift table's intervals share: each draw counted once, per resample."""
+    idx = np.random.default_rng(n).integers(0, n, size=(n_boot, n))
+    want = np.zeros((n_boot, n))
+    for b, row in enumerate(idx):
+        for i in row:
+            want[b, i] += 1
+    for dtype in (np.float32, np.float64):
+        got = metrics.row_counts(idx, n, dtype)
+        assert got.dtype == dtype and np.array_equal(got, want)
+    assert np.array_equal(bootstrap_counts(n, n_boot, np.random.default_rng(n)), want)
