@@ -44,11 +44,13 @@ from probekit.probes.reference import reference_probes as reference_probes_
 SITES = ("ln1", "attn", "resid_mid", "ln2", "fc1", "act", "fc2", "resid_post")
 # --scaling: (n, dataset, images per class in train, in test, scikit-learn probes sampled
 # (stratified_sample); 0: every probe, measured: at n = 200 the whole grid takes scikit-learn about
-# a minute, where a 48-probe sample took 1.1-1.4 s from run to run)
+# a minute, where a 48-probe sample took 1.1-1.4 s from run to run; batched runs, interleaved with
+# scikit-learn's pass (run_size): at n = 200 one batched run lasts 4-9 s on the shared 2-vCPU VMs,
+# short enough for one slow spell of the VM to move it by half, so it is timed three times)
 SCALING = (
-    (200, "digits", 20, 20, 0),
-    (2000, "fashion_mnist", 200, 200, 64),
-    (10000, "fashion_mnist", 1000, 200, 8),
+    (200, "digits", 20, 20, 0, 3),
+    (2000, "fashion_mnist", 200, 200, 64, 1),
+    (10000, "fashion_mnist", 1000, 200, 8, 1),
 )
 
 
@@ -110,9 +112,21 @@ def bootstrap_interval(sample: list[tuple[np.ndarray, int]], rng: np.random.Gene
 
 
 def run_size(
-    a: argparse.Namespace, bb, dataset: str, per_class_train: int, per_class_test: int, reference_probes: int
+    a: argparse.Namespace,
+    bb,
+    dataset: str,
+    per_class_train: int,
+    per_class_test: int,
+    reference_probes: int,
+    repeats: int = 1,
 ) -> dict:
-    """Extract (cached), train every probe batched, sample scikit-learn; print the lines of one size."""
+    """Extract (cached), train every probe batched, sample scikit-learn; print the lines of one size.
+
+    ``repeats > 1``: the batched trainer is timed that many times, once before scikit-learn's
+    ``tol=1e-4`` pass and then after each of ``repeats - 1`` equal parts of it, so its runs sample
+    the same stretch of the machine's time as scikit-learn's; the ratio uses their median, and
+    every run's time and ratio are printed.
+    """
     kw = {"pools": tuple(a.pools.split(",")), "sites": list(SITES), "progress": False, "device": a.device}
     t0 = time.perf_counter()
     train = features(bb, load_dataset(dataset, split="train", max_per_class=per_class_train), **kw)
@@ -131,26 +145,31 @@ def run_size(
     print(f"C grid: {', '.join(f'{c:g}' for c in DEFAULT_CS)}; torch threads {torch.get_num_threads()}")
 
     common = {"depth": bb.depth, "metrics": ("accuracy",), "n_boot": 0, "progress": False}
-    t0 = time.perf_counter()
-    ours = fit_linear_probes(
-        train,
-        train.labels,
-        test,
-        test.labels,
-        keys=keys,
-        Cs=DEFAULT_CS,
-        val_fraction=0,
-        device=a.device,
-        tol=a.tol,
-        rtol=a.rtol if a.rtol > 0 else None,
-        dtype=getattr(torch, a.dtype),
-        **common,
-    )
-    if torch.cuda.is_available():
-        torch.cuda.synchronize()
-    t_batched = time.perf_counter() - t0
+
+    def batched() -> tuple[pd.DataFrame, float]:
+        t0 = time.perf_counter()
+        out = fit_linear_probes(
+            train,
+            train.labels,
+            test,
+            test.labels,
+            keys=keys,
+            Cs=DEFAULT_CS,
+            val_fraction=0,
+            device=a.device,
+            tol=a.tol,
+            rtol=a.rtol if a.rtol > 0 else None,
+            dtype=getattr(torch, a.dtype),
+            **common,
+        )
+        if torch.cuda.is_available():
+            torch.cuda.synchronize()
+        return out, time.perf_counter() - t0
+
+    ours, t_first = batched()
+    t_runs = [t_first]
     print(
-        f"batched ({a.dtype}, tol {a.tol:g}, rtol {a.rtol:g}, {a.threads} threads): {n_probes} probes in {t_batched:.2f} s "
+        f"batched ({a.dtype}, tol {a.tol:g}, rtol {a.rtol:g}, {a.threads} threads): {n_probes} probes in {t_first:.2f} s "
         f"({ours.value.mean():.4f} mean test accuracy)"
     )
 
@@ -158,14 +177,25 @@ def run_size(
     grid = [(k, c) for k in keys for c in DEFAULT_CS]
     width = {k: int(train.shape(k)[1]) for k in keys}
     pick = grid if reference_probes <= 0 else stratified_sample(keys, width, reference_probes, rng)
-    blas1 = threadpool_limits(limits=1, user_api="blas")
 
     def sklearn(key: str, c: float, tol: float = 1e-4) -> pd.DataFrame:
         return reference_probes_(
             train, train.labels, test, test.labels, keys=[key], pool=None, C=c, tol=tol, **common
         )
 
-    ref, t_each = timed(sklearn, pick)
+    ref, t_each = [], []
+    for part in np.array_split(np.arange(len(pick)), max(1, repeats - 1)):
+        with threadpool_limits(limits=1, user_api="blas"):  # scikit-learn's runs only, not the batched ones
+            got, seconds = timed(sklearn, [pick[i] for i in part])
+        ref, t_each = ref + got, t_each + seconds
+        if len(t_runs) < repeats:
+            again, t_again = batched()
+            t_runs.append(t_again)
+            same = (again.value.to_numpy() == ours.value.to_numpy()).all()
+            print(
+                f"batched again: {t_again:.2f} s ({'the same' if same else 'OTHER'} accuracies)", flush=True
+            )
+    t_batched = float(np.median(t_runs))
     sample = strata(t_each, pick, keys, width)
     t_ref = extrapolate(sample)
     t_ref_ci = (t_ref, t_ref)
@@ -176,13 +206,16 @@ def run_size(
             f"extrapolated from {len(pick)} random probes stratified by C and width ({sum(t_each):.1f} s), "
             f"95% bootstrap interval {t_ref_ci[0]:.0f}-{t_ref_ci[1]:.0f} s"
         )
-    tight, t_tight_each = timed(lambda key, c: sklearn(key, c, tol=1e-8), pick)
+    with threadpool_limits(limits=1, user_api="blas"):
+        tight, t_tight_each = timed(lambda key, c: sklearn(key, c, tol=1e-8), pick)
     t_tight = sum(t_tight_each)
-    blas1.restore_original_limits()
 
     print(
         f"sklearn: {len(grid)} probes in {t_ref:.1f} s ({how}); tol=1e-8 on the same sample: {t_tight:.1f} s"
     )
+    if len(t_runs) > 1:
+        each = ", ".join(f"{t:.2f} s ({t_ref / t:.2f})" for t in t_runs)
+        print(f"batched runs (ratio): {each}; the ratio uses their median, {t_batched:.2f} s")
     gaps = {}
     for name, r in (("sklearn tol=1e-4", ref), ("sklearn tol=1e-8", tight)):
         m = ours.merge(pd.concat(r), on=["key", "regularisation"], suffixes=("_b", "_s"))
@@ -249,10 +282,10 @@ def main() -> None:
     t_start = time.perf_counter()
     wanted = {int(n) for n in a.sizes.split(",")}
     results = []
-    for n, dataset, per_train, per_test, n_ref in SCALING:
+    for n, dataset, per_train, per_test, n_ref, repeats in SCALING:
         if n in wanted:
             print(f"--- n = {n} ---", flush=True)
-            results.append(run_size(a, bb, dataset, per_train, per_test, n_ref))
+            results.append(run_size(a, bb, dataset, per_train, per_test, n_ref, repeats))
     print(f"--- scaling (whole run {time.perf_counter() - t_start:.0f} s) ---")
     print(
         "train / test | batched s | x per x n | sklearn tol=1e-4 s (extrap.) | ratio [95% interval] | ratio at optimum "
