@@ -17,7 +17,7 @@ import pytest
 from probekit.data import load_dataset
 from probekit.extract import extract
 from probekit.models import load_model
-from probekit.probes.linear import fit_linear_probes
+from probekit.probes.linear import fit_linear_probes, solved_widths
 from probekit.probes.reference import reference_probes
 
 pytestmark = pytest.mark.slow
@@ -61,3 +61,38 @@ def test_batched_agrees_with_sklearn(dinov2_digits, C: float, ref_tol: float) ->
     site_b = m.groupby("site_b").value_b.max()
     site_s = m.groupby("site_b").value_s.max()
     assert site_s[site_b.idxmax()] >= site_s.max() - 0.015
+
+
+@pytest.fixture(scope="module")
+def dinov2_digits_fc1(tmp_path_factory):
+    """More training rows (450) than fc1's input span (385 directions), stored as float16 as extracted."""
+    bb = load_model("dinov2_vits14", image_size=56)
+    root = tmp_path_factory.mktemp("features_fc1")
+    kw = {"sites": ("ln2", "fc1"), "layers": (2, 8), "pools": ("mean",), "root": root, "progress": False}
+    train = extract(bb, load_dataset("digits", split="train", max_per_class=45), **kw)
+    test = extract(bb, load_dataset("digits", split="test", max_per_class=25), **kw)
+    return bb.depth, train, test
+
+
+@pytest.mark.parametrize("C, ref_tol", [(1.0, 1e-4), (100.0, 1e-8)])
+def test_fc1_solved_in_its_input_span_agrees_with_sklearn_on_every_column(
+    dinov2_digits_fc1, C: float, ref_tol: float
+) -> None:
+    depth, train, test = dinov2_digits_fc1
+    n = len(train.labels)
+    assert n > 385
+    keys = list(train.keys())
+    widths = solved_widths(train, keys, {k: train.shape(k)[1] for k in keys}, n)
+    # fc1 (1536 wide) on ln2's 384 columns plus one; ln2 itself at its own width
+    assert {k: widths[k] for k in keys} == {k: 385 if "fc1" in k else 384 for k in keys}
+    common = {"depth": depth, "metrics": ("accuracy",), "n_boot": 0, "progress": False}
+    fc1 = [k for k in keys if "fc1" in k]
+    ours = fit_linear_probes(
+        train, train.labels, test, test.labels, keys=fc1, Cs=[C], val_fraction=0, **common
+    )
+    # scikit-learn on all 1536 stored columns of fc1
+    ref = reference_probes(train, train.labels, test, test.labels, keys=fc1, C=C, tol=ref_tol, **common)
+    m = ours.merge(ref, on="key", suffixes=("_b", "_s"))
+    assert len(m) == len(fc1) == 2 and m.value_s.min() > 0.5
+    gap = (m.value_b - m.value_s).abs()
+    assert gap.max() <= 0.015, m.loc[gap.idxmax(), ["key", "value_b", "value_s"]].to_dict()

@@ -117,6 +117,30 @@ def test_row_space_is_an_exact_rotation(digits, n_train: int) -> None:
     assert float((gram - torch.diag(torch.diag(gram))).abs().max()) <= 1e-4 * scale
 
 
+@pytest.mark.parametrize("n_train", [20, 300])  # fewer rows than the span's 33 directions, and more
+def test_row_space_width_keeps_the_span_of_an_affine_image(digits, n_train: int) -> None:
+    # pooled fc1 is an affine map of a narrower input: 64 digit pixels through a 32 -> 96 affine map
+    # span 33 directions after the L2 norm and the standardising (probekit.probes.linear.solved_widths)
+    x, _ = digits
+    rng = np.random.default_rng(0)
+    a, b = rng.normal(size=(32, 96)), rng.normal(size=96)
+    wide = np.concatenate([x[:n_train], x[600:]])[:, :32] @ a + b
+    tr, te = prepare(
+        torch.tensor(wide[:n_train], dtype=torch.float32)[None],
+        torch.tensor(wide[n_train:], dtype=torch.float32)[None],
+    )
+    width = min(33, n_train)
+    ztr, zte = row_space(tr, te, width=width)
+    assert ztr.shape[-1] == zte.shape[-1] == width
+    # every inner product with a training row is kept: the same probe on 33 columns as on 96
+    scale = float(tr.square().sum(-1).max())
+    torch.testing.assert_close(ztr @ ztr.transpose(1, 2), tr @ tr.transpose(1, 2), atol=1e-4 * scale, rtol=0)
+    torch.testing.assert_close(zte @ ztr.transpose(1, 2), te @ tr.transpose(1, 2), atol=1e-4 * scale, rtol=0)
+    # and the leading directions are the full rotation's last columns (eigh's ascending order)
+    full = row_space(tr, te)[0]
+    torch.testing.assert_close(ztr.abs(), full[..., -width:].abs(), atol=1e-3 * scale**0.5, rtol=0)
+
+
 def test_float32_solve_is_finished_in_float64(digits) -> None:
     x, y = digits
     (xs,) = prepare(torch.tensor(x[:700], dtype=torch.float32)[None])
