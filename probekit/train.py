@@ -201,7 +201,10 @@ def train(
     weight = class_weights(y.cpu().numpy(), num_classes).to(x.device) if config.class_weighted else None
     criterion = nn.CrossEntropyLoss(weight=weight)
     params = [p for p in model.parameters() if p.requires_grad]
-    opt = torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
+    # fused: AdamW's update in one kernel for all parameters (on a CPU torch's default is a Python loop
+    # over the tensors: 28 of the 96 s the demo's attentive probes trained; fused, 7 s); the same update
+    fused = x.device.type in ("cpu", "cuda") or None
+    opt = torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay, fused=fused)
     step, loss = 0, torch.tensor(float("nan"))
     losses: list[float] = []
     converged = False
@@ -221,7 +224,7 @@ def train(
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
                 if config.grad_clip is not None:
-                    nn.utils.clip_grad_norm_(params, config.grad_clip)
+                    nn.utils.clip_grad_norm_(params, config.grad_clip, foreach=True)
                 opt.step()
                 step += 1
                 cycle_step += 1
