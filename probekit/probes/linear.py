@@ -129,8 +129,8 @@ def solved_widths(
     computed, up to the store's rounding, which a full-width probe may also fit at large ``C``.
     Measured there (``benchmarks/README.md``, "fc1 in its input's span"): every ``fc1`` probe of the
     8 ``C`` values within 0.5 points of test accuracy of the full-width solve, and all 2304 probes
-    solved 17% faster. ``d_in`` is read
-    from the block's ``ln2`` features in ``train`` (any pool); without them the key keeps ``min(D, n)``.
+    solved 17% faster. ``d_in`` is the width of the block's ``ln2`` features in ``train`` (any pool,
+    ``tokens`` included); without them the key keeps ``min(D, n)``.
     """
     out = {}
     for key in keys:
@@ -139,7 +139,7 @@ def solved_widths(
         if fk.site == "fc1" and fk.block is not None and fk.pool != "tokens":
             inputs = [k for k in train.keys() if k.startswith(f"blocks.{fk.block}.ln2/")]
             if inputs:
-                width = min(width, int(_shape(train, inputs[0])[1]) + 1)
+                width = min(width, int(_shape(train, inputs[0])[-1]) + 1)  # (n, D) or (n, T, D)
         out[key] = width
     return out
 
