@@ -132,15 +132,16 @@ def solved_widths(
     solved 17% faster. ``d_in`` is the width of the block's ``ln2`` features in ``train`` (any pool,
     ``tokens`` included); without them the key keeps ``min(D, n)``.
     """
+    d_in: dict[int, int] = {}  # block -> width of its ln2 features, the last axis of (n, D) or (n, T, D)
+    for key in train.keys():
+        fk = parse_key(key)
+        if fk.site == "ln2" and fk.block is not None:
+            d_in.setdefault(fk.block, int(_shape(train, key)[-1]))
     out = {}
     for key in keys:
-        width = min(dims[key], n)
         fk = parse_key(key)
-        if fk.site == "fc1" and fk.block is not None and fk.pool != "tokens":
-            inputs = [k for k in train.keys() if k.startswith(f"blocks.{fk.block}.ln2/")]
-            if inputs:
-                width = min(width, int(_shape(train, inputs[0])[-1]) + 1)  # (n, D) or (n, T, D)
-        out[key] = width
+        span = d_in.get(fk.block) if fk.site == "fc1" and fk.pool != "tokens" else None
+        out[key] = min(dims[key], n, dims[key] if span is None else span + 1)
     return out
 
 
